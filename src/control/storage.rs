@@ -1,0 +1,44 @@
+//! `/exapp_storage/{app_id}` (contract §4.3): AppAPI pushes and removes ExApp metadata.
+
+use super::{ControlError, ControlReply};
+use crate::nextcloud::{parse_record, RecordError};
+use crate::state::AppState;
+use http::Method;
+
+pub fn handle(
+    state: &AppState,
+    method: &Method,
+    path: &str,
+    body: &[u8],
+) -> Result<ControlReply, ControlError> {
+    let raw_id = &path["/exapp_storage/".len()..];
+    if raw_id.is_empty() || raw_id.contains('/') {
+        return Err(ControlError::NotFound);
+    }
+    let id = raw_id.to_ascii_lowercase();
+    let cache = state.nextcloud.meta_cache();
+    match *method {
+        Method::POST => {
+            let record = parse_record(body).map_err(|e| match e {
+                RecordError::NotJson => {
+                    ControlError::BadRequest("400: Bad Request: body is not valid JSON".into())
+                }
+                RecordError::Schema(m) => {
+                    ControlError::BadRequest(format!("400: Bad Request: {m}"))
+                }
+            })?;
+            tracing::info!(app = %id, host = %record.host, port = record.port, routes = record.routes.len(), "ExApp metadata stored");
+            cache.store(&id, record);
+            Ok(ControlReply::NoContent)
+        }
+        Method::DELETE => {
+            if cache.remove(&id) {
+                tracing::info!(app = %id, "ExApp metadata removed");
+                Ok(ControlReply::NoContent)
+            } else {
+                Err(ControlError::NotFound)
+            }
+        }
+        _ => Err(ControlError::MethodNotAllowed),
+    }
+}

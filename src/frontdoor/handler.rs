@@ -1,0 +1,263 @@
+//! One request through the pipeline: client IP → decision (30 s cap) → act → access log.
+
+use super::respond;
+use crate::control::{self, ControlError, ControlRequest, MAX_BODY};
+use crate::pipeline::{decide, Decision, ForwardPlan, Refusal, RequestFacts};
+use crate::security::client_ip;
+use crate::state::AppState;
+use crate::upstream::{Body, Target, UpstreamError, UpstreamRequest};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Contract §2.2: the whole access decision must be made within this time.
+const DECISION_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Returned to hyper to close the connection without writing a response (the DROP outcome).
+#[derive(Debug, thiserror::Error)]
+#[error("request dropped by policy")]
+pub struct Dropped;
+
+const INJECTED: [&str; 4] = [
+    "ex-app-id",
+    "ex-app-version",
+    "authorization-app-api",
+    "aa-version",
+];
+
+pub async fn handle(
+    state: Arc<AppState>,
+    peer: SocketAddr,
+    mut req: Request<Incoming>,
+) -> Result<Response<Body>, Dropped> {
+    let started = Instant::now();
+    let (ip, _) = client_ip(peer.ip(), req.headers(), &state.config.trusted_proxies);
+    let decision = {
+        let facts = RequestFacts {
+            method: req.method(),
+            raw_path: req.uri().path(),
+            headers: req.headers(),
+            client_ip: ip,
+        };
+        match tokio::time::timeout(DECISION_DEADLINE, decide(&facts, &*state)).await {
+            Ok(d) => d,
+            Err(_) => {
+                tracing::warn!(
+                    path = facts.raw_path,
+                    "access decision took longer than 30 s"
+                );
+                Decision::Refuse(Refusal::AgentError)
+            }
+        }
+    };
+    let decided = started.elapsed();
+    if decided > Duration::from_secs(1) {
+        tracing::warn!(
+            elapsed_ms = decided.as_millis() as u64,
+            "slow access decision"
+        );
+    }
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let mut app = String::new();
+    let mut upstream_time = None;
+
+    let response = match decision {
+        Decision::Drop => {
+            log_access(&method, &path, "", ip, None, started, None);
+            return Err(Dropped);
+        }
+        Decision::Refuse(r) => respond::refusal(&r),
+        Decision::EngineForbidden => respond::engine_forbidden(),
+        Decision::Control { target_path } => {
+            app.push_str("app_api");
+            control_call(&state, req, &target_path).await
+        }
+        Decision::Engine { port, target_path } => {
+            app.push_str("app_api");
+            let t0 = Instant::now();
+            let r = engine_call(&state, req, port, &target_path).await;
+            upstream_time = Some(t0.elapsed());
+            r
+        }
+        Decision::Forward(plan) => {
+            app.push_str(&plan.app_id);
+            let upgrade = wants_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
+            let t0 = Instant::now();
+            let r = forward(&state, req, plan, upgrade, ip).await;
+            upstream_time = Some(t0.elapsed());
+            r
+        }
+    };
+    log_access(
+        &method,
+        &path,
+        &app,
+        ip,
+        Some(response.status().as_u16()),
+        started,
+        upstream_time,
+    );
+    Ok(response)
+}
+
+fn wants_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(http::header::UPGRADE)
+}
+
+async fn control_call(
+    state: &AppState,
+    req: Request<Incoming>,
+    target_path: &str,
+) -> Response<Body> {
+    let (parts, body) = req.into_parts();
+    let body = match Limited::new(body, MAX_BODY).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            return respond::control(Err(ControlError::TooLarge));
+        }
+        Err(_) => {
+            return respond::control(Err(ControlError::BadRequest(
+                "could not read the request body".into(),
+            )))
+        }
+    };
+    let reply = control::handle(
+        state,
+        ControlRequest {
+            method: &parts.method,
+            path: target_path,
+            headers: &parts.headers,
+            body,
+        },
+    )
+    .await;
+    respond::control(reply)
+}
+
+/// Docker Engine pass-through (contract §2.3): raw path and query, HaRP-only headers removed.
+async fn engine_call(
+    state: &AppState,
+    req: Request<Incoming>,
+    port: u16,
+    target_path: &str,
+) -> Response<Body> {
+    let path_and_query = with_query(target_path, req.uri().query());
+    let (parts, body) = req.into_parts();
+    let mut headers = parts.headers;
+    for h in ["harp-shared-key", "docker-engine-port", "authorization"] {
+        headers.remove(h);
+    }
+    let upstream = UpstreamRequest {
+        method: parts.method,
+        target: Target::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port),
+        path_and_query,
+        headers,
+        body: body.map_err(Into::into).boxed_unsync(),
+        client_upgrade: None,
+    };
+    match state.forwarder.send(upstream).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(error = %e, "Docker Engine pass-through failed");
+            respond::upstream_error(&e)
+        }
+    }
+}
+
+async fn forward(
+    state: &AppState,
+    req: Request<Incoming>,
+    plan: ForwardPlan,
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    client: IpAddr,
+) -> Response<Body> {
+    let ip = match plan.record.upstream_ip().await {
+        Ok(ip) => ip,
+        Err(e) => {
+            tracing::warn!(app = %plan.app_id, error = %e, "ExApp host cannot be resolved");
+            return respond::refusal(&Refusal::NotFound);
+        }
+    };
+    let target_path = if plan.target_path.is_empty() {
+        "/"
+    } else {
+        plan.target_path.as_str()
+    };
+    let path_and_query = with_query(target_path, req.uri().query());
+    let (parts, body) = req.into_parts();
+    let mut headers = parts.headers;
+    headers.remove("harp-shared-key");
+    for h in INJECTED {
+        headers.remove(h);
+    }
+    let mut inject = |name: &'static str, value: &str| {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            headers.insert(HeaderName::from_static(name), v);
+        }
+    };
+    inject("ex-app-id", &plan.app_id);
+    inject("ex-app-version", &plan.record.version);
+    inject("authorization-app-api", &plan.authorization);
+    inject("aa-version", "32");
+
+    let upstream = UpstreamRequest {
+        method: parts.method,
+        target: Target::new(ip, plan.record.port),
+        path_and_query,
+        headers,
+        body: body.map_err(Into::into).boxed_unsync(),
+        client_upgrade,
+    };
+    match state.forwarder.send(upstream).await {
+        Ok(response) => {
+            if plan.bruteforce.contains(&response.status().as_u16()) {
+                state.bans.record(client);
+                tracing::warn!(%client, app = %plan.app_id, status = response.status().as_u16(), "brute-force status from ExApp recorded");
+            }
+            response
+        }
+        Err(e) => {
+            if matches!(e, UpstreamError::Connect(..)) {
+                plan.record.forget_resolution();
+            }
+            tracing::warn!(app = %plan.app_id, error = %e, "ExApp unreachable");
+            respond::upstream_error(&e)
+        }
+    }
+}
+
+fn with_query(path: &str, query: Option<&str>) -> String {
+    match query {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_string(),
+    }
+}
+
+fn log_access(
+    method: &http::Method,
+    path: &str,
+    app: &str,
+    client: IpAddr,
+    status: Option<u16>,
+    started: Instant,
+    upstream: Option<Duration>,
+) {
+    tracing::info!(
+        target: "harp::access",
+        %method,
+        path,
+        app,
+        %client,
+        status = status.map_or_else(|| "dropped".to_string(), |s| s.to_string()),
+        total_ms = started.elapsed().as_secs_f64() * 1000.0,
+        upstream_ms = upstream.map(|d| d.as_secs_f64() * 1000.0),
+        "request"
+    );
+}

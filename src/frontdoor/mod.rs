@@ -1,0 +1,14 @@
+//! The front door: HTTP and HTTPS listeners, the per-request handler that runs the pipeline and
+//! acts on its decision, the one place where errors become HTTP statuses, and the access log.
+//!
+//! Owns connections and responses; owns no access rules (`pipeline`) and moves no upstream bytes
+//! itself (`upstream`).
+
+mod handler;
+mod listener;
+pub mod respond;
+mod tls;
+
+pub use handler::handle;
+pub use listener::{bind, drain, Listener};
+pub use tls::{load_tls_acceptor, TlsError, TlsReloader};

@@ -1,0 +1,86 @@
+//! Every status harp produces itself, in one place (contract §2.8, §4.1).
+
+use crate::control::{ControlError, ControlReply};
+use crate::pipeline::Refusal;
+use crate::upstream::{full, Body, UpstreamError};
+use http::{header, HeaderValue, Response, StatusCode};
+
+pub fn text(status: StatusCode, body: impl Into<String>) -> Response<Body> {
+    let mut r = Response::new(full(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    r
+}
+
+fn html(status: StatusCode, title: &str, message: &str) -> Response<Body> {
+    let body = format!("<html><body><h1>{title}</h1>\n{message}\n</body></html>\n");
+    let mut r = Response::new(full(body));
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    r
+}
+
+pub fn refusal(r: &Refusal) -> Response<Body> {
+    match r {
+        Refusal::BadRequest(m) => text(StatusCode::BAD_REQUEST, m.clone()),
+        Refusal::Unauthorized => text(StatusCode::UNAUTHORIZED, "401 Unauthorized"),
+        Refusal::Forbidden => text(StatusCode::FORBIDDEN, "403 Forbidden"),
+        Refusal::NotFound => text(StatusCode::NOT_FOUND, "404 Not Found"),
+        Refusal::AgentError => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "503 Service Unavailable (HaRP)",
+        ),
+    }
+}
+
+pub fn engine_forbidden() -> Response<Body> {
+    html(
+        StatusCode::FORBIDDEN,
+        "403 Forbidden",
+        "Request forbidden by administrative rules.",
+    )
+}
+
+pub fn upstream_error(e: &UpstreamError) -> Response<Body> {
+    match e {
+        UpstreamError::Connect(..) => html(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "503 Service Unavailable",
+            "No server is available to handle this request.",
+        ),
+        UpstreamError::Timeout(_) => html(
+            StatusCode::GATEWAY_TIMEOUT,
+            "504 Gateway Time-out",
+            "The server didn't respond in time.",
+        ),
+        UpstreamError::BadResponse(..) => html(
+            StatusCode::BAD_GATEWAY,
+            "502 Bad Gateway",
+            "The server returned an invalid or incomplete response.",
+        ),
+    }
+}
+
+pub fn control(result: Result<ControlReply, ControlError>) -> Response<Body> {
+    match result {
+        Ok(ControlReply::Json(status, value)) => {
+            let mut r = Response::new(full(value.to_string()));
+            *r.status_mut() = status;
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            r
+        }
+        Ok(ControlReply::Text(status, body)) => text(status, body),
+        Ok(ControlReply::NoContent) => {
+            let mut r = Response::new(crate::upstream::empty());
+            *r.status_mut() = StatusCode::NO_CONTENT;
+            r
+        }
+        Err(e) => text(e.status(), e.to_string()),
+    }
+}

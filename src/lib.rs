@@ -1,0 +1,168 @@
+//! harp: a drop-in Rust replacement for Nextcloud's HaRP (the AppAPI reverse proxy).
+//!
+//! Data flow of one ExApp request: `frontdoor` accepts → `pipeline` decides (asking `security`
+//! and `nextcloud`) → `upstream` forwards (or `control` answers) → the response streams back.
+//! [`Harp::bind`] wires the parts; [`Harp::serve`] runs them until shutdown.
+
+pub mod config;
+pub mod control;
+pub mod frontdoor;
+pub mod nextcloud;
+pub mod pipeline;
+pub mod security;
+pub mod state;
+pub mod upstream;
+
+use crate::config::Config;
+use crate::frontdoor::{Listener, TlsReloader};
+use crate::nextcloud::{Nextcloud, NextcloudClient, NextcloudError};
+use crate::security::BanList;
+use crate::state::AppState;
+use crate::upstream::{Forwarder, LocalDialers};
+use arc_swap::ArcSwap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{watch, Semaphore};
+
+/// Why harp could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr} ({var}): {source}")]
+    Bind {
+        var: &'static str,
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("HTTPS certificate: {0}")]
+    Tls(#[from] frontdoor::TlsError),
+    #[error(transparent)]
+    Nextcloud(#[from] NextcloudError),
+}
+
+/// How often expired bans and sessions are swept from memory.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
+
+/// A bound, not yet serving, harp.
+pub struct Harp {
+    http: Listener,
+    https: Option<Listener>,
+    state: Arc<AppState>,
+}
+
+impl Harp {
+    /// Builds the shared state and binds every listener (so ports are known before serving).
+    pub async fn bind(config: Config) -> Result<Harp, StartError> {
+        let client = NextcloudClient::new(&config.nextcloud_base, config.shared_key.clone())?;
+        let state = Arc::new(AppState {
+            key: config.shared_key.clone(),
+            bans: BanList::new(config.blacklist_window, config.blacklist_count),
+            nextcloud: Nextcloud::new(client, config.session_lifetime),
+            forwarder: Forwarder::new(
+                config.timeouts.connect,
+                config.timeouts.server,
+                config.timeouts.tunnel,
+                LocalDialers::default(),
+            ),
+            config,
+        });
+        let cfg = &state.config;
+        let http = Listener {
+            tcp: frontdoor::bind(&cfg.exapps_addr)
+                .await
+                .map_err(|source| StartError::Bind {
+                    var: "HP_EXAPPS_ADDRESS",
+                    addr: cfg.exapps_addr.to_string(),
+                    source,
+                })?,
+            tls: None,
+        };
+        let cert = cfg.certs_dir.join("cert.pem");
+        let https = if cert.exists() {
+            let acceptor = frontdoor::load_tls_acceptor(&cert)?;
+            let tcp = frontdoor::bind(&cfg.exapps_https_addr)
+                .await
+                .map_err(|source| StartError::Bind {
+                    var: "HP_EXAPPS_HTTPS_ADDRESS",
+                    addr: cfg.exapps_https_addr.to_string(),
+                    source,
+                })?;
+            Some(Listener {
+                tcp,
+                tls: Some(TlsReloader {
+                    path: cert,
+                    current: Arc::new(ArcSwap::from_pointee(acceptor)),
+                }),
+            })
+        } else {
+            tracing::info!(path = %cert.display(), "no HTTPS certificate; HTTPS listener disabled");
+            None
+        };
+        Ok(Harp { http, https, state })
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http
+            .local_addr()
+            .expect("bound listener has an address")
+    }
+
+    pub fn https_addr(&self) -> Option<SocketAddr> {
+        self.https
+            .as_ref()
+            .map(|l| l.local_addr().expect("bound listener has an address"))
+    }
+
+    /// The shared state (tests inspect bans and caches through it).
+    pub fn state(&self) -> Arc<AppState> {
+        self.state.clone()
+    }
+
+    /// Handle that reloads the HTTPS certificate (for SIGHUP); None when HTTPS is off.
+    pub fn tls_reloader(&self) -> Option<TlsReloader> {
+        self.https.as_ref().and_then(|l| l.tls.clone())
+    }
+
+    /// Serves until `shutdown` resolves, then drains in-flight requests.
+    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let limit = Arc::new(Semaphore::new(self.state.config.max_connections));
+        let sweeper = tokio::spawn(sweep(self.state.clone()));
+        let http = tokio::spawn(self.http.serve(
+            self.state.clone(),
+            limit.clone(),
+            stop_rx.clone(),
+        ));
+        let https = self
+            .https
+            .map(|l| tokio::spawn(l.serve(self.state.clone(), limit.clone(), stop_rx)));
+        shutdown.await;
+        tracing::info!("shutting down");
+        let _ = stop_tx.send(true);
+        let _ = http.await;
+        if let Some(h) = https {
+            let _ = h.await;
+        }
+        frontdoor::drain(limit, self.state.config.max_connections).await;
+        sweeper.abort();
+    }
+}
+
+async fn sweep(state: Arc<AppState>) {
+    let mut tick = tokio::time::interval(SWEEP_INTERVAL);
+    loop {
+        tick.tick().await;
+        state.bans.sweep_at(std::time::Instant::now());
+        state.nextcloud.session_cache().sweep();
+    }
+}
+
+/// Binds and serves with `config` until `shutdown` resolves.
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), StartError> {
+    Harp::bind(config).await?.serve(shutdown).await;
+    Ok(())
+}

@@ -1,0 +1,120 @@
+//! The `harp` command: configuration from the environment, logging, signals.
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use harp::config::{Config, VARIABLES};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "harp", version, about = "Drop-in Rust replacement for Nextcloud's HaRP (AppAPI reverse proxy)", after_help = variables_help())]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy (the default).
+    Run,
+    /// Validate the configuration and print it with secrets masked.
+    Check,
+}
+
+fn variables_help() -> String {
+    let mut s = String::from("Configuration (environment variables):\n");
+    for v in VARIABLES {
+        s.push_str(&format!(
+            "  {:<26} default {:<22} {}\n",
+            v.name, v.default, v.meaning
+        ));
+    }
+    s
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("harp: invalid configuration: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match cli.command {
+        Some(Command::Check) => {
+            for line in config.describe() {
+                println!("{line}");
+            }
+            for w in &config.warnings {
+                println!("warning: {w}");
+            }
+            ExitCode::SUCCESS
+        }
+        None | Some(Command::Run) => match serve(config) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("harp: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+fn serve(config: Config) -> anyhow::Result<()> {
+    init_logging(&config);
+    for w in &config.warnings {
+        tracing::warn!("{w}");
+    }
+    if config.verbose_start {
+        tracing::warn!(
+            "starting harp {} with: {}",
+            env!("CARGO_PKG_VERSION"),
+            config.describe().join(" ")
+        );
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let harp = harp::Harp::bind(config).await?;
+        tracing::warn!(http = %harp.http_addr(), https = ?harp.https_addr(), "harp is listening");
+        if let Some(reloader) = harp.tls_reloader() {
+            tokio::spawn(reload_on_sighup(reloader));
+        }
+        harp.serve(shutdown_signal()).await;
+        Ok(())
+    })
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::new(config.log_level.as_filter());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .init();
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    let mut usr1 = signal(SignalKind::user_defined1()).expect("SIGUSR1 handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+        _ = usr1.recv() => {}
+    }
+}
+
+async fn reload_on_sighup(reloader: harp::frontdoor::TlsReloader) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        return;
+    };
+    while hup.recv().await.is_some() {
+        if let Err(e) = reloader.reload() {
+            tracing::error!("SIGHUP: keeping the previous certificate: {e}");
+        }
+    }
+}

@@ -1,0 +1,244 @@
+//! Contract §2.2 steps 1–8 in order. Each early return names the outcome of the contract.
+
+use super::engine_allow::engine_call_allowed;
+use super::facts::{header, is_signed, session_cookie};
+use super::path::{extract_app, has_parent_segment};
+use super::routes::{route_verdict, RouteVerdict};
+use crate::nextcloud::{ExAppRecord, MetaLookup, UserLookup};
+use crate::security::SharedKey;
+use base64::Engine as _;
+use http::{HeaderMap, Method};
+use std::future::Future;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+/// What the pipeline needs from the rest of harp.
+pub trait Context: Send + Sync {
+    fn key(&self) -> &SharedKey;
+    fn is_banned(&self, ip: IpAddr) -> bool;
+    fn record_failure(&self, ip: IpAddr, reason: &'static str);
+    fn metadata(&self, app_lower: &str) -> impl Future<Output = MetaLookup> + Send;
+    fn user(
+        &self,
+        app_lower: &str,
+        headers: &HeaderMap,
+        cookie: &str,
+    ) -> impl Future<Output = UserLookup> + Send;
+}
+
+/// The request as the pipeline sees it.
+pub struct RequestFacts<'a> {
+    pub method: &'a Method,
+    /// Path as received, percent-encoding intact, without the query string.
+    pub raw_path: &'a str,
+    pub headers: &'a HeaderMap,
+    pub client_ip: IpAddr,
+}
+
+/// Refusals with a fixed status and body (contract §2.8).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    BadRequest(String),
+    Unauthorized,
+    Forbidden,
+    NotFound,
+    AgentError,
+}
+
+#[derive(Debug)]
+pub struct ForwardPlan {
+    pub record: Arc<ExAppRecord>,
+    /// App id as written in the path (sent as `EX-APP-ID`).
+    pub app_id: String,
+    /// Value for `AUTHORIZATION-APP-API`.
+    pub authorization: String,
+    pub target_path: String,
+    /// Statuses that count as a failure when the ExApp answers them (contract §2.10).
+    pub bruteforce: Vec<u16>,
+}
+
+#[derive(Debug)]
+pub enum Decision {
+    /// Close the connection without a response.
+    Drop,
+    Refuse(Refusal),
+    /// Shared key accepted: serve from the control API.
+    Control {
+        target_path: String,
+    },
+    /// Shared key accepted and allow-listed: pass through to the Docker Engine on `port`.
+    Engine {
+        port: u16,
+        target_path: String,
+    },
+    /// Engine call outside the allow-list (HAProxy-style 403 page).
+    EngineForbidden,
+    Forward(ForwardPlan),
+}
+
+const INTERNAL_ENDPOINTS: [&str; 3] = ["/heartbeat", "/init", "/enabled"];
+
+pub async fn decide<C: Context>(facts: &RequestFacts<'_>, ctx: &C) -> Decision {
+    let ip = facts.client_ip;
+    if ctx.is_banned(ip) {
+        return Decision::Drop;
+    }
+    let trusted =
+        header(facts.headers, "harp-shared-key").is_some_and(|k| ctx.key().matches(k.as_bytes()));
+    let record_unless_trusted = |reason| {
+        if !trusted {
+            ctx.record_failure(ip, reason);
+        }
+    };
+
+    if has_parent_segment(facts.raw_path) {
+        record_unless_trusted("parent directory segment in path");
+        return Decision::Drop;
+    }
+    let Some(app) = extract_app(facts.raw_path) else {
+        record_unless_trusted(
+            "no app id in path (is the reverse proxy keeping the /exapps/ prefix?)",
+        );
+        return Decision::Refuse(Refusal::NotFound);
+    };
+    if app.app_id == "app_api" {
+        return app_api(facts, app.target_path, trusted, ctx);
+    }
+    let app_lower = app.app_id.to_ascii_lowercase();
+
+    let (record, appapi_auth) = if is_signed(facts.headers) {
+        if !trusted {
+            ctx.record_failure(ip, "wrong shared key on an AppAPI-signed request");
+            return Decision::Drop;
+        }
+        let record = match ctx.metadata(&app_lower).await {
+            MetaLookup::Found(rec) => rec,
+            _ => match fallback_record(facts.headers) {
+                Some(rec) => Arc::new(rec),
+                None => return Decision::Refuse(Refusal::AgentError),
+            },
+        };
+        let auth = header(facts.headers, "authorization-app-api")
+            .unwrap_or("")
+            .to_string();
+        (record, auth)
+    } else {
+        match ctx.metadata(&app_lower).await {
+            MetaLookup::Found(rec) => (rec, String::new()),
+            MetaLookup::NotFound => {
+                record_unless_trusted("unknown ExApp");
+                return Decision::Refuse(Refusal::NotFound);
+            }
+            MetaLookup::Error(e) => {
+                tracing::warn!(app = %app_lower, error = %e, "ExApp metadata unavailable");
+                return Decision::Refuse(Refusal::NotFound);
+            }
+        }
+    };
+
+    if !appapi_auth.is_empty() {
+        return Decision::Forward(ForwardPlan {
+            record,
+            app_id: app.app_id.to_string(),
+            authorization: appapi_auth,
+            target_path: app.target_path.to_string(),
+            bruteforce: Vec::new(),
+        });
+    }
+    if INTERNAL_ENDPOINTS.contains(&app.target_path) {
+        ctx.record_failure(ip, "unsigned request to an internal ExApp endpoint");
+        return Decision::Drop;
+    }
+
+    let cookie = session_cookie(facts.headers);
+    let user = if !cookie.is_empty() || facts.headers.contains_key(http::header::AUTHORIZATION) {
+        match ctx.user(&app_lower, facts.headers, cookie).await {
+            UserLookup::User(u) => Some(u),
+            UserLookup::Anonymous => None,
+            UserLookup::Failed(e) => {
+                // Improvement (contract §7 #17): degrade to anonymous so PUBLIC routes keep working.
+                tracing::warn!(app = %app_lower, error = %e, "user-info failed; treating caller as anonymous");
+                None
+            }
+        }
+    } else {
+        None
+    };
+
+    let bruteforce = match route_verdict(
+        &record.routes,
+        app.target_path,
+        user.as_ref().map(|u| u.access_level),
+    ) {
+        RouteVerdict::Allow { bruteforce } => bruteforce,
+        RouteVerdict::Forbidden => {
+            ctx.record_failure(ip, "route denies access");
+            return Decision::Refuse(Refusal::Forbidden);
+        }
+        RouteVerdict::NoRoute => {
+            ctx.record_failure(ip, "no route matches");
+            return Decision::Refuse(Refusal::NotFound);
+        }
+    };
+    let user_id = user.map(|u| u.user_id).unwrap_or_default();
+    let authorization =
+        base64::engine::general_purpose::STANDARD.encode(format!("{user_id}:{}", record.token));
+    Decision::Forward(ForwardPlan {
+        record,
+        app_id: app.app_id.to_string(),
+        authorization,
+        target_path: app.target_path.to_string(),
+        bruteforce,
+    })
+}
+
+/// Contract §2.3.
+fn app_api<C: Context>(
+    facts: &RequestFacts<'_>,
+    target_path: &str,
+    trusted: bool,
+    ctx: &C,
+) -> Decision {
+    if !trusted {
+        ctx.record_failure(
+            facts.client_ip,
+            "missing or wrong shared key on /exapps/app_api",
+        );
+        return Decision::Refuse(Refusal::Unauthorized);
+    }
+    match header(facts.headers, "docker-engine-port").filter(|v| !v.is_empty()) {
+        Some(port) if !target_path.starts_with("/docker/") => {
+            let Some(port) = port.parse::<u16>().ok().filter(|p| *p != 0) else {
+                return Decision::Refuse(Refusal::BadRequest(format!(
+                    "Invalid 'docker-engine-port' header value: {port}"
+                )));
+            };
+            if engine_call_allowed(facts.method, target_path) {
+                Decision::Engine {
+                    port,
+                    target_path: target_path.to_string(),
+                }
+            } else {
+                Decision::EngineForbidden
+            }
+        }
+        _ => Decision::Control {
+            target_path: target_path.to_string(),
+        },
+    }
+}
+
+/// Contract §2.4 step 3: the uncached record built from AppAPI's headers.
+fn fallback_record(headers: &HeaderMap) -> Option<ExAppRecord> {
+    let port = header(headers, "ex-app-port")?.parse::<u16>().ok()?;
+    Some(ExAppRecord::new(
+        String::new(),
+        header(headers, "ex-app-version").unwrap_or("").to_string(),
+        header(headers, "ex-app-host").unwrap_or("").to_string(),
+        port,
+        Vec::new(),
+    ))
+}
+
+#[cfg(test)]
+mod tests;

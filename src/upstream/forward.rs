@@ -1,0 +1,160 @@
+//! One request/response exchange with an upstream over the pooled client.
+
+use super::body::{empty, Body, IdleTimeoutBody};
+use super::connector::{Connector, LocalDialers};
+use super::splice::splice;
+use super::{Target, UpstreamError};
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::upgrade::OnUpgrade;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use std::time::Duration;
+
+/// Connection-scoped headers that must not be relayed (RFC 9110 §7.6.1).
+pub const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+];
+
+/// Half-closed upgraded connections are reaped after this (contract §6.1 client-fin).
+const HALF_CLOSE_REAP: Duration = Duration::from_secs(30);
+
+pub struct UpstreamRequest {
+    pub method: Method,
+    pub target: Target,
+    /// Origin-form request target (`/path?query`).
+    pub path_and_query: String,
+    pub headers: HeaderMap,
+    pub body: Body,
+    /// Present when the client asked to upgrade; the tunnel starts after a 101.
+    pub client_upgrade: Option<OnUpgrade>,
+}
+
+#[derive(Clone)]
+pub struct Forwarder {
+    client: Client<Connector, Body>,
+    server_timeout: Duration,
+    tunnel_timeout: Option<Duration>,
+}
+
+impl Forwarder {
+    pub fn new(
+        connect_timeout: Duration,
+        server_timeout: Duration,
+        tunnel_timeout: Option<Duration>,
+        local: LocalDialers,
+    ) -> Forwarder {
+        let connector = Connector {
+            connect_timeout,
+            local,
+        };
+        let client = Client::builder(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build(connector);
+        Forwarder {
+            client,
+            server_timeout,
+            tunnel_timeout,
+        }
+    }
+
+    pub async fn send(&self, req: UpstreamRequest) -> Result<Response<Body>, UpstreamError> {
+        let addr = req.target.addr;
+        let uri = format!("http://{addr}{}", req.path_and_query);
+        let mut out = Request::builder()
+            .method(req.method)
+            .uri(uri)
+            .body(req.body)
+            .map_err(|e| UpstreamError::BadResponse(addr, format!("cannot build request: {e}")))?;
+        *out.headers_mut() = req.headers;
+        let upgrading = req.client_upgrade.is_some();
+        if !upgrading {
+            strip_hop_by_hop(out.headers_mut());
+        }
+
+        let mut response =
+            match tokio::time::timeout(self.server_timeout, self.client.request(out)).await {
+                Err(_) => return Err(UpstreamError::Timeout(addr)),
+                Ok(Err(e)) if e.is_connect() => {
+                    return Err(UpstreamError::Connect(addr, root_cause(&e)))
+                }
+                Ok(Err(e)) => return Err(UpstreamError::BadResponse(addr, root_cause(&e))),
+                Ok(Ok(r)) => r,
+            };
+
+        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+            if let Some(client_side) = req.client_upgrade {
+                let upstream_side = hyper::upgrade::on(&mut response);
+                let idle = self.tunnel_timeout;
+                tokio::spawn(async move {
+                    match tokio::try_join!(client_side, upstream_side) {
+                        Ok((c, u)) => {
+                            let (up, down) =
+                                splice(TokioIo::new(c), TokioIo::new(u), idle, HALF_CLOSE_REAP)
+                                    .await;
+                            tracing::debug!(%addr, bytes_up = up, bytes_down = down, "upgraded connection closed");
+                        }
+                        Err(e) => tracing::debug!(%addr, error = %e, "upgrade did not complete"),
+                    }
+                });
+                let (parts, _) = response.into_parts();
+                return Ok(Response::from_parts(parts, empty()));
+            }
+        }
+        let (mut parts, body) = response.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        let body = IdleTimeoutBody::new(body, self.server_timeout).boxed_unsync();
+        Ok(Response::from_parts(parts, body))
+    }
+}
+
+/// Removes hop-by-hop headers, including those the `Connection` header names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<String> = headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(',').map(|s| s.trim().to_ascii_lowercase()))
+        .filter(|s| !s.is_empty())
+        .collect();
+    for name in HOP_BY_HOP
+        .iter()
+        .copied()
+        .chain(named.iter().map(String::as_str))
+    {
+        headers.remove(name);
+    }
+}
+
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_removed() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", "keep-alive, X-Private".parse().unwrap());
+        h.insert("x-private", "1".parse().unwrap());
+        h.insert("transfer-encoding", "chunked".parse().unwrap());
+        h.insert("x-kept", "1".parse().unwrap());
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-kept"));
+    }
+}

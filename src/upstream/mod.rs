@@ -1,0 +1,44 @@
+//! Upstream forwarding: the only module that moves request and response bytes to ExApps and
+//! Docker engines. Pooled HTTP/1.1 keep-alive connections, streamed bodies in both directions,
+//! upgrades (WebSocket) turned into idle-timed byte tunnels, and upstream faults mapped to
+//! 502/503/504 quickly.
+//!
+//! Where bytes go is decided elsewhere: callers pass a [`Target`]; tunnels and the Docker socket
+//! plug in through [`LocalDialer`] for loopback ports they own.
+
+mod body;
+mod connector;
+mod forward;
+mod splice;
+
+pub use body::{empty, full, Body, BoxError, IdleTimeoutBody};
+pub use connector::{BoxedIo, Connector, LocalDialer, LocalDialers};
+pub use forward::{Forwarder, UpstreamRequest, HOP_BY_HOP};
+pub use splice::splice;
+
+use std::net::{IpAddr, SocketAddr};
+
+/// Where a request goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Target {
+    pub addr: SocketAddr,
+}
+
+impl Target {
+    pub fn new(ip: IpAddr, port: u16) -> Target {
+        Target {
+            addr: SocketAddr::new(ip, port),
+        }
+    }
+}
+
+/// Why an upstream exchange failed, each with the status the client sees (contract §2.8).
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("cannot connect to {0}: {1}")]
+    Connect(SocketAddr, String),
+    #[error("{0} did not answer within the server timeout")]
+    Timeout(SocketAddr),
+    #[error("{0} closed the connection or sent an invalid response: {1}")]
+    BadResponse(SocketAddr, String),
+}
