@@ -7,7 +7,7 @@
 mod frp_login;
 mod storage;
 
-pub use frp_login::{frp_login_check, FrpLoginVerdict};
+pub use frp_login::{check_login, frp_login_check, FrpLoginVerdict};
 
 use crate::state::AppState;
 use bytes::Bytes;
