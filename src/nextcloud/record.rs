@@ -66,6 +66,11 @@ impl ExAppRecord {
         Ok(ip)
     }
 
+    /// The memoised upstream address, if resolved.
+    pub fn resolved_ip(&self) -> Option<IpAddr> {
+        *self.resolved.lock()
+    }
+
     /// Forgets a resolved hostname so the next request resolves again (after a connect failure).
     pub fn forget_resolution(&self) {
         if self.host.parse::<IpAddr>().is_err() {
