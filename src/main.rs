@@ -89,9 +89,12 @@ fn serve(config: Config) -> anyhow::Result<()> {
 
 fn init_logging(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::new(config.log_level.as_filter());
+    // Colour codes only for a terminal: container logs and log files stay greppable.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
+        .with_ansi(ansi)
         .init();
 }
 

@@ -82,17 +82,33 @@ async fn item31_no_app_id_is_404_and_recorded() {
 #[tokio::test]
 async fn item32_no_app_id_with_key_is_not_recorded() {
     let w = world(&[]).await;
-    assert_eq!(get(&w, "/exapps/", &[("harp-shared-key", KEY)]).await.status(), 404);
+    assert_eq!(
+        get(&w, "/exapps/", &[("harp-shared-key", KEY)])
+            .await
+            .status(),
+        404
+    );
     assert_eq!(failures(&w.harp, ME), 0);
 }
 
 #[tokio::test]
 async fn item33_parent_segments_drop_the_connection() {
     let w = world(&[]).await;
-    for p in ["/exapps/foo/a/../b", "/exapps/foo/a/%2e%2E/b", "/exapps/foo/a%2F..%2Fb", "/exapps/foo/.."] {
+    for p in [
+        "/exapps/foo/a/../b",
+        "/exapps/foo/a/%2e%2E/b",
+        "/exapps/foo/a%2F..%2Fb",
+        "/exapps/foo/..",
+    ] {
         let req = format!("GET {p} HTTP/1.1\r\nHost: x\r\n\r\n");
-        let out = raw_exchange(w.harp.addr, req.as_bytes(), Duration::from_secs(5)).await.unwrap();
-        assert!(out.is_empty(), "{p}: expected no response bytes, got {:?}", String::from_utf8_lossy(&out));
+        let out = raw_exchange(w.harp.addr, req.as_bytes(), Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert!(
+            out.is_empty(),
+            "{p}: expected no response bytes, got {:?}",
+            String::from_utf8_lossy(&out)
+        );
     }
     assert_eq!(failures(&w.harp, ME), 4);
     assert_eq!(w.app.requests.load(std::sync::atomic::Ordering::SeqCst), 0);
@@ -111,8 +127,11 @@ async fn item35_ban_drops_even_requests_with_a_valid_key() {
     for _ in 0..3 {
         assert_eq!(get(&w, "/exapps/", &[]).await.status(), 404);
     }
-    let req = format!("GET /exapps/app_api/info HTTP/1.1\r\nHost: x\r\nharp-shared-key: {KEY}\r\n\r\n");
-    let out = raw_exchange(w.harp.addr, req.as_bytes(), Duration::from_secs(5)).await.unwrap();
+    let req =
+        format!("GET /exapps/app_api/info HTTP/1.1\r\nHost: x\r\nharp-shared-key: {KEY}\r\n\r\n");
+    let out = raw_exchange(w.harp.addr, req.as_bytes(), Duration::from_secs(5))
+        .await
+        .unwrap();
     assert!(out.is_empty(), "banned client must get no response");
 }
 
@@ -132,7 +151,12 @@ async fn item37_refused_requests_do_not_extend_the_ban() {
     get(&w, "/exapps/", &[]).await;
     get(&w, "/exapps/", &[]).await;
     for _ in 0..5 {
-        let _ = raw_exchange(w.harp.addr, b"GET /exapps/ HTTP/1.1\r\nHost: x\r\n\r\n", Duration::from_secs(5)).await;
+        let _ = raw_exchange(
+            w.harp.addr,
+            b"GET /exapps/ HTTP/1.1\r\nHost: x\r\n\r\n",
+            Duration::from_secs(5),
+        )
+        .await;
     }
     assert_eq!(failures(&w.harp, ME), 2);
 }
@@ -140,11 +164,21 @@ async fn item37_refused_requests_do_not_extend_the_ban() {
 #[tokio::test]
 async fn item38_trusted_proxy_failures_hit_the_forwarded_client() {
     let w = world(&[("HP_TRUSTED_PROXY_IPS", "127.0.0.1")]).await;
-    get(&w, "/exapps/", &[("x-forwarded-for", "203.0.113.5, 10.0.0.1")]).await;
+    get(
+        &w,
+        "/exapps/",
+        &[("x-forwarded-for", "203.0.113.5, 10.0.0.1")],
+    )
+    .await;
     assert_eq!(failures(&w.harp, "203.0.113.5"), 1);
     assert_eq!(failures(&w.harp, ME), 0);
     let untrusted = world(&[("HP_TRUSTED_PROXY_IPS", "10.0.0.0/8")]).await;
-    get(&untrusted, "/exapps/", &[("x-forwarded-for", "203.0.113.5")]).await;
+    get(
+        &untrusted,
+        "/exapps/",
+        &[("x-forwarded-for", "203.0.113.5")],
+    )
+    .await;
     assert_eq!(failures(&untrusted.harp, ME), 1);
     assert_eq!(failures(&untrusted.harp, "203.0.113.5"), 0);
 }
@@ -152,7 +186,15 @@ async fn item38_trusted_proxy_failures_hit_the_forwarded_client() {
 #[tokio::test]
 async fn item39_garbage_forwarded_for_falls_back_to_real_ip() {
     let w = world(&[("HP_TRUSTED_PROXY_IPS", "127.0.0.1")]).await;
-    get(&w, "/exapps/", &[("x-forwarded-for", "garbage"), ("x-real-ip", "198.51.100.7")]).await;
+    get(
+        &w,
+        "/exapps/",
+        &[
+            ("x-forwarded-for", "garbage"),
+            ("x-real-ip", "198.51.100.7"),
+        ],
+    )
+    .await;
     assert_eq!(failures(&w.harp, "198.51.100.7"), 1);
 }
 
@@ -165,7 +207,10 @@ async fn item40_each_keepalive_request_is_authorised() {
         .await
         .unwrap();
     let mut out = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
     let text = String::from_utf8_lossy(&out);
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     assert!(text.contains("HTTP/1.1 403 Forbidden"), "{text}");
@@ -177,7 +222,12 @@ async fn item41_app_api_without_key_is_401_and_recorded() {
     let r = get(&w, "/exapps/app_api/info", &[]).await;
     assert_eq!(r.status(), 401);
     assert_eq!(r.text().await.unwrap(), "401 Unauthorized");
-    assert_eq!(get(&w, "/exapps/app_api/info", &[("harp-shared-key", "nope")]).await.status(), 401);
+    assert_eq!(
+        get(&w, "/exapps/app_api/info", &[("harp-shared-key", "nope")])
+            .await
+            .status(),
+        401
+    );
     assert_eq!(failures(&w.harp, ME), 2);
 }
 
@@ -189,7 +239,12 @@ async fn item42_info_with_key() {
     assert_eq!(r.headers()["content-type"], "application/json");
     let doc: Value = r.json().await.unwrap();
     // Project decision 4: harp reports its own semver, always >= the reference's 0.4.4.
-    let v: Vec<u32> = doc["version"].as_str().unwrap().split('.').map(|p| p.parse().unwrap()).collect();
+    let v: Vec<u32> = doc["version"]
+        .as_str()
+        .unwrap()
+        .split('.')
+        .map(|p| p.parse().unwrap())
+        .collect();
     assert!((v[0], v[1], v[2]) >= (0, 4, 4), "{doc}");
     assert_eq!(doc["docker"], true);
     assert_eq!(doc["kubernetes"]["enabled"], false);
@@ -199,7 +254,12 @@ async fn item42_info_with_key() {
 #[tokio::test]
 async fn item43_uppercase_app_api_is_an_ordinary_exapp() {
     let w = world(&[]).await;
-    assert_eq!(get(&w, "/exapps/APP_API/info", &[("harp-shared-key", KEY)]).await.status(), 404);
+    assert_eq!(
+        get(&w, "/exapps/APP_API/info", &[("harp-shared-key", KEY)])
+            .await
+            .status(),
+        404
+    );
     assert_eq!(w.nc.meta_calls(), 1, "looked up as an ExApp");
     assert!(w.nc.state.meta_queries.lock()[0].ends_with("appId=app_api"));
 }
@@ -207,16 +267,30 @@ async fn item43_uppercase_app_api_is_an_ordinary_exapp() {
 #[tokio::test]
 async fn item49_engine_header_on_info_hits_the_allow_list() {
     let w = world(&[]).await;
-    let r = get(&w, "/exapps/app_api/info", &[("harp-shared-key", KEY), ("docker-engine-port", "24000")]).await;
+    let r = get(
+        &w,
+        "/exapps/app_api/info",
+        &[("harp-shared-key", KEY), ("docker-engine-port", "24000")],
+    )
+    .await;
     assert_eq!(r.status(), 403);
-    assert!(r.text().await.unwrap().contains("Request forbidden by administrative rules."));
+    assert!(r
+        .text()
+        .await
+        .unwrap()
+        .contains("Request forbidden by administrative rules."));
     assert_eq!(failures(&w.harp, ME), 0);
 }
 
 #[tokio::test]
 async fn item51_non_numeric_engine_port_is_400() {
     let w = world(&[]).await;
-    let r = get(&w, "/exapps/app_api/_ping", &[("harp-shared-key", KEY), ("docker-engine-port", "abc")]).await;
+    let r = get(
+        &w,
+        "/exapps/app_api/_ping",
+        &[("harp-shared-key", KEY), ("docker-engine-port", "abc")],
+    )
+    .await;
     assert_eq!(r.status(), 400);
     assert!(r.text().await.unwrap().contains("docker-engine-port"));
 }
@@ -227,12 +301,22 @@ async fn item52_engine_refused_is_503_and_silent_engine_is_504() {
     let free = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = free.local_addr().unwrap().port().to_string();
     drop(free);
-    let r = get(&w, "/exapps/app_api/_ping", &[("harp-shared-key", KEY), ("docker-engine-port", &port)]).await;
+    let r = get(
+        &w,
+        "/exapps/app_api/_ping",
+        &[("harp-shared-key", KEY), ("docker-engine-port", &port)],
+    )
+    .await;
     assert_eq!(r.status(), 503);
     let (silent, _t) = common::exapp::silent_server().await;
     let port = silent.port().to_string();
     let started = std::time::Instant::now();
-    let r = get(&w, "/exapps/app_api/_ping", &[("harp-shared-key", KEY), ("docker-engine-port", &port)]).await;
+    let r = get(
+        &w,
+        "/exapps/app_api/_ping",
+        &[("harp-shared-key", KEY), ("docker-engine-port", &port)],
+    )
+    .await;
     assert_eq!(r.status(), 504);
     assert!(started.elapsed() < Duration::from_secs(3));
 }
@@ -242,7 +326,10 @@ async fn engine_passthrough_keeps_path_query_and_strips_harp_headers() {
     let w = world(&[]).await;
     let port = w.app.port().to_string();
     let r = client()
-        .post(w.harp.url("/exapps/app_api/v1.44/images/create?fromImage=x%2Fy&tag=1"))
+        .post(
+            w.harp
+                .url("/exapps/app_api/v1.44/images/create?fromImage=x%2Fy&tag=1"),
+        )
         .header("harp-shared-key", KEY)
         .header("docker-engine-port", &port)
         .header("authorization", "Basic c2VjcmV0")
@@ -268,7 +355,9 @@ async fn item53_signed_with_wrong_key_is_dropped_and_recorded() {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
     req.push_str("\r\n");
-    let out = raw_exchange(w.harp.addr, req.as_bytes(), Duration::from_secs(5)).await.unwrap();
+    let out = raw_exchange(w.harp.addr, req.as_bytes(), Duration::from_secs(5))
+        .await
+        .unwrap();
     assert!(out.is_empty());
     assert_eq!(failures(&w.harp, ME), 1);
 }
@@ -281,7 +370,10 @@ async fn item54_signed_unknown_exapp_goes_to_header_host_and_port() {
     h[3] = ("ex-app-port", Box::leak(port.into_boxed_str()));
     let doc = echo(&w, "/exapps/newapp/init", &h).await;
     assert_eq!(doc["target"], "/init");
-    assert_eq!(doc["headers"]["authorization-app-api"], "YWRtaW46YXBwc2VjcmV0");
+    assert_eq!(
+        doc["headers"]["authorization-app-api"],
+        "YWRtaW46YXBwc2VjcmV0"
+    );
     assert_eq!(doc["headers"]["ex-app-version"], "9.9.9");
     // Fallback records are never cached: an unsigned request still finds no such ExApp.
     assert_eq!(get(&w, "/exapps/newapp/", &[]).await.status(), 404);
@@ -312,11 +404,16 @@ async fn item58_unsigned_internal_endpoints() {
     let w = world(&[]).await;
     for ep in ["/heartbeat", "/init", "/enabled?enabled=1"] {
         let req = format!("GET /exapps/foo{ep} HTTP/1.1\r\nHost: x\r\n\r\n");
-        let out = raw_exchange(w.harp.addr, req.as_bytes(), Duration::from_secs(5)).await.unwrap();
+        let out = raw_exchange(w.harp.addr, req.as_bytes(), Duration::from_secs(5))
+            .await
+            .unwrap();
         assert!(out.is_empty(), "{ep} must be dropped");
     }
     assert_eq!(failures(&w.harp, ME), 3);
-    assert_eq!(get(&w, "/exapps/unknown/heartbeat", &[]).await.status(), 404);
+    assert_eq!(
+        get(&w, "/exapps/unknown/heartbeat", &[]).await.status(),
+        404
+    );
 }
 
 #[tokio::test]
@@ -340,7 +437,13 @@ async fn item59_60_injected_headers_replace_client_copies() {
     assert_eq!(h["aa-version"], "32");
     assert_eq!(h["authorization-app-api"], b64(":apptoken"));
     assert_eq!(h["x-custom"], "kept");
-    for added in ["x-forwarded-for", "x-real-ip", "forwarded", "via", "harp-shared-key"] {
+    for added in [
+        "x-forwarded-for",
+        "x-real-ip",
+        "forwarded",
+        "via",
+        "harp-shared-key",
+    ] {
         assert!(h.get(added).is_none(), "{added}");
     }
 }
@@ -348,13 +451,23 @@ async fn item59_60_injected_headers_replace_client_copies() {
 #[tokio::test]
 async fn item61_five_signed_headers_are_an_unsigned_request() {
     let w = world(&[]).await;
-    let h: Vec<_> = signed(KEY).into_iter().filter(|(k, _)| *k != "ex-app-host").collect();
+    let h: Vec<_> = signed(KEY)
+        .into_iter()
+        .filter(|(k, _)| *k != "ex-app-host")
+        .collect();
     let req = format!(
         "GET /exapps/foo/heartbeat HTTP/1.1\r\nHost: x\r\n{}\r\n",
-        h.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect::<String>()
+        h.iter()
+            .map(|(k, v)| format!("{k}: {v}\r\n"))
+            .collect::<String>()
     );
-    let out = raw_exchange(w.harp.addr, req.as_bytes(), Duration::from_secs(5)).await.unwrap();
-    assert!(out.is_empty(), "treated as unsigned internal endpoint → dropped");
+    let out = raw_exchange(w.harp.addr, req.as_bytes(), Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert!(
+        out.is_empty(),
+        "treated as unsigned internal endpoint → dropped"
+    );
 }
 
 #[tokio::test]
@@ -378,8 +491,16 @@ async fn item64_user_route_without_credentials_is_403_and_recorded() {
 async fn item65_user_with_level_1_is_forwarded_with_their_id() {
     let w = world(&[]).await;
     w.nc.add_session("sess1", "alice", 1);
-    let doc = echo(&w, "/exapps/foo/api/x", &[("cookie", "oc_sessionPassphrase=sess1")]).await;
-    assert_eq!(doc["headers"]["authorization-app-api"], b64("alice:apptoken"));
+    let doc = echo(
+        &w,
+        "/exapps/foo/api/x",
+        &[("cookie", "oc_sessionPassphrase=sess1")],
+    )
+    .await;
+    assert_eq!(
+        doc["headers"]["authorization-app-api"],
+        b64("alice:apptoken")
+    );
 }
 
 #[tokio::test]
@@ -387,23 +508,61 @@ async fn item66_admin_route_needs_level_2() {
     let w = world(&[]).await;
     w.nc.add_session("u", "alice", 1);
     w.nc.add_session("a", "root", 2);
-    assert_eq!(get(&w, "/exapps/foo/api/admin/x", &[("cookie", "oc_sessionPassphrase=u")]).await.status(), 403);
-    let doc = echo(&w, "/exapps/foo/api/admin/x", &[("cookie", "oc_sessionPassphrase=a")]).await;
-    assert_eq!(doc["headers"]["authorization-app-api"], b64("root:apptoken"));
+    assert_eq!(
+        get(
+            &w,
+            "/exapps/foo/api/admin/x",
+            &[("cookie", "oc_sessionPassphrase=u")]
+        )
+        .await
+        .status(),
+        403
+    );
+    let doc = echo(
+        &w,
+        "/exapps/foo/api/admin/x",
+        &[("cookie", "oc_sessionPassphrase=a")],
+    )
+    .await;
+    assert_eq!(
+        doc["headers"]["authorization-app-api"],
+        b64("root:apptoken")
+    );
 }
 
 #[tokio::test]
 async fn item67_first_matching_route_decides() {
     let w = world(&[]).await;
     w.nc.add_session("u", "alice", 1);
-    assert_eq!(get(&w, "/exapps/foo/api/admin/x", &[("cookie", "oc_sessionPassphrase=u")]).await.status(), 403);
-    assert_eq!(get(&w, "/exapps/foo/api/other", &[("cookie", "oc_sessionPassphrase=u")]).await.status(), 200);
+    assert_eq!(
+        get(
+            &w,
+            "/exapps/foo/api/admin/x",
+            &[("cookie", "oc_sessionPassphrase=u")]
+        )
+        .await
+        .status(),
+        403
+    );
+    assert_eq!(
+        get(
+            &w,
+            "/exapps/foo/api/other",
+            &[("cookie", "oc_sessionPassphrase=u")]
+        )
+        .await
+        .status(),
+        200
+    );
 }
 
 #[tokio::test]
 async fn item68_routes_are_start_anchored_only() {
     let w = world(&[]).await;
-    assert_eq!(get(&w, "/exapps/foo/publicity/stunt", &[]).await.status(), 200);
+    assert_eq!(
+        get(&w, "/exapps/foo/publicity/stunt", &[]).await.status(),
+        200
+    );
     assert_eq!(get(&w, "/exapps/foo/x/public", &[]).await.status(), 404);
 }
 
@@ -411,7 +570,11 @@ async fn item68_routes_are_start_anchored_only() {
 async fn item69_routes_are_case_sensitive() {
     let w = world(&[]).await;
     assert_eq!(get(&w, "/exapps/foo/API_UPPER", &[]).await.status(), 200);
-    assert_eq!(get(&w, "/exapps/foo/api_upper", &[]).await.status(), 403, "falls to ^/api (USER)");
+    assert_eq!(
+        get(&w, "/exapps/foo/api_upper", &[]).await.status(),
+        403,
+        "falls to ^/api (USER)"
+    );
 }
 
 #[tokio::test]
@@ -424,7 +587,10 @@ async fn item70_invalid_route_is_skipped() {
 #[tokio::test]
 async fn item71_lookahead_routes_work() {
     let w = world(&[]).await;
-    assert_eq!(get(&w, "/exapps/foo/open/anything", &[]).await.status(), 200);
+    assert_eq!(
+        get(&w, "/exapps/foo/open/anything", &[]).await.status(),
+        200
+    );
     assert_eq!(get(&w, "/exapps/foo/open/private", &[]).await.status(), 404);
 }
 
@@ -446,14 +612,26 @@ async fn item73_user_info_4xx_means_anonymous() {
 
 #[tokio::test]
 async fn item74_user_info_errors_fall_back_to_anonymous() {
-    for mode in [UserMode::Status(500), UserMode::Status(503), UserMode::Garbage] {
+    for mode in [
+        UserMode::Status(500),
+        UserMode::Status(503),
+        UserMode::Garbage,
+    ] {
         let w = world(&[]).await;
         *w.nc.state.user_mode.lock() = Some(mode.clone());
         let cookie = [("cookie", "oc_sessionPassphrase=x")];
         let doc = echo(&w, "/exapps/foo/public", &cookie).await;
-        assert_eq!(doc["headers"]["authorization-app-api"], b64(":apptoken"), "{mode:?}");
+        assert_eq!(
+            doc["headers"]["authorization-app-api"],
+            b64(":apptoken"),
+            "{mode:?}"
+        );
         assert_eq!(failures(&w.harp, ME), 0);
-        assert_eq!(get(&w, "/exapps/foo/api/x", &cookie).await.status(), 403, "{mode:?}");
+        assert_eq!(
+            get(&w, "/exapps/foo/api/x", &cookie).await.status(),
+            403,
+            "{mode:?}"
+        );
     }
 }
 
@@ -497,7 +675,12 @@ async fn item77_zero_lifetime_asks_every_time() {
     let w = world(&[("HP_SESSION_LIFETIME", "0")]).await;
     w.nc.add_session("s", "alice", 1);
     for _ in 0..3 {
-        echo(&w, "/exapps/foo/api/x", &[("cookie", "oc_sessionPassphrase=s")]).await;
+        echo(
+            &w,
+            "/exapps/foo/api/x",
+            &[("cookie", "oc_sessionPassphrase=s")],
+        )
+        .await;
     }
     assert_eq!(w.nc.user_calls(), 3);
 }
@@ -505,10 +688,21 @@ async fn item77_zero_lifetime_asks_every_time() {
 #[tokio::test]
 async fn item78_authorization_only_is_never_cached() {
     let w = world(&[]).await;
-    w.nc.state.basic.lock().insert("Basic YWxpY2U6cHc=".into(), ("alice".into(), 1));
+    w.nc.state
+        .basic
+        .lock()
+        .insert("Basic YWxpY2U6cHc=".into(), ("alice".into(), 1));
     for _ in 0..3 {
-        let doc = echo(&w, "/exapps/foo/api/x", &[("authorization", "Basic YWxpY2U6cHc=")]).await;
-        assert_eq!(doc["headers"]["authorization-app-api"], b64("alice:apptoken"));
+        let doc = echo(
+            &w,
+            "/exapps/foo/api/x",
+            &[("authorization", "Basic YWxpY2U6cHc=")],
+        )
+        .await;
+        assert_eq!(
+            doc["headers"]["authorization-app-api"],
+            b64("alice:apptoken")
+        );
     }
     assert_eq!(w.nc.user_calls(), 3);
 }
@@ -516,11 +710,20 @@ async fn item78_authorization_only_is_never_cached() {
 #[tokio::test]
 async fn item79_nextcloud_set_cookie_is_never_replayed() {
     let w = world(&[("HP_SESSION_LIFETIME", "0")]).await;
-    echo(&w, "/exapps/foo/public", &[("cookie", "oc_sessionPassphrase=one")]).await;
+    echo(
+        &w,
+        "/exapps/foo/public",
+        &[("cookie", "oc_sessionPassphrase=one")],
+    )
+    .await;
     echo(&w, "/exapps/foo/public", &[("authorization", "Basic eDp5")]).await;
     let seen = w.nc.state.user_headers.lock().clone();
     assert_eq!(seen.len(), 2);
-    assert!(seen[1].get("cookie").is_none(), "second caller sent no cookie: {:?}", seen[1].get("cookie"));
+    assert!(
+        seen[1].get("cookie").is_none(),
+        "second caller sent no cookie: {:?}",
+        seen[1].get("cookie")
+    );
 }
 
 #[tokio::test]
@@ -536,6 +739,11 @@ async fn item80_bruteforce_statuses_from_the_exapp_are_recorded() {
 #[tokio::test]
 async fn item81_signed_requests_never_record_bruteforce_statuses() {
     let w = world(&[]).await;
-    assert_eq!(get(&w, "/exapps/foo/status/401", &signed(KEY)).await.status(), 401);
+    assert_eq!(
+        get(&w, "/exapps/foo/status/401", &signed(KEY))
+            .await
+            .status(),
+        401
+    );
     assert_eq!(failures(&w.harp, ME), 0);
 }

@@ -22,7 +22,11 @@ async fn item82_index_php_base_url_is_normalised() {
     let app = StubExApp::start().await;
     nc.add_app("foo", meta(app.port(), public()));
     let h = start_harp(&format!("http://{}/index.php/", nc.addr), &[]).await;
-    assert_eq!(get(&h, "/exapps/foo/x").await.status(), 200, "the stub only answers /index.php/apps/app_api/harp/exapp-meta");
+    assert_eq!(
+        get(&h, "/exapps/foo/x").await.status(),
+        200,
+        "the stub only answers /index.php/apps/app_api/harp/exapp-meta"
+    );
     assert_eq!(nc.state.meta_queries.lock()[0], "appId=foo");
 }
 
@@ -45,7 +49,11 @@ async fn item84_unknown_exapp_is_negatively_cached() {
     let h = start_harp(&nc.url(), &[]).await;
     assert_eq!(get(&h, "/exapps/ghost/x").await.status(), 404);
     assert_eq!(get(&h, "/exapps/ghost/y").await.status(), 404);
-    assert_eq!(nc.meta_calls(), 1, "second lookup within 15 s served from the negative cache");
+    assert_eq!(
+        nc.meta_calls(),
+        1,
+        "second lookup within 15 s served from the negative cache"
+    );
     *nc.state.meta_status.lock() = Some(404);
     assert_eq!(get(&h, "/exapps/other/x").await.status(), 404);
     assert_eq!(nc.meta_calls(), 2);
@@ -93,7 +101,13 @@ async fn item86_concurrent_misses_share_one_call() {
 async fn cold_session_cache_asks_once_per_cookie_under_concurrency() {
     let nc = StubNextcloud::start().await;
     let app = StubExApp::start().await;
-    nc.add_app("foo", meta(app.port(), json!([{"url": ".*", "access_level": 1, "bruteforce_protection": []}])));
+    nc.add_app(
+        "foo",
+        meta(
+            app.port(),
+            json!([{"url": ".*", "access_level": 1, "bruteforce_protection": []}]),
+        ),
+    );
     *nc.state.user_delay.lock() = Duration::from_millis(200);
     for i in 0..10 {
         nc.add_session(&format!("c{i}"), "alice", 1);
@@ -128,7 +142,11 @@ async fn item88_pushed_record_takes_effect_at_once() {
     let nc = StubNextcloud::start().await;
     let app = StubExApp::start().await;
     let h = start_harp(&nc.url(), &[]).await;
-    assert_eq!(get(&h, "/exapps/foo/x").await.status(), 404, "negatively cached now");
+    assert_eq!(
+        get(&h, "/exapps/foo/x").await.status(),
+        404,
+        "negatively cached now"
+    );
     push_meta(&h, "Foo", &meta(app.port(), public())).await;
     assert_eq!(get(&h, "/exapps/foo/x").await.status(), 200);
     assert_eq!(nc.meta_calls(), 1);
@@ -139,7 +157,12 @@ async fn item89_delete_storage() {
     let nc = StubNextcloud::start().await;
     let h = start_harp(&nc.url(), &[]).await;
     push_meta(&h, "foo", &meta(1, public())).await;
-    let del = || client().delete(h.url("/exapps/app_api/exapp_storage/foo")).header("harp-shared-key", KEY).send();
+    let del = || {
+        client()
+            .delete(h.url("/exapps/app_api/exapp_storage/foo"))
+            .header("harp-shared-key", KEY)
+            .send()
+    };
     assert_eq!(del().await.unwrap().status(), 204);
     let r = del().await.unwrap();
     assert_eq!(r.status(), 404);
@@ -213,14 +236,22 @@ async fn pushed_hostname_is_resolved_again_after_a_connect_failure() {
     push_meta(&h, "foo", &doc).await;
     assert_eq!(get(&h, "/exapps/foo/x").await.status(), 503);
     let rec = h.state.nextcloud.meta_cache().get("foo").unwrap();
-    assert_eq!(rec.resolved_ip(), None, "a connect failure forgets the resolved address");
-    let app = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+    assert_eq!(
+        rec.resolved_ip(),
+        None,
+        "a connect failure forgets the resolved address"
+    );
+    let app = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
     let serve = tokio::spawn(async move {
         let (mut s, _) = app.accept().await.unwrap();
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut buf = [0u8; 1024];
         let _ = s.read(&mut buf).await;
-        s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await.unwrap();
+        s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+            .await
+            .unwrap();
     });
     assert_eq!(get(&h, "/exapps/foo/x").await.status(), 200);
     assert!(rec.resolved_ip().is_some());

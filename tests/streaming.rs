@@ -41,7 +41,9 @@ async fn item94_large_uploads_stream_without_buffering() {
     const CHUNKS: usize = 256;
     let baseline = vm_kib("VmRSS:");
     let chunk = Bytes::from(vec![b'x'; CHUNK]);
-    let stream = futures_util::stream::iter((0..CHUNKS).map(move |_| Ok::<_, std::io::Error>(chunk.clone())));
+    let stream = futures_util::stream::iter(
+        (0..CHUNKS).map(move |_| Ok::<_, std::io::Error>(chunk.clone())),
+    );
     let r = client()
         .post(h.url("/exapps/foo/upload"))
         .body(reqwest::Body::wrap_stream(stream))
@@ -53,7 +55,10 @@ async fn item94_large_uploads_stream_without_buffering() {
     assert_eq!(doc["bytes"], (CHUNK * CHUNKS) as u64);
     let peak = vm_kib("VmHWM:");
     let growth_mib = peak.saturating_sub(baseline) / 1024;
-    assert!(growth_mib < 64, "peak RSS grew by {growth_mib} MiB while 256 MiB passed through");
+    assert!(
+        growth_mib < 64,
+        "peak RSS grew by {growth_mib} MiB while 256 MiB passed through"
+    );
 }
 
 #[tokio::test]
@@ -65,10 +70,16 @@ async fn item95_sse_events_arrive_one_by_one() {
     let started = Instant::now();
     let first = body.next().await.unwrap().unwrap();
     assert_eq!(&first[..], b"data: 0\n\n");
-    assert!(started.elapsed() < Duration::from_millis(500), "first event not held back");
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "first event not held back"
+    );
     let second = body.next().await.unwrap().unwrap();
     assert_eq!(&second[..], b"data: 1\n\n");
-    assert!(started.elapsed() >= Duration::from_millis(600), "events were not batched");
+    assert!(
+        started.elapsed() >= Duration::from_millis(600),
+        "events were not batched"
+    );
 }
 
 #[tokio::test]
@@ -80,7 +91,15 @@ async fn item97_exapp_down_is_503_and_not_recorded() {
     drop(free);
     push_meta(&h, "foo", &meta(port, public())).await;
     let started = Instant::now();
-    assert_eq!(client().get(h.url("/exapps/foo/x")).send().await.unwrap().status(), 503);
+    assert_eq!(
+        client()
+            .get(h.url("/exapps/foo/x"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        503
+    );
     assert!(started.elapsed() < Duration::from_secs(2));
     assert_eq!(failures(&h, "127.0.0.1"), 0);
 }
@@ -91,21 +110,52 @@ async fn garbage_from_the_exapp_is_502() {
     let h = start_harp(&nc.url(), &[]).await;
     let (addr, _t) = garbage_server().await;
     push_meta(&h, "foo", &meta(addr.port(), public())).await;
-    assert_eq!(client().get(h.url("/exapps/foo/x")).send().await.unwrap().status(), 502);
+    assert_eq!(
+        client()
+            .get(h.url("/exapps/foo/x"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        502
+    );
 }
 
 #[tokio::test]
 async fn server_timeout_gives_504_and_client_timeout_does_not_cut_slow_answers() {
     let nc = StubNextcloud::start().await;
     let app = StubExApp::start().await;
-    let h = start_harp(&nc.url(), &[("HP_TIMEOUT_SERVER", "800ms"), ("HP_TIMEOUT_CLIENT", "200ms")]).await;
+    let h = start_harp(
+        &nc.url(),
+        &[
+            ("HP_TIMEOUT_SERVER", "800ms"),
+            ("HP_TIMEOUT_CLIENT", "200ms"),
+        ],
+    )
+    .await;
     push_meta(&h, "foo", &meta(app.port(), public())).await;
-    let r = client().get(h.url("/exapps/foo/slow?ms=500")).send().await.unwrap();
-    assert_eq!(r.status(), 200, "client timeout applies only to the request head");
+    let r = client()
+        .get(h.url("/exapps/foo/slow?ms=500"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        200,
+        "client timeout applies only to the request head"
+    );
     let (silent, _t) = silent_server().await;
     push_meta(&h, "bar", &meta(silent.port(), public())).await;
     let started = Instant::now();
-    assert_eq!(client().get(h.url("/exapps/bar/x")).send().await.unwrap().status(), 504);
+    assert_eq!(
+        client()
+            .get(h.url("/exapps/bar/x"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        504
+    );
     assert!(started.elapsed() < Duration::from_secs(3));
 }
 
@@ -114,20 +164,33 @@ async fn slow_request_head_is_cut_by_the_client_timeout() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (_nc, _app, h) = setup(&[("HP_TIMEOUT_CLIENT", "300ms")]).await;
     let mut s = tokio::net::TcpStream::connect(h.addr).await.unwrap();
-    s.write_all(b"GET /exapps/foo/x HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    s.write_all(b"GET /exapps/foo/x HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
     let mut out = Vec::new();
     let closed = tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut out)).await;
-    assert!(closed.is_ok(), "connection with an unfinished head must be closed");
+    assert!(
+        closed.is_ok(),
+        "connection with an unfinished head must be closed"
+    );
 }
 
-async fn ws_connect(h: &TestHarp, path: &str) -> tokio_tungstenite::WebSocketStream<tokio::net::TcpStream> {
+async fn ws_connect(
+    h: &TestHarp,
+    path: &str,
+) -> tokio_tungstenite::WebSocketStream<tokio::net::TcpStream> {
     let tcp = tokio::net::TcpStream::connect(h.addr).await.unwrap();
-    let (ws, resp) = tokio_tungstenite::client_async(format!("ws://{}{}", h.addr, path), tcp).await.unwrap();
+    let (ws, resp) = tokio_tungstenite::client_async(format!("ws://{}{}", h.addr, path), tcp)
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 101);
     ws
 }
 
-async fn ws_roundtrip(ws: &mut tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>, text: &str) -> bool {
+async fn ws_roundtrip(
+    ws: &mut tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
+    text: &str,
+) -> bool {
     if ws.send(Message::text(text)).await.is_err() {
         return false;
     }
@@ -212,7 +275,11 @@ async fn item96_slow_user_info_degrades_to_anonymous() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 200, "PUBLIC route served after the 25 s user-info cap");
+    assert_eq!(
+        r.status(),
+        200,
+        "PUBLIC route served after the 25 s user-info cap"
+    );
     assert!(started.elapsed() < Duration::from_secs(27));
 }
 
@@ -224,7 +291,15 @@ async fn item96_slow_metadata_is_404_and_two_slow_calls_are_503() {
     *nc.state.meta_delay.lock() = Duration::from_secs(27);
     let h = start_harp(&nc.url(), &[]).await;
     let started = Instant::now();
-    assert_eq!(client().get(h.url("/exapps/foo/x")).send().await.unwrap().status(), 404);
+    assert_eq!(
+        client()
+            .get(h.url("/exapps/foo/x"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
     assert!(started.elapsed() < Duration::from_secs(27));
 
     let nc2 = StubNextcloud::start().await;
@@ -242,7 +317,10 @@ async fn item96_slow_metadata_is_404_and_two_slow_calls_are_503() {
     assert_eq!(r.status(), 503);
     assert_eq!(r.text().await.unwrap(), "503 Service Unavailable (HaRP)");
     let took = started.elapsed();
-    assert!(took >= Duration::from_secs(29) && took < Duration::from_secs(33), "{took:?}");
+    assert!(
+        took >= Duration::from_secs(29) && took < Duration::from_secs(33),
+        "{took:?}"
+    );
 }
 
 /// Bad input: each case gets its status and harp keeps serving.
@@ -268,14 +346,36 @@ async fn bad_input_table() {
         (format!("POST /exapps/app_api/k8s/exapp/exists HTTP/1.1\r\nHost: x\r\n{k}content-length: 2\r\n\r\n{{}}"), 503),
     ];
     for (req, want) in cases {
-        let wire = if req.len() > 2000 { req[..60].to_string() } else { req.clone() };
-        let req = req.replace("HTTP/1.1\r\nHost: x\r\n", "HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
-        let out = raw_exchange(h.addr, req.as_bytes(), Duration::from_secs(5)).await.unwrap();
+        let wire = if req.len() > 2000 {
+            req[..60].to_string()
+        } else {
+            req.clone()
+        };
+        let req = req.replace(
+            "HTTP/1.1\r\nHost: x\r\n",
+            "HTTP/1.1\r\nHost: x\r\nConnection: close\r\n",
+        );
+        let out = raw_exchange(h.addr, req.as_bytes(), Duration::from_secs(5))
+            .await
+            .unwrap();
         let text = String::from_utf8_lossy(&out);
         let status: u16 = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
-        assert_eq!(status, want, "request {wire:?} answered {:?}", &text[..text.len().min(200)]);
+        assert_eq!(
+            status,
+            want,
+            "request {wire:?} answered {:?}",
+            &text[..text.len().min(200)]
+        );
     }
-    assert_eq!(client().get(h.url("/exapps/foo/still-alive")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        client()
+            .get(h.url("/exapps/foo/still-alive"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
 }
 
 fn write_cert(dir: &std::path::Path, name: &str) -> rcgen::CertifiedKey {
@@ -286,7 +386,11 @@ fn write_cert(dir: &std::path::Path, name: &str) -> rcgen::CertifiedKey {
     ck
 }
 
-async fn https_get(h: &TestHarp, ca: &rcgen::CertifiedKey, name: &str) -> reqwest::Result<reqwest::Response> {
+async fn https_get(
+    h: &TestHarp,
+    ca: &rcgen::CertifiedKey,
+    name: &str,
+) -> reqwest::Result<reqwest::Response> {
     let root = reqwest::Certificate::from_pem(ca.cert.pem().as_bytes()).unwrap();
     let c = reqwest::Client::builder()
         .no_proxy()
@@ -295,10 +399,13 @@ async fn https_get(h: &TestHarp, ca: &rcgen::CertifiedKey, name: &str) -> reqwes
         .resolve(name, h.https.unwrap())
         .build()
         .unwrap();
-    c.get(format!("https://{name}:{}/exapps/app_api/info", h.https.unwrap().port()))
-        .header("harp-shared-key", KEY)
-        .send()
-        .await
+    c.get(format!(
+        "https://{name}:{}/exapps/app_api/info",
+        h.https.unwrap().port()
+    ))
+    .header("harp-shared-key", KEY)
+    .send()
+    .await
 }
 
 #[tokio::test]
@@ -315,6 +422,12 @@ async fn item17_https_only_with_a_certificate_and_item27_reload() {
 
     let second = write_cert(&h.dir.path().join("certs"), "harp.test");
     h.tls.as_ref().unwrap().reload().unwrap();
-    assert!(https_get(&h, &first, "harp.test").await.is_err(), "old certificate still served");
-    assert_eq!(https_get(&h, &second, "harp.test").await.unwrap().status(), 200);
+    assert!(
+        https_get(&h, &first, "harp.test").await.is_err(),
+        "old certificate still served"
+    );
+    assert_eq!(
+        https_get(&h, &second, "harp.test").await.unwrap().status(),
+        200
+    );
 }

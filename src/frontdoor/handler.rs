@@ -249,15 +249,14 @@ fn log_access(
     started: Instant,
     upstream: Option<Duration>,
 ) {
-    tracing::info!(
-        target: "harp::access",
-        %method,
-        path,
-        app,
-        %client,
-        status = status.map_or_else(|| "dropped".to_string(), |s| s.to_string()),
-        total_ms = started.elapsed().as_secs_f64() * 1000.0,
-        upstream_ms = upstream.map(|d| d.as_secs_f64() * 1000.0),
-        "request"
-    );
+    let total_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let upstream_ms = upstream.map(|d| d.as_secs_f64() * 1000.0);
+    match status {
+        Some(status) => {
+            tracing::info!(target: "harp::access", %method, path, app, %client, status, total_ms, upstream_ms, "request")
+        }
+        None => {
+            tracing::info!(target: "harp::access", %method, path, app, %client, status = "dropped", total_ms, "request")
+        }
+    }
 }

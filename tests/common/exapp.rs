@@ -39,7 +39,9 @@ impl StubExApp {
         let counter = requests.clone();
         let task = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { return };
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
                 let counter = counter.clone();
                 tokio::spawn(async move {
                     let svc = service_fn(move |req| {
@@ -53,7 +55,11 @@ impl StubExApp {
                 });
             }
         });
-        StubExApp { addr, requests, task }
+        StubExApp {
+            addr,
+            requests,
+            task,
+        }
     }
 
     pub fn port(&self) -> u16 {
@@ -84,11 +90,13 @@ async fn handle(mut req: Request<Incoming>) -> Result<Response<Body>, Infallible
                 if n > 0 {
                     tokio::time::sleep(Duration::from_millis(700)).await;
                 }
-                let frame: Result<Frame<Bytes>, Infallible> = Ok(Frame::data(Bytes::from(format!("data: {n}\n\n"))));
+                let frame: Result<Frame<Bytes>, Infallible> =
+                    Ok(Frame::data(Bytes::from(format!("data: {n}\n\n"))));
                 Some((frame, n + 1))
             });
             let mut r = Response::new(BodyExt::boxed(StreamBody::new(stream)));
-            r.headers_mut().insert("content-type", "text/event-stream".parse().unwrap());
+            r.headers_mut()
+                .insert("content-type", "text/event-stream".parse().unwrap());
             Ok(r)
         }
         "/upload" => {
@@ -117,12 +125,22 @@ async fn handle(mut req: Request<Incoming>) -> Result<Response<Body>, Infallible
             let headers: serde_json::Map<String, serde_json::Value> = req
                 .headers()
                 .iter()
-                .map(|(k, v)| (k.as_str().to_string(), serde_json::Value::String(v.to_str().unwrap_or("").to_string())))
+                .map(|(k, v)| {
+                    (
+                        k.as_str().to_string(),
+                        serde_json::Value::String(v.to_str().unwrap_or("").to_string()),
+                    )
+                })
                 .collect();
-            let target = req.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_default();
+            let target = req
+                .uri()
+                .path_and_query()
+                .map(|p| p.as_str().to_string())
+                .unwrap_or_default();
             let doc = serde_json::json!({"method": req.method().as_str(), "target": target, "headers": headers});
             let mut r = full(200, doc.to_string());
-            r.headers_mut().insert("content-type", "application/json".parse().unwrap());
+            r.headers_mut()
+                .insert("content-type", "application/json".parse().unwrap());
             Ok(r)
         }
     }
@@ -135,7 +153,8 @@ fn websocket(req: &mut Request<Incoming>) -> Response<Body> {
     let upgrade = hyper::upgrade::on(req);
     tokio::spawn(async move {
         let Ok(upgraded) = upgrade.await else { return };
-        let mut ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+        let mut ws =
+            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
         while let Some(Ok(msg)) = ws.next().await {
             if msg.is_close() {
                 break;
@@ -149,7 +168,10 @@ fn websocket(req: &mut Request<Incoming>) -> Response<Body> {
     let h = r.headers_mut();
     h.insert("upgrade", "websocket".parse().unwrap());
     h.insert("connection", "Upgrade".parse().unwrap());
-    h.insert("sec-websocket-accept", derive_accept_key(key.as_bytes()).parse().unwrap());
+    h.insert(
+        "sec-websocket-accept",
+        derive_accept_key(key.as_bytes()).parse().unwrap(),
+    );
     r
 }
 
@@ -160,7 +182,9 @@ pub async fn garbage_server() -> (SocketAddr, tokio::task::JoinHandle<()>) {
     let addr = listener.local_addr().unwrap();
     let task = tokio::spawn(async move {
         loop {
-            let Ok((mut s, _)) = listener.accept().await else { return };
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
             tokio::spawn(async move {
                 let mut buf = [0u8; 1024];
                 let _ = s.read(&mut buf).await;

@@ -70,9 +70,18 @@ pub async fn start_harp(nc: &str, extra: &[(&str, &str)]) -> TestHarp {
 
 pub async fn start_harp_in(dir: tempfile::TempDir, nc: &str, extra: &[(&str, &str)]) -> TestHarp {
     let mut vars = base_vars(nc);
-    vars.insert("HP_CERTS_DIR".into(), dir.path().join("certs").display().to_string());
-    vars.insert("HP_CONFIG_DIR".into(), dir.path().join("run").display().to_string());
-    vars.insert("HP_DATA_DIR".into(), dir.path().join("data").display().to_string());
+    vars.insert(
+        "HP_CERTS_DIR".into(),
+        dir.path().join("certs").display().to_string(),
+    );
+    vars.insert(
+        "HP_CONFIG_DIR".into(),
+        dir.path().join("run").display().to_string(),
+    );
+    vars.insert(
+        "HP_DATA_DIR".into(),
+        dir.path().join("data").display().to_string(),
+    );
     for (k, v) in extra {
         vars.insert(k.to_string(), v.to_string());
     }
@@ -86,7 +95,15 @@ pub async fn start_harp_in(dir: tempfile::TempDir, nc: &str, extra: &[(&str, &st
     let task = tokio::spawn(harp.serve(async move {
         let _ = stopped.await;
     }));
-    TestHarp { addr, https, state, tls, stop: Some(stop), task: Some(task), dir }
+    TestHarp {
+        addr,
+        https,
+        state,
+        tls,
+        stop: Some(stop),
+        task: Some(task),
+        dir,
+    }
 }
 
 pub fn client() -> reqwest::Client {
@@ -102,7 +119,12 @@ pub async fn push_meta(h: &TestHarp, app: &str, doc: &serde_json::Value) {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 204, "storage push failed: {}", r.text().await.unwrap_or_default());
+    assert_eq!(
+        r.status(),
+        204,
+        "storage push failed: {}",
+        r.text().await.unwrap_or_default()
+    );
 }
 
 pub fn meta(port: u16, routes: serde_json::Value) -> serde_json::Value {
@@ -116,7 +138,11 @@ pub fn meta(port: u16, routes: serde_json::Value) -> serde_json::Value {
 }
 
 /// Sends raw bytes and returns everything the server sent until it closed (or `limit` passed).
-pub async fn raw_exchange(addr: SocketAddr, request: &[u8], limit: std::time::Duration) -> Result<Vec<u8>, &'static str> {
+pub async fn raw_exchange(
+    addr: SocketAddr,
+    request: &[u8],
+    limit: std::time::Duration,
+) -> Result<Vec<u8>, &'static str> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     s.write_all(request).await.unwrap();

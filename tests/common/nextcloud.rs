@@ -60,7 +60,9 @@ impl StubNextcloud {
         let st = state.clone();
         let task = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { return };
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
                 let st = st.clone();
                 tokio::spawn(async move {
                     let svc = service_fn(move |req| handle(st.clone(), req));
@@ -83,7 +85,10 @@ impl StubNextcloud {
     }
 
     pub fn add_session(&self, cookie: &str, user: &str, level: u8) {
-        self.state.sessions.lock().insert(cookie.to_string(), (user.to_string(), level));
+        self.state
+            .sessions
+            .lock()
+            .insert(cookie.to_string(), (user.to_string(), level));
     }
 
     pub fn meta_calls(&self) -> usize {
@@ -98,17 +103,24 @@ impl StubNextcloud {
 fn reply(status: u16, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(body.into()));
     *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
-    r.headers_mut().insert("content-type", "application/json".parse().unwrap());
+    r.headers_mut()
+        .insert("content-type", "application/json".parse().unwrap());
     r
 }
 
 const BAD_KEY: &str = r#"{"message":"Harp shared key is not valid"}"#;
 
-async fn handle(st: Arc<NcState>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
+async fn handle(
+    st: Arc<NcState>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or("").to_string();
     let app = query.strip_prefix("appId=").unwrap_or("").to_string();
-    let key_ok = req.headers().get("harp-shared-key").is_some_and(|v| v == KEY);
+    let key_ok = req
+        .headers()
+        .get("harp-shared-key")
+        .is_some_and(|v| v == KEY);
     match path.as_str() {
         "/index.php/apps/app_api/harp/exapp-meta" => {
             st.meta_calls.fetch_add(1, Ordering::SeqCst);
@@ -143,10 +155,18 @@ async fn handle(st: Arc<NcState>, req: Request<Incoming>) -> Result<Response<Ful
                 .headers()
                 .get("cookie")
                 .and_then(|v| v.to_str().ok())
-                .and_then(|c| c.split(';').find_map(|p| p.trim().strip_prefix("oc_sessionPassphrase=")))
+                .and_then(|c| {
+                    c.split(';')
+                        .find_map(|p| p.trim().strip_prefix("oc_sessionPassphrase="))
+                })
                 .unwrap_or("")
                 .to_string();
-            let auth = req.headers().get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+            let auth = req
+                .headers()
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string();
             let user = st
                 .sessions
                 .lock()
@@ -154,9 +174,15 @@ async fn handle(st: Arc<NcState>, req: Request<Incoming>) -> Result<Response<Ful
                 .cloned()
                 .or_else(|| st.basic.lock().get(&auth).cloned());
             let (id, level) = user.unwrap_or_default();
-            let mut r = reply(200, serde_json::json!({"user_id": id, "access_level": level}).to_string());
+            let mut r = reply(
+                200,
+                serde_json::json!({"user_id": id, "access_level": level}).to_string(),
+            );
             // A real Nextcloud sets cookies on this answer; harp must never reuse them.
-            r.headers_mut().insert("set-cookie", "nc_leak=from-nextcloud; Path=/".parse().unwrap());
+            r.headers_mut().insert(
+                "set-cookie",
+                "nc_leak=from-nextcloud; Path=/".parse().unwrap(),
+            );
             Ok(r)
         }
         _ => Ok(reply(404, "{}")),

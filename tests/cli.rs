@@ -1,0 +1,205 @@
+//! The `harp` binary: configuration errors exit 1 naming the variable, `check` masks secrets,
+//! `--help` lists every variable, SIGTERM stops it with status 0, logs never carry secrets.
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_harp");
+
+fn harp(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args).env_clear();
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+const OK_ENV: [(&str, &str); 2] = [
+    ("HP_SHARED_KEY", "s3cr3t-value"),
+    ("NC_INSTANCE_URL", "http://nc"),
+];
+
+#[test]
+fn item01_missing_key_exits_1_with_a_message() {
+    let (code, text) = harp(&["check"], &[("NC_INSTANCE_URL", "http://nc")]);
+    assert_eq!(code, 1);
+    assert!(text.contains("HP_SHARED_KEY"), "{text}");
+}
+
+#[test]
+fn item02_03_key_sources() {
+    let (code, _) = harp(
+        &["check"],
+        &[
+            ("HP_SHARED_KEY", "a"),
+            ("HP_SHARED_KEY_FILE", "/etc/hostname"),
+            ("NC_INSTANCE_URL", "http://nc"),
+        ],
+    );
+    assert_eq!(code, 1);
+    let (code, text) = harp(
+        &["check"],
+        &[
+            ("HP_SHARED_KEY_FILE", "/no/such/file"),
+            ("NC_INSTANCE_URL", "http://nc"),
+        ],
+    );
+    assert_eq!(code, 1);
+    assert!(text.contains("HP_SHARED_KEY_FILE"), "{text}");
+}
+
+#[test]
+fn item05_bad_key_bytes_exit_1_without_echoing_the_key() {
+    let (code, text) = harp(
+        &["check"],
+        &[
+            ("HP_SHARED_KEY", "bad\tkey-XYZ"),
+            ("NC_INSTANCE_URL", "http://nc"),
+        ],
+    );
+    assert_eq!(code, 1);
+    assert!(text.contains("tab") && !text.contains("key-XYZ"), "{text}");
+}
+
+#[test]
+fn item08_09_invalid_values_name_their_variable() {
+    for (var, value) in [
+        ("NC_INSTANCE_URL", ""),
+        ("HP_FRP_ADDRESS", ""),
+        ("HP_SESSION_LIFETIME", "10.5"),
+        ("HP_SESSION_LIFETIME", "abc"),
+        ("HP_BLACKLIST_COUNT", "x"),
+        ("HP_TIMEOUT_SERVER", "forever"),
+    ] {
+        let mut env = OK_ENV.to_vec();
+        env.retain(|(k, _)| *k != var);
+        env.push((var, value));
+        let (code, text) = harp(&["check"], &env);
+        assert_eq!(code, 1, "{var}={value}");
+        assert!(text.contains(var), "{var}: {text}");
+        assert_eq!(text.lines().count(), 1, "one clear line: {text}");
+    }
+}
+
+#[test]
+fn item16_unknown_log_level_does_not_crash() {
+    let mut env = OK_ENV.to_vec();
+    env.push(("HP_LOG_LEVEL", "verbose"));
+    let (code, text) = harp(&["check"], &env);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("HP_LOG_LEVEL=warn"));
+}
+
+#[test]
+fn check_masks_the_key_and_help_lists_variables() {
+    let (code, text) = harp(&["check"], &OK_ENV);
+    assert_eq!(code, 0);
+    assert!(!text.contains("s3cr3t-value"));
+    assert!(text.contains("HP_SHARED_KEY=********"));
+    let (code, help) = harp(&["--help"], &[]);
+    assert_eq!(code, 0);
+    for v in harp::config::VARIABLES {
+        assert!(help.contains(v.name), "--help lacks {}", v.name);
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn item26_sigterm_exits_0_and_logs_carry_no_secrets() {
+    let port = free_port();
+    let mut child = Command::new(BIN)
+        .env_clear()
+        .env("HP_SHARED_KEY", "s3cr3t-value")
+        .env("NC_INSTANCE_URL", "http://127.0.0.1:9")
+        .env("HP_EXAPPS_ADDRESS", format!("127.0.0.1:{port}"))
+        .env("HP_CERTS_DIR", "/nonexistent")
+        .env("HP_LOG_LEVEL", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "harp did not start listening");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    {
+        use std::io::Write;
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.write_all(
+            b"GET /exapps/app_api/info?token=q HTTP/1.1\r\nHost: x\r\nharp-shared-key: s3cr3t-value\r\nCookie: oc_sessionPassphrase=cookie-secret\r\nAuthorization: Basic YXV0aC1zZWNyZXQ=\r\nConnection: close\r\n\r\n",
+        )
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    }
+    let started = Instant::now();
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "harp ignored SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0));
+    let mut logs = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut logs)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut logs)
+        .unwrap();
+    assert!(
+        logs.contains("/exapps/app_api/info") && logs.contains("status=200"),
+        "access log line missing: {logs}"
+    );
+    for secret in [
+        "s3cr3t-value",
+        "cookie-secret",
+        "YXV0aC1zZWNyZXQ=",
+        "token=q",
+    ] {
+        assert!(!logs.contains(secret), "{secret} leaked into logs: {logs}");
+    }
+}
+
+#[test]
+fn bind_failure_exits_1_naming_the_variable() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let mut env = OK_ENV.to_vec();
+    env.push(("HP_EXAPPS_ADDRESS", &addr));
+    env.push(("HP_CERTS_DIR", "/nonexistent"));
+    let (code, text) = harp(&[], &env);
+    assert_eq!(code, 1);
+    assert!(text.contains("HP_EXAPPS_ADDRESS"), "{text}");
+}
