@@ -7,6 +7,7 @@
 pub mod config;
 pub mod control;
 pub mod frontdoor;
+pub mod health;
 pub mod nextcloud;
 pub mod pipeline;
 pub mod security;

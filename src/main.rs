@@ -18,6 +18,8 @@ enum Command {
     Run,
     /// Validate the configuration and print it with secrets masked.
     Check,
+    /// Exit 0 when the running harp answers a heartbeat through its front door within 5 s.
+    Healthcheck,
 }
 
 fn variables_help() -> String {
@@ -49,6 +51,21 @@ fn main() -> ExitCode {
                 println!("warning: {w}");
             }
             ExitCode::SUCCESS
+        }
+        Some(Command::Healthcheck) => {
+            let addr = &config.exapps_addr;
+            match harp::health::probe(
+                addr.local_dial_host(),
+                addr.port,
+                &config.shared_key,
+                harp::health::PROBE_TIMEOUT,
+            ) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("harp: unhealthy: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         None | Some(Command::Run) => match serve(config) {
             Ok(()) => ExitCode::SUCCESS,

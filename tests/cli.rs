@@ -203,3 +203,14 @@ fn bind_failure_exits_1_naming_the_variable() {
     assert_eq!(code, 1);
     assert!(text.contains("HP_EXAPPS_ADDRESS"), "{text}");
 }
+
+#[test]
+fn healthcheck_fails_when_nothing_listens() {
+    let port = free_port().to_string();
+    let mut env = OK_ENV.to_vec();
+    let addr = format!("127.0.0.1:{port}");
+    env.push(("HP_EXAPPS_ADDRESS", &addr));
+    let (code, text) = harp(&["healthcheck"], &env);
+    assert_eq!(code, 1);
+    assert!(text.contains("unhealthy"), "{text}");
+}

@@ -431,3 +431,49 @@ async fn item17_https_only_with_a_certificate_and_item27_reload() {
         200
     );
 }
+
+#[tokio::test]
+async fn connection_cap_queues_extra_connections() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (_nc, _app, h) = setup(&[("HP_MAX_CONNECTIONS", "1")]).await;
+    let req = b"GET /exapps/foo/x HTTP/1.1\r\nHost: x\r\n\r\n";
+    let mut first = tokio::net::TcpStream::connect(h.addr).await.unwrap();
+    first.write_all(req).await.unwrap();
+    let mut buf = vec![0u8; 8192];
+    assert!(
+        first.read(&mut buf).await.unwrap() > 0,
+        "first connection served"
+    );
+    let mut second = tokio::net::TcpStream::connect(h.addr).await.unwrap();
+    second.write_all(req).await.unwrap();
+    let waited = tokio::time::timeout(Duration::from_millis(500), second.read(&mut buf)).await;
+    assert!(
+        waited.is_err(),
+        "second connection must wait while the first holds the only slot"
+    );
+    drop(first);
+    let n = tokio::time::timeout(Duration::from_secs(5), second.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+}
+
+#[tokio::test]
+async fn healthcheck_probe_passes_on_harp_and_fails_on_a_wedged_listener() {
+    let (_nc, _app, h) = setup(&[]).await;
+    let key = harp::security::SharedKey::new(KEY);
+    let port = h.addr.port();
+    let k = key.clone();
+    let ok = tokio::task::spawn_blocking(move || {
+        harp::health::probe("127.0.0.1", port, &k, Duration::from_secs(2))
+    });
+    assert_eq!(ok.await.unwrap(), Ok(()));
+    let (silent, _t) = silent_server().await;
+    let started = Instant::now();
+    let bad = tokio::task::spawn_blocking(move || {
+        harp::health::probe("127.0.0.1", silent.port(), &key, Duration::from_millis(500))
+    });
+    assert!(bad.await.unwrap().is_err());
+    assert!(started.elapsed() < Duration::from_secs(2));
+}
