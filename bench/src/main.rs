@@ -1,0 +1,111 @@
+//! harp-bench: one command that measures harp against bare HAProxy and direct access.
+//! `harp-bench run` orchestrates; the other subcommands are the processes it starts.
+
+mod clients;
+mod procs;
+mod report;
+mod run;
+mod servers;
+mod wrk;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(about = "Side-by-side benchmark: harp vs bare HAProxy vs direct")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the whole benchmark and write bench/results/.
+    Run {
+        #[arg(long, default_value = "target/release/harp")]
+        harp: PathBuf,
+        #[arg(long, default_value_t = 5)]
+        secs: u32,
+        #[arg(long, default_value_t = 2)]
+        reps: u32,
+        #[arg(long, default_value_t = 10_000)]
+        idle_websockets: usize,
+        #[arg(long, default_value = "bench/results")]
+        out: PathBuf,
+    },
+    /// The echo ExApp (HTTP + WebSocket).
+    Echo {
+        #[arg(long)]
+        addr: String,
+    },
+    /// The stub Nextcloud.
+    Nextcloud {
+        #[arg(long)]
+        addr: String,
+        #[arg(long)]
+        app_port: u16,
+    },
+    /// Hold idle WebSockets open until killed.
+    WsIdle {
+        #[arg(long)]
+        url: String,
+        #[arg(long)]
+        conns: usize,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().cmd {
+        Cmd::Run {
+            harp,
+            secs,
+            reps,
+            idle_websockets,
+            out,
+        } => {
+            let opts = run::Options {
+                harp,
+                secs,
+                reps,
+                idle_websockets,
+            };
+            let results = run::run(&opts)?;
+            std::fs::create_dir_all(&out)?;
+            let day = results
+                .date
+                .split_whitespace()
+                .next()
+                .unwrap_or("run")
+                .to_string();
+            let md = report::markdown(&results);
+            let png = out.join(format!("{day}.png"));
+            let md = match report::chart(&results, &out, &png) {
+                Ok(()) => format!("{md}\n![requests per second]({day}.png)\n"),
+                Err(e) => {
+                    eprintln!("chart skipped: {e}");
+                    md
+                }
+            };
+            std::fs::write(out.join(format!("{day}.md")), &md)?;
+            std::fs::write(
+                out.join(format!("{day}.json")),
+                serde_json::to_string_pretty(&results)?,
+            )?;
+            std::fs::write(out.join("latest.md"), &md)?;
+            if png.exists() {
+                std::fs::copy(&png, out.join("latest.png"))?;
+            }
+            println!("{md}");
+            Ok(())
+        }
+        Cmd::Echo { addr } => rt()?.block_on(servers::echo(&addr)),
+        Cmd::Nextcloud { addr, app_port } => rt()?.block_on(servers::nextcloud(&addr, app_port)),
+        Cmd::WsIdle { url, conns } => rt()?.block_on(clients::ws_idle(&url, conns)),
+    }
+}
+
+fn rt() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+}

@@ -1,0 +1,204 @@
+//! Turns a run into the markdown table, the target check-list and the chart.
+
+use crate::run::Results;
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::path::Path;
+use std::process::Command;
+
+#[derive(Default, Clone, Copy)]
+struct Agg {
+    rps: f64,
+    p50: f64,
+    p99: f64,
+    cpu: Option<f64>,
+    n: f64,
+}
+
+/// (target, connections) → mean over repetitions, plus the order targets first appeared in.
+type Key = (String, u32);
+
+fn http_table(r: &Results) -> (Vec<Key>, BTreeMap<Key, Agg>) {
+    let mut order = Vec::new();
+    let mut map: BTreeMap<Key, Agg> = BTreeMap::new();
+    for row in &r.http {
+        let key = (row.target.clone(), row.conns);
+        if !map.contains_key(&key) {
+            order.push(key.clone());
+        }
+        let a = map.entry(key).or_default();
+        a.rps += row.wrk.req_per_sec;
+        a.p50 += row.wrk.p50_ms;
+        a.p99 += row.wrk.p99_ms;
+        a.cpu = match (a.cpu, row.proxy_cpu_us) {
+            (Some(x), Some(y)) => Some(x + y),
+            (None, y) => y,
+            (x, None) => x,
+        };
+        a.n += 1.0;
+    }
+    for a in map.values_mut() {
+        a.rps /= a.n;
+        a.p50 /= a.n;
+        a.p99 /= a.n;
+        a.cpu = a.cpu.map(|c| c / a.n);
+    }
+    (order, map)
+}
+
+fn ws_mean(r: &Results, target: &str, conns: usize) -> (f64, f64) {
+    let rows: Vec<_> =
+        r.ws.iter()
+            .filter(|w| w.target == target && w.conns == conns)
+            .collect();
+    let n = rows.len().max(1) as f64;
+    (
+        rows.iter().map(|w| w.result.msgs_per_sec).sum::<f64>() / n,
+        rows.iter().map(|w| w.result.p99_us).sum::<f64>() / n,
+    )
+}
+
+fn mark(ok: bool) -> &'static str {
+    if ok {
+        "met"
+    } else {
+        "**not met**"
+    }
+}
+
+pub fn markdown(r: &Results) -> String {
+    let (order, map) = http_table(r);
+    let mut s = String::new();
+    let _ = writeln!(s, "# harp benchmark — {}\n", r.date);
+    let _ = writeln!(s, "Machine: {}. {}. Each HTTP cell is the mean of {} runs of wrk (2 threads); targets alternate within each repetition.\n", r.machine, r.haproxy_version, r.http.iter().filter(|h| h.target == "direct" && h.conns == 32).count());
+    let _ = writeln!(
+        s,
+        "| target | conns | req/s | p50 ms | p99 ms | proxy CPU µs/req | × HAProxy | × direct |"
+    );
+    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|");
+    for key in &order {
+        let a = map[key];
+        let hap = map
+            .get(&("haproxy".to_string(), key.1))
+            .map_or(f64::NAN, |h| a.rps / h.rps);
+        let direct = map
+            .get(&("direct".to_string(), key.1))
+            .map_or(f64::NAN, |d| a.rps / d.rps);
+        let cpu = a.cpu.map_or("—".to_string(), |c| format!("{c:.1}"));
+        let _ = writeln!(
+            s,
+            "| {} | {} | {:.0} | {:.3} | {:.3} | {} | {:.2} | {:.2} |",
+            key.0, key.1, a.rps, a.p50, a.p99, cpu, hap, direct
+        );
+    }
+    let _ = writeln!(s, "\n| WebSocket echo | conns | direct msg/s | harp msg/s | × direct | direct p99 µs | harp p99 µs |");
+    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|");
+    for conns in [32usize, 256] {
+        let (d, dp) = ws_mean(r, "direct", conns);
+        let (h, hp) = ws_mean(r, "harp", conns);
+        let _ = writeln!(
+            s,
+            "| 32-byte text | {conns} | {d:.0} | {h:.0} | {:.2} | {dp:.0} | {hp:.0} |",
+            h / d
+        );
+    }
+    let idle_mb = r.rss_idle_kib as f64 / 1024.0;
+    let ws_extra_mb = (r.rss_with_idle_ws_kib as f64 - r.rss_idle_kib as f64) / 1024.0;
+    let _ = writeln!(s, "\nMemory (harp RSS): idle {idle_mb:.1} MB; peak under load {:.1} MB; with {} idle WebSockets {:.1} MB (+{ws_extra_mb:.1} MB).", r.rss_peak_load_kib as f64 / 1024.0, r.idle_websockets, r.rss_with_idle_ws_kib as f64 / 1024.0);
+    let _ = writeln!(s, "\nCold-cache burst: {} concurrent requests with {} new session cookies → {} answered 2xx, **{} Nextcloud user-info calls**.", r.burst_requests, r.burst_cookies, r.burst_ok, r.burst_user_info_calls);
+
+    let get = |t: &str, c: u32| map.get(&(t.to_string(), c)).copied().unwrap_or_default();
+    let user_vs_hap = |c| get("harp user (cookie)", c).rps / get("haproxy", c).rps;
+    let cpu_user = get("harp user (cookie)", 128).cpu.unwrap_or(f64::NAN);
+    let bf = get("harp user + bruteforce", 128).cpu.unwrap_or(f64::NAN);
+    let p99_gap = get("harp user (cookie)", 32).p99 - get("haproxy", 32).p99;
+    let (wd, _) = ws_mean(r, "direct", 32);
+    let (wh, _) = ws_mean(r, "harp", 32);
+    let (wd2, _) = ws_mean(r, "direct", 256);
+    let (wh2, _) = ws_mean(r, "harp", 256);
+    let ws_ratio = (wh / wd).min(wh2 / wd2);
+    let _ = writeln!(s, "\n## Targets (issue #5)\n");
+    let _ = writeln!(s, "| target | measured | |\n|---|---|---|");
+    let _ = writeln!(
+        s,
+        "| USER route (cached) ≥ 1.0× HAProxy at 32 conns | {:.2}× | {} |",
+        user_vs_hap(32),
+        mark(user_vs_hap(32) >= 1.0)
+    );
+    let _ = writeln!(
+        s,
+        "| USER route (cached) ≥ 1.0× HAProxy at 128 conns | {:.2}× | {} |",
+        user_vs_hap(128),
+        mark(user_vs_hap(128) >= 1.0)
+    );
+    let _ = writeln!(
+        s,
+        "| proxy CPU per request ≤ 30 µs | {cpu_user:.1} µs | {} |",
+        mark(cpu_user <= 30.0)
+    );
+    let _ = writeln!(
+        s,
+        "| bruteforce route costs no more than one without | {bf:.1} vs {cpu_user:.1} µs | {} |",
+        mark(bf <= cpu_user * 1.05)
+    );
+    let _ = writeln!(
+        s,
+        "| p99 within +0.5 ms of HAProxy at 32 conns | {p99_gap:+.3} ms | {} |",
+        mark(p99_gap <= 0.5)
+    );
+    let _ = writeln!(
+        s,
+        "| WebSocket ≥ 0.9× direct msg/s | {ws_ratio:.2}× | {} |",
+        mark(ws_ratio >= 0.9)
+    );
+    let _ = writeln!(
+        s,
+        "| idle RSS ≤ 15 MB | {idle_mb:.1} MB | {} |",
+        mark(idle_mb <= 15.0)
+    );
+    let _ = writeln!(
+        s,
+        "| {} idle WebSockets ≤ +150 MB | +{ws_extra_mb:.1} MB | {} |",
+        r.idle_websockets,
+        mark(ws_extra_mb <= 150.0)
+    );
+    let _ = writeln!(
+        s,
+        "| one user-info call per cookie | {} calls for {} cookies | {} |",
+        r.burst_user_info_calls,
+        r.burst_cookies,
+        mark(r.burst_user_info_calls as usize == r.burst_cookies)
+    );
+    s
+}
+
+/// Bar chart of req/s per target at each connection count (gnuplot, PNG).
+pub fn chart(r: &Results, dir: &Path, png: &Path) -> anyhow::Result<()> {
+    let (order, map) = http_table(r);
+    let mut names: Vec<String> = Vec::new();
+    for (t, _) in &order {
+        if !names.contains(t) {
+            names.push(t.clone());
+        }
+    }
+    let mut data = String::from("target c32 c128\n");
+    for n in &names {
+        let v = |c: u32| map.get(&(n.clone(), c)).map_or(0.0, |a| a.rps);
+        let _ = writeln!(data, "\"{n}\" {:.0} {:.0}", v(32), v(128));
+    }
+    let dat = dir.join("chart.dat");
+    std::fs::write(&dat, data)?;
+    let script = format!(
+        "set terminal pngcairo size 1100,520 font ',10'\nset output '{}'\nset title 'harp vs bare HAProxy vs direct — requests/s ({})'\nset style data histograms\nset style histogram cluster gap 1\nset style fill solid 0.8 border -1\nset boxwidth 0.9\nset ylabel 'requests per second'\nset xtics rotate by -20\nset grid ytics\nset key top right\nplot '{}' using 2:xtic(1) title '32 connections', '' using 3 title '128 connections'\n",
+        png.display(),
+        r.date,
+        dat.display()
+    );
+    let gp = dir.join("chart.gp");
+    std::fs::write(&gp, script)?;
+    let status = Command::new("gnuplot").arg(&gp).status()?;
+    let _ = std::fs::remove_file(&dat);
+    let _ = std::fs::remove_file(&gp);
+    anyhow::ensure!(status.success(), "gnuplot failed");
+    Ok(())
+}

@@ -1,0 +1,328 @@
+//! One benchmark run: start the peers, HAProxy and harp on 127.0.0.1, then measure every
+//! target side by side, alternating targets and repeating each.
+
+use crate::clients::WsResult;
+use crate::procs::{cpu_seconds, free_port, status_kib, wait_for_port, Proc};
+use crate::wrk;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+pub struct Options {
+    pub harp: PathBuf,
+    pub secs: u32,
+    pub reps: u32,
+    pub idle_websockets: usize,
+}
+
+#[derive(serde::Serialize, Clone, Debug)]
+pub struct HttpRow {
+    pub target: String,
+    pub conns: u32,
+    pub rep: u32,
+    pub wrk: wrk::WrkResult,
+    /// CPU µs per request of the proxy in front (harp or HAProxy); None for direct.
+    pub proxy_cpu_us: Option<f64>,
+}
+
+#[derive(serde::Serialize, Clone, Debug)]
+pub struct WsRow {
+    pub target: String,
+    pub conns: usize,
+    pub rep: u32,
+    pub result: WsResult,
+}
+
+#[derive(serde::Serialize, Debug, Default)]
+pub struct Results {
+    pub date: String,
+    pub machine: String,
+    pub http: Vec<HttpRow>,
+    pub ws: Vec<WsRow>,
+    pub burst_requests: usize,
+    pub burst_cookies: usize,
+    pub burst_ok: usize,
+    pub burst_user_info_calls: u64,
+    pub rss_idle_kib: u64,
+    pub rss_peak_load_kib: u64,
+    pub rss_with_idle_ws_kib: u64,
+    pub idle_websockets: usize,
+    pub haproxy_version: String,
+}
+
+const KEY: &str = "bench-shared-key";
+
+struct Target {
+    name: &'static str,
+    via: &'static str,
+    path: &'static str,
+    headers: Vec<String>,
+}
+
+fn targets() -> Vec<Target> {
+    let signed = vec![
+        "ex-app-version: 1.0.0".to_string(),
+        "ex-app-id: bench".into(),
+        "ex-app-host: 127.0.0.1".into(),
+        "ex-app-port: 1".into(),
+        "authorization-app-api: YmVuY2g6dG9rZW4=".into(),
+        format!("harp-shared-key: {KEY}"),
+    ];
+    vec![
+        Target {
+            name: "direct",
+            via: "direct",
+            path: "/public",
+            headers: vec![],
+        },
+        Target {
+            name: "haproxy",
+            via: "haproxy",
+            path: "/exapps/bench/public",
+            headers: vec![],
+        },
+        Target {
+            name: "harp public",
+            via: "harp",
+            path: "/exapps/bench/public",
+            headers: vec![],
+        },
+        Target {
+            name: "harp user (cookie)",
+            via: "harp",
+            path: "/exapps/bench/user",
+            headers: vec!["Cookie: oc_sessionPassphrase=bench-session".into()],
+        },
+        Target {
+            name: "harp user + bruteforce",
+            via: "harp",
+            path: "/exapps/bench/guarded",
+            headers: vec!["Cookie: oc_sessionPassphrase=bench-session".into()],
+        },
+        Target {
+            name: "harp signed",
+            via: "harp",
+            path: "/exapps/bench/public",
+            headers: signed,
+        },
+        Target {
+            name: "harp user (basic auth)",
+            via: "harp",
+            path: "/exapps/bench/user",
+            headers: vec!["Authorization: Basic YmVuY2g6cGFzcw==".into()],
+        },
+    ]
+}
+
+fn self_cmd(args: &[&str]) -> Command {
+    let mut c = Command::new(std::env::current_exe().expect("own path"));
+    c.args(args);
+    c
+}
+
+pub fn run(opts: &Options) -> anyhow::Result<Results> {
+    let tmp = std::env::temp_dir().join(format!("harp-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp)?;
+
+    let (_echo, echo_addr) = Proc::spawn(
+        "echo exapp",
+        self_cmd(&["echo", "--addr", "127.0.0.1:0"]),
+        Some("ready"),
+    )?;
+    let echo_port: u16 = echo_addr.rsplit(':').next().unwrap_or("0").parse()?;
+    let (_nc, nc_addr) = Proc::spawn(
+        "stub nextcloud",
+        self_cmd(&[
+            "nextcloud",
+            "--addr",
+            "127.0.0.1:0",
+            "--app-port",
+            &echo_port.to_string(),
+        ]),
+        Some("ready"),
+    )?;
+
+    let haproxy_port = free_port();
+    let cfg = tmp.join("haproxy.cfg");
+    std::fs::write(
+        &cfg,
+        format!(
+            "global\n  maxconn 20000\n  nbthread 2\ndefaults\n  mode http\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n  timeout tunnel 1h\nfrontend fe\n  bind 127.0.0.1:{haproxy_port}\n  default_backend be\nbackend be\n  http-reuse always\n  server echo 127.0.0.1:{echo_port}\n"
+        ),
+    )?;
+    let mut hc = Command::new("haproxy");
+    hc.args(["-db", "-f"]).arg(&cfg);
+    let (haproxy, _) = Proc::spawn("haproxy", hc, None)?;
+    wait_for_port(haproxy_port, Duration::from_secs(10))?;
+
+    let harp_port = free_port();
+    let mut c = Command::new(&opts.harp);
+    c.env_clear()
+        .env("HP_SHARED_KEY", KEY)
+        .env("NC_INSTANCE_URL", format!("http://{nc_addr}"))
+        .env("HP_EXAPPS_ADDRESS", format!("127.0.0.1:{harp_port}"))
+        .env("HP_FRP_ADDRESS", format!("127.0.0.1:{}", free_port()))
+        .env("HP_CERTS_DIR", tmp.join("certs"))
+        .env("HP_CONFIG_DIR", tmp.join("run"))
+        .env("HP_DOCKER_SOCKET", tmp.join("no-docker.sock"))
+        .env("HP_FRP_DISABLE_TLS", "true")
+        .env("HP_LOG_LEVEL", "error")
+        .env("HP_VERBOSE_START", "0")
+        .env("HP_SESSION_LIFETIME", "10");
+    let (harp, _) = Proc::spawn("harp", c, None)?;
+    wait_for_port(harp_port, Duration::from_secs(10))?;
+
+    let base = |via: &str| match via {
+        "direct" => format!("http://127.0.0.1:{echo_port}"),
+        "haproxy" => format!("http://127.0.0.1:{haproxy_port}"),
+        _ => format!("http://127.0.0.1:{harp_port}"),
+    };
+    let mut results = Results {
+        date: String::from_utf8(
+            Command::new("date")
+                .arg("-u")
+                .arg("+%Y-%m-%d %H:%M UTC")
+                .output()?
+                .stdout,
+        )?
+        .trim()
+        .to_string(),
+        machine: machine(),
+        haproxy_version: String::from_utf8_lossy(
+            &Command::new("haproxy").arg("-v").output()?.stdout,
+        )
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_string(),
+        idle_websockets: opts.idle_websockets,
+        ..Default::default()
+    };
+
+    // Warm caches and pools, then take the idle footprint.
+    for t in targets() {
+        wrk::run(&format!("{}{}", base(t.via), t.path), 4, 1, &t.headers)?;
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    results.rss_idle_kib = status_kib(harp.pid(), "VmRSS:");
+
+    for rep in 0..opts.reps {
+        for conns in [32u32, 128] {
+            for t in targets() {
+                let proxy = match t.via {
+                    "harp" => Some(harp.pid()),
+                    "haproxy" => Some(haproxy.pid()),
+                    _ => None,
+                };
+                let before = proxy.map(cpu_seconds);
+                let r = wrk::run(
+                    &format!("{}{}", base(t.via), t.path),
+                    conns,
+                    opts.secs,
+                    &t.headers,
+                )?;
+                let proxy_cpu_us = proxy
+                    .zip(before)
+                    .map(|(pid, b)| (cpu_seconds(pid) - b) * 1e6 / r.requests.max(1) as f64);
+                eprintln!(
+                    "{:<24} c={conns:<4} rep={rep} {:>10.0} req/s p99 {:.2} ms",
+                    t.name, r.req_per_sec, r.p99_ms
+                );
+                results.http.push(HttpRow {
+                    target: t.name.into(),
+                    conns,
+                    rep,
+                    wrk: r,
+                    proxy_cpu_us,
+                });
+            }
+        }
+    }
+    results.rss_peak_load_kib = status_kib(harp.pid(), "VmHWM:");
+
+    // Cold-cache burst: fresh cookies never seen before.
+    let rt = tokio::runtime::Runtime::new()?;
+    let nc_get = |path: &str| -> anyhow::Result<String> {
+        let out = Command::new("curl")
+            .args(["-s", &format!("http://{nc_addr}{path}")])
+            .output()?;
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    };
+    nc_get("/reset")?;
+    results.burst_requests = 1000;
+    results.burst_cookies = 100;
+    results.burst_ok = rt.block_on(crate::clients::burst(
+        &format!("127.0.0.1:{harp_port}"),
+        "/exapps/bench/user",
+        1000,
+        100,
+        "burst",
+    ))?;
+    results.burst_user_info_calls = nc_get("/stats")?.parse().unwrap_or(u64::MAX);
+
+    for rep in 0..opts.reps {
+        for conns in [32usize, 256] {
+            for (name, url) in [
+                ("direct", format!("ws://127.0.0.1:{echo_port}/ws")),
+                (
+                    "harp",
+                    format!("ws://127.0.0.1:{harp_port}/exapps/bench/public/ws"),
+                ),
+            ] {
+                let r = rt.block_on(crate::clients::ws_load(&url, conns, opts.secs.into()))?;
+                eprintln!(
+                    "ws {name:<8} c={conns:<4} rep={rep} {:>10.0} msg/s p99 {:.0} us",
+                    r.msgs_per_sec, r.p99_us
+                );
+                results.ws.push(WsRow {
+                    target: name.into(),
+                    conns,
+                    rep,
+                    result: r,
+                });
+            }
+        }
+    }
+
+    let (idle, _) = Proc::spawn(
+        "idle websockets",
+        self_cmd(&[
+            "ws-idle",
+            "--url",
+            &format!("ws://127.0.0.1:{harp_port}/exapps/bench/public/ws"),
+            "--conns",
+            &opts.idle_websockets.to_string(),
+        ]),
+        Some("ready"),
+    )?;
+    std::thread::sleep(Duration::from_secs(2));
+    results.rss_with_idle_ws_kib = status_kib(harp.pid(), "VmRSS:");
+    drop(idle);
+    let _ = std::fs::remove_dir_all(&tmp);
+    Ok(results)
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .unwrap_or("unknown CPU")
+        .trim()
+        .to_string();
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let mem_kib: u64 = std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    format!(
+        "{cpu}, {cores} cores, {} GiB RAM, load generator and all servers on the same machine",
+        mem_kib / 1024 / 1024
+    )
+}
