@@ -147,7 +147,7 @@ pub fn run(opts: &Options) -> anyhow::Result<Results> {
     std::fs::write(
         &cfg,
         format!(
-            "global\n  maxconn 20000\n  nbthread 2\ndefaults\n  mode http\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n  timeout tunnel 1h\nfrontend fe\n  bind 127.0.0.1:{haproxy_port}\n  default_backend be\nbackend be\n  http-reuse always\n  server echo 127.0.0.1:{echo_port}\n"
+            "global\n  maxconn 4000\n  nbthread 2\ndefaults\n  mode http\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n  timeout tunnel 1h\nfrontend fe\n  bind 127.0.0.1:{haproxy_port}\n  default_backend be\nbackend be\n  http-reuse always\n  server echo 127.0.0.1:{echo_port}\n"
         ),
     )?;
     let mut hc = Command::new("haproxy");

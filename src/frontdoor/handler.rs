@@ -60,14 +60,17 @@ pub async fn handle(
             "slow access decision"
         );
     }
-    let method = req.method().clone();
-    let path = req.uri().path().to_string();
+    // Only pay for the access-log fields when the line will be written.
+    let access = tracing::enabled!(target: "harp::access", tracing::Level::INFO)
+        .then(|| (req.method().clone(), req.uri().path().to_string()));
     let mut app = String::new();
     let mut upstream_time = None;
 
     let response = match decision {
         Decision::Drop => {
-            log_access(&method, &path, "", ip, None, started, None);
+            if let Some((method, path)) = &access {
+                log_access(method, path, "", ip, None, started, None);
+            }
             return Err(Dropped);
         }
         Decision::Refuse(r) => respond::refusal(&r),
@@ -84,7 +87,9 @@ pub async fn handle(
             r
         }
         Decision::Forward(plan) => {
-            app.push_str(&plan.app_id);
+            if access.is_some() {
+                app.push_str(&plan.app_id);
+            }
             let upgrade = wants_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
             let t0 = Instant::now();
             let r = forward(&state, req, plan, upgrade, ip).await;
@@ -92,15 +97,10 @@ pub async fn handle(
             r
         }
     };
-    log_access(
-        &method,
-        &path,
-        &app,
-        ip,
-        Some(response.status().as_u16()),
-        started,
-        upstream_time,
-    );
+    if let Some((method, path)) = &access {
+        let status = Some(response.status().as_u16());
+        log_access(method, path, &app, ip, status, started, upstream_time);
+    }
     Ok(response)
 }
 

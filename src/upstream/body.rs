@@ -27,12 +27,15 @@ pub fn full(data: impl Into<Bytes>) -> Body {
 
 pin_project_lite::pin_project! {
     /// Fails the body when no frame arrives within `idle` (the server timeout between chunks).
+    ///
+    /// The timer is created only when the body actually has to wait, so the common small
+    /// response that is ready at once never touches the timer wheel.
     pub struct IdleTimeoutBody<B> {
         #[pin]
         inner: B,
         idle: Duration,
-        #[pin]
-        deadline: Sleep,
+        deadline: Option<Pin<Box<Sleep>>>,
+        progressed: bool,
     }
 }
 
@@ -41,7 +44,8 @@ impl<B> IdleTimeoutBody<B> {
         IdleTimeoutBody {
             inner,
             idle,
-            deadline: tokio::time::sleep(idle),
+            deadline: None,
+            progressed: false,
         }
     }
 }
@@ -62,17 +66,20 @@ where
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let mut this = self.project();
-        match this.inner.poll_frame(cx) {
-            Poll::Ready(frame) => {
-                this.deadline.as_mut().reset(Instant::now() + *this.idle);
-                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
-            }
-            Poll::Pending => {
-                ready!(this.deadline.poll(cx));
-                Poll::Ready(Some(Err(Box::new(IdleTimeout(*this.idle)))))
-            }
+        let this = self.project();
+        if let Poll::Ready(frame) = this.inner.poll_frame(cx) {
+            *this.progressed = true;
+            return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
         }
+        let idle = *this.idle;
+        let sleep = this
+            .deadline
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+        if std::mem::take(this.progressed) {
+            sleep.as_mut().reset(Instant::now() + idle);
+        }
+        ready!(sleep.as_mut().poll(cx));
+        Poll::Ready(Some(Err(Box::new(IdleTimeout(idle)))))
     }
 
     fn is_end_stream(&self) -> bool {
@@ -81,5 +88,47 @@ where
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::StreamBody;
+
+    #[tokio::test(start_paused = true)]
+    async fn silent_body_fails_after_idle_but_steady_one_does_not() {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(4);
+        let stream =
+            futures_util::stream::unfold(
+                rx,
+                |mut rx| async move { rx.recv().await.map(|f| (f, rx)) },
+            );
+        let mut body = std::pin::pin!(IdleTimeoutBody::new(
+            StreamBody::new(stream),
+            Duration::from_secs(10)
+        ));
+        let feeder = tokio::spawn(async move {
+            for _ in 0..3 {
+                tokio::time::sleep(Duration::from_secs(8)).await;
+                tx.send(Ok(Frame::data(Bytes::from_static(b"x"))))
+                    .await
+                    .unwrap();
+            }
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            drop(tx);
+        });
+        for _ in 0..3 {
+            let frame = body.frame().await.unwrap().unwrap();
+            assert_eq!(
+                frame.into_data().unwrap(),
+                "x",
+                "8 s gaps stay under the 10 s idle limit"
+            );
+        }
+        let started = Instant::now();
+        assert!(body.frame().await.unwrap().is_err());
+        assert_eq!(started.elapsed(), Duration::from_secs(10));
+        feeder.abort();
     }
 }
