@@ -1,103 +1,164 @@
 //! Byte tunnel between two upgraded connections (contract §6.1): ends after `idle` without
 //! traffic in either direction (None = never), and `half_close` after one side finished.
 //!
-//! Hand-written instead of `tokio::io::copy_bidirectional` because that has neither an idle
-//! timeout nor half-close reaping, and its fixed 8 KiB buffers per direction would cost
-//! 160 MB for 10,000 idle WebSockets; buffers here start small and grow only with traffic.
+//! The copying itself is tokio's `copy_bidirectional_with_sizes` (one future, no locks, no
+//! stream splitting). It has no notion of idleness, so both ends are wrapped in [`Watched`],
+//! which stamps the time of the last byte and of the first end-of-stream; a small watchdog
+//! ends the tunnel when either limit is reached.
 
+use std::io;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
-const INITIAL_BUFFER: usize = 1024;
-const MAX_BUFFER: usize = 64 * 1024;
+/// Per-direction copy buffer. Small on purpose: 10,000 idle WebSockets must stay cheap, and
+/// WebSocket frames are small; bulk transfers still reach full speed with 8 KiB reads.
+const BUFFER: usize = 8 * 1024;
+const NEVER: u64 = u64::MAX;
+
+/// Shared clock readings of one tunnel, in milliseconds since its start.
+struct Stamps {
+    start: Instant,
+    last_activity: AtomicU64,
+    first_eof: AtomicU64,
+    /// Wakes the watchdog when the first end-of-stream starts the half-close clock.
+    eof_seen: tokio::sync::Notify,
+}
+
+impl Stamps {
+    fn now_ms(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
+    }
+}
+
+pin_project_lite::pin_project! {
+    struct Watched<T> {
+        #[pin]
+        io: T,
+        stamps: Arc<Stamps>,
+    }
+}
+
+impl<T: AsyncRead> AsyncRead for Watched<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.project();
+        let before = buf.filled().len();
+        let res = this.io.poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = res {
+            let now = this.stamps.now_ms();
+            if buf.filled().len() > before {
+                this.stamps.last_activity.store(now, Ordering::Relaxed);
+            } else {
+                let first = this.stamps.first_eof.compare_exchange(
+                    NEVER,
+                    now,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                );
+                if first.is_ok() {
+                    this.stamps.eof_seen.notify_one();
+                }
+            }
+        }
+        res
+    }
+}
+
+impl<T: AsyncWrite> AsyncWrite for Watched<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.project();
+        let res = this.io.poll_write(cx, data);
+        if let Poll::Ready(Ok(n)) = res {
+            if n > 0 {
+                this.stamps
+                    .last_activity
+                    .store(this.stamps.now_ms(), Ordering::Relaxed);
+            }
+        }
+        res
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().io.poll_flush(cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().io.poll_shutdown(cx)
+    }
+}
 
 /// Copies both ways until both sides finished, or a timeout ends the tunnel. Returns bytes
-/// moved (a→b, b→a).
+/// moved (a→b, b→a) when the copy finished by itself, zeros when a timeout ended it.
 pub async fn splice<A, B>(a: A, b: B, idle: Option<Duration>, half_close: Duration) -> (u64, u64)
 where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
 {
-    let start = Instant::now();
-    let last_activity_ms = AtomicU64::new(0);
-    let (ar, aw) = tokio::io::split(a);
-    let (br, bw) = tokio::io::split(b);
-    let forward = pump(ar, bw, &last_activity_ms, start);
-    let backward = pump(br, aw, &last_activity_ms, start);
-    tokio::pin!(forward, backward);
-    let (mut sent, mut received): (Option<u64>, Option<u64>) = (None, None);
-    let mut half_closed_at: Option<Instant> = None;
+    let stamps = Arc::new(Stamps {
+        start: Instant::now(),
+        last_activity: AtomicU64::new(0),
+        first_eof: AtomicU64::new(NEVER),
+        eof_seen: tokio::sync::Notify::new(),
+    });
+    let mut a = Watched {
+        io: a,
+        stamps: stamps.clone(),
+    };
+    let mut b = Watched {
+        io: b,
+        stamps: stamps.clone(),
+    };
+    let copy = tokio::io::copy_bidirectional_with_sizes(&mut a, &mut b, BUFFER, BUFFER);
+    tokio::pin!(copy);
     loop {
-        if let (Some(s), Some(r)) = (sent, received) {
-            return (s, r);
-        }
-        let last = start + Duration::from_millis(last_activity_ms.load(Ordering::Relaxed));
-        let idle_deadline = idle.map(|d| last + d);
-        let half_deadline = half_closed_at.map(|t| t + half_close);
-        let deadline = match (idle_deadline, half_deadline) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let deadline_ms = next_deadline(&stamps, idle, half_close);
         let sleep = async {
-            match deadline {
-                Some(d) => tokio::time::sleep_until(d).await,
+            match deadline_ms {
+                Some(ms) => {
+                    tokio::time::sleep_until(stamps.start + Duration::from_millis(ms)).await
+                }
                 None => std::future::pending().await,
             }
         };
         tokio::select! {
-            n = &mut forward, if sent.is_none() => {
-                sent = Some(n);
-                half_closed_at.get_or_insert_with(Instant::now);
-            }
-            n = &mut backward, if received.is_none() => {
-                received = Some(n);
-                half_closed_at.get_or_insert_with(Instant::now);
-            }
+            done = &mut copy => return done.unwrap_or((0, 0)),
+            _ = stamps.eof_seen.notified() => continue,
             _ = sleep => {
-                let now = Instant::now();
-                let last = start + Duration::from_millis(last_activity_ms.load(Ordering::Relaxed));
-                let idle_hit = idle.is_some_and(|d| now >= last + d);
-                let half_hit = half_closed_at.is_some_and(|t| now >= t + half_close);
-                if idle_hit || half_hit {
-                    return (sent.unwrap_or(0), received.unwrap_or(0));
+                if let Some(ms) = next_deadline(&stamps, idle, half_close) {
+                    if stamps.now_ms() >= ms {
+                        return (0, 0);
+                    }
                 }
             }
         }
     }
 }
 
-async fn pump<R, W>(mut from: R, mut to: W, activity: &AtomicU64, start: Instant) -> u64
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    let mut buf = vec![0u8; INITIAL_BUFFER];
-    let mut total = 0u64;
-    loop {
-        let n = match from.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        activity.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
-        if to.write_all(&buf[..n]).await.is_err() {
-            break;
-        }
-        total += n as u64;
-        if n == buf.len() && buf.len() < MAX_BUFFER {
-            buf.resize(buf.len() * 2, 0);
-        }
-        activity.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
+/// The earliest time (ms since start) at which the tunnel must end, given what happened so far.
+fn next_deadline(stamps: &Stamps, idle: Option<Duration>, half_close: Duration) -> Option<u64> {
+    let idle_at = idle.map(|d| stamps.last_activity.load(Ordering::Relaxed) + d.as_millis() as u64);
+    let eof = stamps.first_eof.load(Ordering::Relaxed);
+    let half_at = (eof != NEVER).then(|| eof + half_close.as_millis() as u64);
+    match (idle_at, half_at) {
+        (Some(x), Some(y)) => Some(x.min(y)),
+        (x, y) => x.or(y),
     }
-    let _ = to.shutdown().await;
-    total
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::duplex;
+    use tokio::io::{duplex, AsyncReadExt, AsyncWriteExt};
 
     #[tokio::test]
     async fn moves_bytes_both_ways_until_both_close() {
@@ -133,6 +194,31 @@ mod tests {
         let started = Instant::now();
         splice(a, b, Some(Duration::from_secs(10)), Duration::from_secs(30)).await;
         assert_eq!(started.elapsed().as_secs(), 10);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn traffic_postpones_the_idle_timeout() {
+        let (mut client, a) = duplex(64);
+        let (b, mut server) = duplex(64);
+        let started = Instant::now();
+        let tunnel = tokio::spawn(splice(
+            a,
+            b,
+            Some(Duration::from_secs(10)),
+            Duration::from_secs(30),
+        ));
+        for _ in 0..3 {
+            tokio::time::sleep(Duration::from_secs(8)).await;
+            client.write_all(b"x").await.unwrap();
+            let mut one = [0u8; 1];
+            server.read_exact(&mut one).await.unwrap();
+        }
+        tunnel.await.unwrap();
+        assert_eq!(
+            started.elapsed().as_secs(),
+            34,
+            "8 s gaps keep it open; ends 10 s after the last byte"
+        );
     }
 
     #[tokio::test(start_paused = true)]
