@@ -2,7 +2,7 @@
 //! bundle (the §4.6 improvement: a non-root image that cannot write the system CA directory still
 //! gets the certificates its frpc needs, which was HaRP #42's failed test deploy).
 
-use super::{lenient_bool, NameFields};
+use super::NameFields;
 use crate::control::ControlReply;
 use crate::docker::engine::Engine;
 use crate::docker::wrappers::lifecycle::not_found;
@@ -18,7 +18,7 @@ pub struct CertBody {
     names: NameFields,
     #[serde(default)]
     system_certs_bundle: Option<String>,
-    #[serde(default, deserialize_with = "lenient_bool")]
+    #[serde(default)]
     install_frp_certs: Option<bool>,
 }
 

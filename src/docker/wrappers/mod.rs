@@ -93,6 +93,10 @@ fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, DockerError> {
         .map_err(|e| DockerError::BadRequest(format!("Payload validation error: {e}")))
 }
 
+pub fn parse_field_err(msg: &str) -> DockerError {
+    DockerError::BadRequest(format!("Payload validation error: {msg}"))
+}
+
 /// The naming fields of every body; unknown fields are ignored by serde's default.
 #[derive(Debug, Deserialize)]
 pub struct NameFields {
@@ -130,11 +134,6 @@ pub fn lenient_int<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Er
             .map_err(|_| D::Error::custom(format!("{s:?} is not an integer"))),
         Some(other) => Err(D::Error::custom(format!("{other} is not an integer"))),
     }
-}
-
-/// A bool that tolerates `null` (meaning: use the default).
-pub fn lenient_bool<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
-    Option::<bool>::deserialize(d)
 }
 
 #[cfg(test)]
@@ -197,8 +196,4 @@ mod tests {
         }
         assert!(budget("nope").is_none());
     }
-}
-
-pub fn parse_field_err(msg: &str) -> DockerError {
-    DockerError::BadRequest(format!("Payload validation error: {msg}"))
 }

@@ -1,6 +1,6 @@
 //! `remove` (§4.6), refusing to delete another Nextcloud instance's container (§7 #15).
 
-use super::{lenient_bool, NameFields};
+use super::NameFields;
 use crate::control::ControlReply;
 use crate::docker::engine::Engine;
 use crate::docker::names::owner_instance;
@@ -11,7 +11,7 @@ use serde::Deserialize;
 pub struct RemoveBody {
     #[serde(flatten)]
     names: NameFields,
-    #[serde(default, deserialize_with = "lenient_bool")]
+    #[serde(default)]
     remove_data: Option<bool>,
 }
 
