@@ -33,7 +33,17 @@ pub async fn install(
     budget: Duration,
 ) -> Result<ControlReply, DockerError> {
     let container = body.names.names()?.container();
-    let inspect = engine.get(&format!("/containers/{container}/json")).await?;
+    let timed_out = || {
+        DockerError::Timeout(format!(
+            "installing certificates into '{container}' did not finish within {} s",
+            budget.as_secs()
+        ))
+    };
+    let started = tokio::time::Instant::now();
+    let path = format!("/containers/{container}/json");
+    let inspect = tokio::time::timeout(budget, engine.get(&path))
+        .await
+        .map_err(|_| timed_out())??;
     match inspect.status.as_u16() {
         200 => {}
         404 => return Err(not_found(&container)),
@@ -51,12 +61,10 @@ pub async fn install(
         body.install_frp_certs.unwrap_or(true),
         frp_dir,
     );
-    let result = match tokio::time::timeout(budget, work).await {
+    let left = budget.saturating_sub(started.elapsed());
+    let result = match tokio::time::timeout(left, work).await {
         Ok(r) => r,
-        Err(_) => Err(DockerError::Timeout(format!(
-            "installing certificates into '{container}' did not finish within {} s",
-            budget.as_secs()
-        ))),
+        Err(_) => Err(timed_out()),
     };
     if !was_running {
         restore_stopped(engine, &container).await;

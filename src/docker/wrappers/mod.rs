@@ -49,7 +49,8 @@ pub async fn handle(
         _ => return Err(ControlError::NotFound),
     };
     result.map_err(|e| {
-        tracing::warn!(op, port, error = %e, "Docker wrapper call failed");
+        let engine = format!("{:?}", super::engine_kind(port));
+        tracing::warn!(op, port, engine, error = %e, "Docker wrapper call failed");
         ControlError::from(e)
     })
 }
