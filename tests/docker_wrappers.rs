@@ -514,3 +514,31 @@ async fn item115_image_remove_outcomes() {
     assert_eq!(r.json(), json!({"deleted": false, "reason": "in_use"}));
     assert!(inspect("image", &used).is_some());
 }
+
+#[tokio::test]
+async fn remove_data_refuses_a_volume_of_another_instance() {
+    require_docker();
+    let cleanup = Cleanup::default();
+    let name = unique();
+    let volume = format!("nc_app_{name}_data");
+    cleanup.volume(&volume);
+    docker_ok(&[
+        "volume",
+        "create",
+        "--label",
+        "org.nextcloud.harp.managed-by=harp",
+        "--label",
+        "org.nextcloud.harp.instance-id=other-cloud",
+        &volume,
+    ]);
+    let h = start_harp(Options::default()).await;
+    let r = h
+        .wrapper("remove", json!({"name": name, "remove_data": true}))
+        .await;
+    assert_eq!(r.status, 409, "{r:?}");
+    assert!(
+        r.body.contains("other-cloud") && r.body.contains(&volume),
+        "{r:?}"
+    );
+    assert!(inspect("volume", &volume).is_some());
+}

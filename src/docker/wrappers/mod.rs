@@ -181,6 +181,25 @@ mod tests {
         assert!(parse::<Limits>(br#"{"memory": 1.5}"#).is_err());
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn an_operation_over_budget_is_a_timeout_naming_it() {
+        let slow = async {
+            tokio::time::sleep(Duration::from_secs(31)).await;
+            Ok(())
+        };
+        let e = within("start", Duration::from_secs(30), slow)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            e,
+            DockerError::Timeout("Docker operation 'start' did not finish within 30 s".into())
+        );
+        assert_eq!(
+            ControlError::from(e).status(),
+            http::StatusCode::GATEWAY_TIMEOUT
+        );
+    }
+
     #[test]
     fn every_operation_has_a_budget_below_appapi_timeouts() {
         for op in [
