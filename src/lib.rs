@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod control;
+pub mod docker;
 pub mod frontdoor;
 pub mod health;
 pub mod nextcloud;
@@ -50,6 +51,7 @@ pub struct Harp {
     http: Listener,
     https: Option<Listener>,
     state: Arc<AppState>,
+    local_engine: Option<docker::LocalEngineListener>,
 }
 
 impl Harp {
@@ -64,7 +66,9 @@ impl Harp {
                 config.timeouts.connect,
                 config.timeouts.server,
                 config.timeouts.tunnel,
-                LocalDialers::default(),
+                LocalDialers::new(vec![Arc::new(docker::SocketDialer {
+                    path: config.docker_socket.clone(),
+                })]),
             ),
             config,
         });
@@ -100,7 +104,15 @@ impl Harp {
             tracing::info!(path = %cert.display(), "no HTTPS certificate; HTTPS listener disabled");
             None
         };
-        Ok(Harp { http, https, state })
+        let local_engine =
+            docker::bind_local_engine_listener(cfg.local_engine_listen, cfg.docker_socket.clone())
+                .await;
+        Ok(Harp {
+            http,
+            https,
+            state,
+            local_engine,
+        })
     }
 
     pub fn http_addr(&self) -> SocketAddr {
@@ -113,6 +125,11 @@ impl Harp {
         self.https
             .as_ref()
             .map(|l| l.local_addr().expect("bound listener has an address"))
+    }
+
+    /// Where the loopback relay to the local Docker engine listens (None if its port was taken).
+    pub fn local_engine_addr(&self) -> Option<SocketAddr> {
+        self.local_engine.as_ref().and_then(|l| l.local_addr())
     }
 
     /// The shared state (tests inspect bans and caches through it).
@@ -130,6 +147,7 @@ impl Harp {
         let (stop_tx, stop_rx) = watch::channel(false);
         let limit = Arc::new(Semaphore::new(self.state.config.max_connections));
         let sweeper = tokio::spawn(sweep(self.state.clone()));
+        let relay = self.local_engine.map(|l| tokio::spawn(l.serve()));
         let http = tokio::spawn(self.http.serve(
             self.state.clone(),
             limit.clone(),
@@ -147,6 +165,9 @@ impl Harp {
         }
         frontdoor::drain(limit, self.state.config.max_connections).await;
         sweeper.abort();
+        if let Some(r) = relay {
+            r.abort();
+        }
     }
 }
 

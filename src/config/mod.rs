@@ -85,6 +85,10 @@ pub struct Config {
     pub certs_dir: PathBuf,
     pub config_dir: PathBuf,
     pub docker_socket: PathBuf,
+    /// Loopback listener relaying to the local engine (documented `curl 127.0.0.1:24000/_ping`).
+    /// Not an environment variable: always `127.0.0.1:24000`; tests set port 0 so parallel
+    /// instances do not compete for it.
+    pub local_engine_listen: std::net::SocketAddr,
     pub data_dir: PathBuf,
     /// Messages about tolerated oddities, logged once logging is up.
     pub warnings: Vec<String>,
@@ -379,6 +383,10 @@ impl Config {
             certs_dir: path("HP_CERTS_DIR", "/certs"),
             config_dir: path("HP_CONFIG_DIR", "/run/harp"),
             docker_socket: path("HP_DOCKER_SOCKET", "/var/run/docker.sock"),
+            local_engine_listen: std::net::SocketAddr::from((
+                std::net::Ipv4Addr::LOCALHOST,
+                crate::docker::LOCAL_ENGINE_PORT,
+            )),
             data_dir: path("HP_DATA_DIR", "/var/lib/harp"),
             warnings,
         })

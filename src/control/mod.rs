@@ -29,6 +29,15 @@ pub enum ControlError {
     TooLarge,
     #[error("{0}")]
     Unavailable(String),
+    /// 404 with a message naming what is missing (the Docker wrappers).
+    #[error("{0}")]
+    NotFoundMessage(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Timeout(String),
+    #[error("{0}")]
+    Internal(String),
 }
 
 impl ControlError {
@@ -39,6 +48,10 @@ impl ControlError {
             ControlError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ControlError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ControlError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ControlError::NotFoundMessage(_) => StatusCode::NOT_FOUND,
+            ControlError::Conflict(_) => StatusCode::CONFLICT,
+            ControlError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ControlError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 }
@@ -78,7 +91,8 @@ pub async fn handle(
             if !post {
                 return Err(ControlError::MethodNotAllowed);
             }
-            docker_wrapper(state, p, req.headers, &req.body).await
+            let op = &p["/docker/exapp/".len()..];
+            crate::docker::handle(state, op, req.headers, &req.body).await
         }
         p if p.starts_with("/k8s/exapp/") => {
             if !post {
@@ -100,32 +114,6 @@ pub fn info() -> serde_json::Value {
         "docker": true,
         "kubernetes": {"enabled": false},
     })
-}
-
-const DOCKER_OPERATIONS: &[&str] = &[
-    "exists",
-    "create",
-    "start",
-    "stop",
-    "wait_for_start",
-    "remove",
-    "image_remove",
-    "install_certificates",
-];
-
-async fn docker_wrapper(
-    _state: &AppState,
-    path: &str,
-    _headers: &HeaderMap,
-    _body: &[u8],
-) -> Result<ControlReply, ControlError> {
-    let op = &path["/docker/exapp/".len()..];
-    if !DOCKER_OPERATIONS.contains(&op) {
-        return Err(ControlError::NotFound);
-    }
-    Err(ControlError::Unavailable(format!(
-        "Docker operation '{op}' is not available in this harp build yet"
-    )))
 }
 
 #[cfg(test)]

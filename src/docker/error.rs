@@ -1,0 +1,120 @@
+//! Errors of the Docker wrappers, turned into control statuses in exactly one place.
+
+use crate::control::ControlError;
+use crate::upstream::UpstreamError;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DockerError {
+    /// Bad header, bad JSON, schema or name errors (400).
+    #[error("{0}")]
+    BadRequest(String),
+    /// The container the call is about does not exist (404).
+    #[error("{0}")]
+    NotFound(String),
+    /// Already exists, in use, or owned by another Nextcloud instance (409).
+    #[error("{0}")]
+    Conflict(String),
+    #[error("Could not connect to Docker Engine on port {port}: {detail}")]
+    Unreachable { port: u16, detail: String },
+    /// The engine answered with a status the operation does not expect (503).
+    #[error("Docker Engine returned unexpected status {status} for {what}: {message}")]
+    UnexpectedStatus {
+        what: String,
+        status: u16,
+        message: String,
+    },
+    /// The engine sent something unreadable (503: the engine, not harp, is at fault).
+    #[error("Docker Engine on port {port} sent an invalid response: {detail}")]
+    BadResponse { port: u16, detail: String },
+    #[error("{0}")]
+    Timeout(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl DockerError {
+    pub fn from_upstream(port: u16, e: UpstreamError) -> DockerError {
+        match e {
+            UpstreamError::Connect(_, detail) => DockerError::Unreachable { port, detail },
+            UpstreamError::Timeout(_) => DockerError::Timeout(format!(
+                "Docker Engine on port {port} did not answer in time"
+            )),
+            UpstreamError::BadResponse(_, detail) => DockerError::BadResponse { port, detail },
+        }
+    }
+}
+
+impl From<DockerError> for ControlError {
+    fn from(e: DockerError) -> ControlError {
+        let message = e.to_string();
+        match e {
+            DockerError::BadRequest(_) => ControlError::BadRequest(message),
+            DockerError::NotFound(_) => ControlError::NotFoundMessage(message),
+            DockerError::Conflict(_) => ControlError::Conflict(message),
+            DockerError::Unreachable { .. }
+            | DockerError::UnexpectedStatus { .. }
+            | DockerError::BadResponse { .. } => ControlError::Unavailable(message),
+            DockerError::Timeout(_) => ControlError::Timeout(message),
+            DockerError::Internal(_) => ControlError::Internal(message),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::StatusCode;
+
+    #[test]
+    fn every_docker_error_maps_to_its_status() {
+        let cases = [
+            (DockerError::BadRequest("x".into()), StatusCode::BAD_REQUEST),
+            (DockerError::NotFound("x".into()), StatusCode::NOT_FOUND),
+            (DockerError::Conflict("x".into()), StatusCode::CONFLICT),
+            (
+                DockerError::Unreachable {
+                    port: 1,
+                    detail: "refused".into(),
+                },
+                StatusCode::SERVICE_UNAVAILABLE,
+            ),
+            (
+                DockerError::UnexpectedStatus {
+                    what: "x".into(),
+                    status: 500,
+                    message: "m".into(),
+                },
+                StatusCode::SERVICE_UNAVAILABLE,
+            ),
+            (
+                DockerError::BadResponse {
+                    port: 1,
+                    detail: "d".into(),
+                },
+                StatusCode::SERVICE_UNAVAILABLE,
+            ),
+            (
+                DockerError::Timeout("x".into()),
+                StatusCode::GATEWAY_TIMEOUT,
+            ),
+            (
+                DockerError::Internal("x".into()),
+                StatusCode::INTERNAL_SERVER_ERROR,
+            ),
+        ];
+        for (e, status) in cases {
+            assert_eq!(ControlError::from(e).status(), status);
+        }
+    }
+
+    #[test]
+    fn unreachable_message_names_the_port() {
+        let e = DockerError::Unreachable {
+            port: 24000,
+            detail: "refused".into(),
+        };
+        assert!(e
+            .to_string()
+            .starts_with("Could not connect to Docker Engine on port 24000"));
+    }
+}
