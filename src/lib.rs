@@ -16,7 +16,7 @@ pub mod state;
 pub mod upstream;
 
 use crate::config::Config;
-use crate::frontdoor::{Listener, TlsReloader};
+use crate::frontdoor::{Listener, TlsReloader, Worker};
 use crate::nextcloud::{Nextcloud, NextcloudClient, NextcloudError};
 use crate::security::BanList;
 use crate::state::AppState;
@@ -58,6 +58,9 @@ impl Harp {
     /// Builds the shared state and binds every listener (so ports are known before serving).
     pub async fn bind(config: Config) -> Result<Harp, StartError> {
         let client = NextcloudClient::new(&config.nextcloud_base, config.shared_key.clone())?;
+        let dialers = LocalDialers::new(vec![Arc::new(docker::SocketDialer {
+            path: config.docker_socket.clone(),
+        })]);
         let state = Arc::new(AppState {
             key: config.shared_key.clone(),
             bans: BanList::new(config.blacklist_window, config.blacklist_count),
@@ -66,35 +69,35 @@ impl Harp {
                 config.timeouts.connect,
                 config.timeouts.server,
                 config.timeouts.tunnel,
-                LocalDialers::new(vec![Arc::new(docker::SocketDialer {
-                    path: config.docker_socket.clone(),
-                })]),
+                dialers.clone(),
             ),
+            dialers,
             config,
         });
         let cfg = &state.config;
         let http = Listener {
-            tcp: frontdoor::bind(&cfg.exapps_addr)
-                .await
-                .map_err(|source| StartError::Bind {
+            sockets: frontdoor::bind_sockets(&cfg.exapps_addr, cfg.workers).map_err(|source| {
+                StartError::Bind {
                     var: "HP_EXAPPS_ADDRESS",
                     addr: cfg.exapps_addr.to_string(),
                     source,
-                })?,
+                }
+            })?,
             tls: None,
         };
         let cert = cfg.certs_dir.join("cert.pem");
         let https = if cert.exists() {
             let acceptor = frontdoor::load_tls_acceptor(&cert)?;
-            let tcp = frontdoor::bind(&cfg.exapps_https_addr)
-                .await
-                .map_err(|source| StartError::Bind {
-                    var: "HP_EXAPPS_HTTPS_ADDRESS",
-                    addr: cfg.exapps_https_addr.to_string(),
-                    source,
+            let sockets =
+                frontdoor::bind_sockets(&cfg.exapps_https_addr, cfg.workers).map_err(|source| {
+                    StartError::Bind {
+                        var: "HP_EXAPPS_HTTPS_ADDRESS",
+                        addr: cfg.exapps_https_addr.to_string(),
+                        source,
+                    }
                 })?;
             Some(Listener {
-                tcp,
+                sockets,
                 tls: Some(TlsReloader {
                     path: cert,
                     current: Arc::new(ArcSwap::from_pointee(acceptor)),
@@ -143,27 +146,99 @@ impl Harp {
     }
 
     /// Serves until `shutdown` resolves, then drains in-flight requests.
+    ///
+    /// Worker 0 runs on the caller's runtime; each further worker gets its own thread with a
+    /// single-threaded runtime, its own listening sockets (SO_REUSEPORT) and its own upstream
+    /// pool, so a request is handled start to finish on one thread without hand-offs.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) {
         let (stop_tx, stop_rx) = watch::channel(false);
+        let (done_tx, done_rx) = watch::channel(false);
         let limit = Arc::new(Semaphore::new(self.state.config.max_connections));
         let sweeper = tokio::spawn(sweep(self.state.clone()));
         let relay = self.local_engine.map(|l| tokio::spawn(l.serve()));
-        let http = tokio::spawn(self.http.serve(
-            self.state.clone(),
-            limit.clone(),
-            stop_rx.clone(),
-        ));
-        let https = self
-            .https
-            .map(|l| tokio::spawn(l.serve(self.state.clone(), limit.clone(), stop_rx)));
+
+        let mut per_worker: Vec<Vec<(std::net::TcpListener, Option<TlsReloader>)>> =
+            (0..self.state.config.workers).map(|_| Vec::new()).collect();
+        for listener in std::iter::once(self.http).chain(self.https) {
+            for (i, socket) in listener.sockets.into_iter().enumerate() {
+                per_worker[i].push((socket, listener.tls.clone()));
+            }
+        }
+        let mut local_loops = Vec::new();
+        let mut threads = Vec::new();
+        for (i, sockets) in per_worker.into_iter().enumerate() {
+            let state = self.state.clone();
+            let (limit, stop) = (limit.clone(), stop_rx.clone());
+            if i == 0 {
+                let worker = Arc::new(Worker {
+                    forwarder: state.new_forwarder(),
+                    state,
+                });
+                for (socket, tls) in sockets {
+                    let w = worker.clone();
+                    local_loops.push(tokio::spawn(frontdoor::accept_loop(
+                        socket,
+                        tls,
+                        w,
+                        limit.clone(),
+                        stop.clone(),
+                    )));
+                }
+                continue;
+            }
+            let mut done = done_rx.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("harp-worker-{i}"))
+                .spawn(move || {
+                    let rt = match tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
+                        Ok(rt) => rt,
+                        Err(e) => {
+                            tracing::error!(error = %e, "cannot start worker runtime");
+                            return;
+                        }
+                    };
+                    rt.block_on(async move {
+                        let worker = Arc::new(Worker {
+                            forwarder: state.new_forwarder(),
+                            state,
+                        });
+                        let loops = sockets.into_iter().map(|(socket, tls)| {
+                            frontdoor::accept_loop(
+                                socket,
+                                tls,
+                                worker.clone(),
+                                limit.clone(),
+                                stop.clone(),
+                            )
+                        });
+                        futures_util::future::join_all(loops).await;
+                        // Keep this runtime (and the connections it owns) alive until drained.
+                        let _ = done.wait_for(|d| *d).await;
+                    });
+                });
+            match spawned {
+                Ok(handle) => threads.push(handle),
+                Err(e) => tracing::error!(error = %e, "cannot start worker thread {i}"),
+            }
+        }
+
         shutdown.await;
         tracing::info!("shutting down");
         let _ = stop_tx.send(true);
-        let _ = http.await;
-        if let Some(h) = https {
-            let _ = h.await;
+        for l in local_loops {
+            let _ = l.await;
         }
         frontdoor::drain(limit, self.state.config.max_connections).await;
+        let _ = done_tx.send(true);
+        let _ = tokio::task::spawn_blocking(move || {
+            for t in threads {
+                let _ = t.join();
+            }
+        })
+        .await;
         sweeper.abort();
         if let Some(r) = relay {
             r.abort();

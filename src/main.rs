@@ -89,7 +89,8 @@ fn serve(config: Config) -> anyhow::Result<()> {
             config.describe().join(" ")
         );
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    // Worker 0 and the background tasks share this thread; further workers bring their own.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;

@@ -4,7 +4,7 @@ use crate::config::Config;
 use crate::nextcloud::{MetaLookup, Nextcloud, UserLookup};
 use crate::pipeline::Context;
 use crate::security::{BanList, SharedKey};
-use crate::upstream::Forwarder;
+use crate::upstream::{Forwarder, LocalDialers};
 use http::HeaderMap;
 use std::net::IpAddr;
 
@@ -13,7 +13,18 @@ pub struct AppState {
     pub key: SharedKey,
     pub bans: BanList,
     pub nextcloud: Nextcloud,
+    /// Upstream client for control-path calls (Docker wrappers); workers have their own.
     pub forwarder: Forwarder,
+    /// Who serves loopback ports without TCP (the Docker socket, FRP tunnels).
+    pub dialers: LocalDialers,
+}
+
+impl AppState {
+    /// A fresh upstream client with its own connection pool, for one worker's runtime.
+    pub fn new_forwarder(&self) -> Forwarder {
+        let t = &self.config.timeouts;
+        Forwarder::new(t.connect, t.server, t.tunnel, self.dialers.clone())
+    }
 }
 
 impl Context for AppState {

@@ -477,3 +477,26 @@ async fn healthcheck_probe_passes_on_harp_and_fails_on_a_wedged_listener() {
     assert!(bad.await.unwrap().is_err());
     assert!(started.elapsed() < Duration::from_secs(2));
 }
+
+#[tokio::test]
+async fn several_workers_share_the_port_and_stop_cleanly() {
+    let nc = StubNextcloud::start().await;
+    let app = StubExApp::start().await;
+    let h = start_harp(&nc.url(), &[("HP_WORKERS", "3")]).await;
+    push_meta(&h, "foo", &meta(app.port(), public())).await;
+    let reqs = (0..120).map(|i| {
+        // A fresh client per request: new connections are spread over the workers' sockets.
+        let url = h.url(&format!("/exapps/foo/{i}"));
+        async move { client().get(url).send().await.map(|r| r.status().as_u16()) }
+    });
+    let statuses = futures_util::future::join_all(reqs).await;
+    assert!(
+        statuses.iter().all(|s| matches!(s, Ok(200))),
+        "{statuses:?}"
+    );
+    let started = Instant::now();
+    tokio::time::timeout(Duration::from_secs(15), h.shutdown())
+        .await
+        .expect("graceful shutdown finishes");
+    assert!(started.elapsed() < Duration::from_secs(12));
+}

@@ -18,6 +18,9 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// More worker threads than this only adds memory; no machine harp runs on needs them.
+const MAX_WORKERS: usize = 256;
+
 /// A refused configuration value: names the variable, never prints a secret.
 #[derive(Debug, thiserror::Error)]
 #[error("{var}: {message}")]
@@ -82,6 +85,8 @@ pub struct Config {
     pub blacklist_count: u32,
     pub timeouts: Timeouts,
     pub max_connections: usize,
+    /// Worker threads, each with its own runtime, listening socket and upstream pool.
+    pub workers: usize,
     pub certs_dir: PathBuf,
     pub config_dir: PathBuf,
     pub docker_socket: PathBuf,
@@ -198,6 +203,11 @@ pub const VARIABLES: &[VarDoc] = &[
         name: "HP_MAX_CONNECTIONS",
         default: "8192",
         meaning: "concurrent client connections; more wait in the accept queue",
+    },
+    VarDoc {
+        name: "HP_WORKERS",
+        default: "number of CPUs",
+        meaning: "worker threads serving requests (each with its own socket and upstream pool)",
     },
     VarDoc {
         name: "HP_CERTS_DIR",
@@ -343,6 +353,15 @@ impl Config {
             return Err(err("HP_MAX_CONNECTIONS", "must be at least 1"));
         }
 
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+        let workers = parse_integer(get("HP_WORKERS"), "HP_WORKERS", cpus)? as usize;
+        if !(1..=MAX_WORKERS).contains(&workers) {
+            return Err(err(
+                "HP_WORKERS",
+                format!("must be between 1 and {MAX_WORKERS}"),
+            ));
+        }
+
         for (name, default) in [("HP_WATCHDOG_INTERVAL", 10), ("HP_WATCHDOG_FAILS", 12)] {
             if let Some(raw) = get(name).filter(|v| !v.trim().is_empty()) {
                 if !matches!(raw.trim().parse::<u64>(), Ok(n) if n >= 1) {
@@ -380,6 +399,7 @@ impl Config {
             blacklist_count,
             timeouts,
             max_connections,
+            workers,
             certs_dir: path("HP_CERTS_DIR", "/certs"),
             config_dir: path("HP_CONFIG_DIR", "/run/harp"),
             docker_socket: path("HP_DOCKER_SOCKET", "/var/run/docker.sock"),
@@ -449,6 +469,7 @@ impl Config {
             ),
             format!("HP_TIMEOUT_TUNNEL={tunnel}"),
             format!("HP_MAX_CONNECTIONS={}", self.max_connections),
+            format!("HP_WORKERS={}", self.workers),
             format!("HP_CERTS_DIR={}", self.certs_dir.display()),
             format!("HP_CONFIG_DIR={}", self.config_dir.display()),
             format!("HP_DOCKER_SOCKET={}", self.docker_socket.display()),

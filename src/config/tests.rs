@@ -352,3 +352,11 @@ fn invalid_addresses_name_their_variable() {
         "HP_MAX_CONNECTIONS"
     );
 }
+
+#[test]
+fn workers_default_to_cpus_and_are_bounded() {
+    assert!(load(&[]).unwrap().workers >= 1);
+    assert_eq!(load(&[("HP_WORKERS", "3")]).unwrap().workers, 3);
+    assert_eq!(failing_var(&[("HP_WORKERS", "0")]), "HP_WORKERS");
+    assert_eq!(failing_var(&[("HP_WORKERS", "many")]), "HP_WORKERS");
+}

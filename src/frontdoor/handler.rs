@@ -5,7 +5,7 @@ use crate::control::{self, ControlError, ControlRequest, MAX_BODY};
 use crate::pipeline::{decide, Decision, ForwardPlan, Refusal, RequestFacts};
 use crate::security::client_ip;
 use crate::state::AppState;
-use crate::upstream::{Body, Target, UpstreamError, UpstreamRequest};
+use crate::upstream::{Body, Forwarder, Target, UpstreamError, UpstreamRequest};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
@@ -28,11 +28,19 @@ const INJECTED: [&str; 4] = [
     "aa-version",
 ];
 
+/// What one worker thread serves requests with: the shared state plus its own upstream pool
+/// (pooled connections belong to the worker's runtime, so requests never hop threads).
+pub struct Worker {
+    pub state: Arc<AppState>,
+    pub forwarder: Forwarder,
+}
+
 pub async fn handle(
-    state: Arc<AppState>,
+    worker: Arc<Worker>,
     peer: SocketAddr,
     mut req: Request<Incoming>,
 ) -> Result<Response<Body>, Dropped> {
+    let state = &worker.state;
     let started = Instant::now();
     let (ip, _) = client_ip(peer.ip(), req.headers(), &state.config.trusted_proxies);
     let decision = {
@@ -42,7 +50,7 @@ pub async fn handle(
             headers: req.headers(),
             client_ip: ip,
         };
-        match tokio::time::timeout(DECISION_DEADLINE, decide(&facts, &*state)).await {
+        match tokio::time::timeout(DECISION_DEADLINE, decide(&facts, &**state)).await {
             Ok(d) => d,
             Err(_) => {
                 tracing::warn!(
@@ -77,12 +85,12 @@ pub async fn handle(
         Decision::EngineForbidden => respond::engine_forbidden(),
         Decision::Control { target_path } => {
             app.push_str("app_api");
-            control_call(&state, req, &target_path).await
+            control_call(state, req, &target_path).await
         }
         Decision::Engine { port, target_path } => {
             app.push_str("app_api");
             let t0 = Instant::now();
-            let r = engine_call(&state, req, port, &target_path).await;
+            let r = engine_call(&worker, req, port, &target_path).await;
             upstream_time = Some(t0.elapsed());
             r
         }
@@ -92,7 +100,7 @@ pub async fn handle(
             }
             let upgrade = wants_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
             let t0 = Instant::now();
-            let r = forward(&state, req, plan, upgrade, ip).await;
+            let r = forward(&worker, req, plan, upgrade, ip).await;
             upstream_time = Some(t0.elapsed());
             r
         }
@@ -143,7 +151,7 @@ async fn control_call(
 
 /// Docker Engine pass-through (contract §2.3): raw path and query, HaRP-only headers removed.
 async fn engine_call(
-    state: &AppState,
+    worker: &Worker,
     req: Request<Incoming>,
     port: u16,
     target_path: &str,
@@ -162,7 +170,7 @@ async fn engine_call(
         body: body.map_err(Into::into).boxed_unsync(),
         client_upgrade: None,
     };
-    match state.forwarder.send(upstream).await {
+    match worker.forwarder.send(upstream).await {
         Ok(r) => r,
         Err(e) => {
             tracing::warn!(error = %e, "Docker Engine pass-through failed");
@@ -172,7 +180,7 @@ async fn engine_call(
 }
 
 async fn forward(
-    state: &AppState,
+    worker: &Worker,
     req: Request<Incoming>,
     plan: ForwardPlan,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
@@ -215,10 +223,10 @@ async fn forward(
         body: body.map_err(Into::into).boxed_unsync(),
         client_upgrade,
     };
-    match state.forwarder.send(upstream).await {
+    match worker.forwarder.send(upstream).await {
         Ok(response) => {
             if plan.bruteforce.contains(&response.status().as_u16()) {
-                state.bans.record(client);
+                worker.state.bans.record(client);
                 tracing::warn!(%client, app = %plan.app_id, status = response.status().as_u16(), "brute-force status from ExApp recorded");
             }
             response

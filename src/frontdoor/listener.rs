@@ -1,14 +1,14 @@
 //! Listening sockets and the accept loop: connection cap, HTTP/1.1 keep-alive with upgrades,
 //! the client timeout on request heads, optional TLS, graceful shutdown.
 
-use super::handler::handle;
+use super::handler::{handle, Worker};
 use super::tls::TlsReloader;
 use crate::config::BindAddr;
-use crate::state::AppState;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use socket2::{Domain, Protocol, Socket, Type};
 use std::io;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -17,83 +17,114 @@ use tokio::sync::{watch, Semaphore};
 
 /// Generous header-count limit: AppAPI and browsers send far fewer, reverse proxies add some.
 const MAX_HEADERS: usize = 256;
+/// Pending-connection queue per socket; beyond the connection cap, clients wait here.
+const LISTEN_BACKLOG: i32 = 4096;
 /// How long in-flight requests may run on after a shutdown signal.
 const DRAIN_TIME: Duration = Duration::from_secs(10);
 
-/// Binds `addr`, resolving a hostname first (first address wins).
-pub async fn bind(addr: &BindAddr) -> io::Result<TcpListener> {
+/// Binds `workers` sockets to `addr` with SO_REUSEPORT so each worker thread accepts on its
+/// own socket and the kernel spreads connections between them (no shared accept queue, no
+/// cross-thread hand-off). A hostname is resolved first; the first address that binds wins.
+pub fn bind_sockets(addr: &BindAddr, workers: usize) -> io::Result<Vec<std::net::TcpListener>> {
     let mut last_err = io::Error::new(
         io::ErrorKind::NotFound,
         format!("{addr} resolves to no address"),
     );
-    for sa in tokio::net::lookup_host((addr.host.as_str(), addr.port)).await? {
-        match TcpListener::bind(sa).await {
-            Ok(l) => return Ok(l),
+    for candidate in (addr.host.as_str(), addr.port).to_socket_addrs()? {
+        match bind_group(candidate, workers.max(1)) {
+            Ok(group) => return Ok(group),
             Err(e) => last_err = e,
         }
     }
     Err(last_err)
 }
 
-/// One listening socket, plain or TLS.
+fn bind_group(first: SocketAddr, n: usize) -> io::Result<Vec<std::net::TcpListener>> {
+    let mut group: Vec<std::net::TcpListener> = Vec::with_capacity(n);
+    let mut at = first;
+    for _ in 0..n {
+        let socket = Socket::new(Domain::for_address(at), Type::STREAM, Some(Protocol::TCP))?;
+        socket.set_reuse_address(true)?;
+        socket.set_reuse_port(true)?;
+        socket.set_nonblocking(true)?;
+        socket.bind(&at.into())?;
+        socket.listen(LISTEN_BACKLOG)?;
+        let listener: std::net::TcpListener = socket.into();
+        // Port 0 means "any": the rest of the group must join the port the first one got.
+        at = listener.local_addr()?;
+        group.push(listener);
+    }
+    Ok(group)
+}
+
+/// One listening address (plain or TLS), bound once per worker.
 pub struct Listener {
-    pub tcp: TcpListener,
+    pub sockets: Vec<std::net::TcpListener>,
     pub tls: Option<TlsReloader>,
 }
 
 impl Listener {
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.tcp.local_addr()
+        self.sockets
+            .first()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no socket"))?
+            .local_addr()
     }
+}
 
-    /// Accepts until `stop` turns true, then lets open requests finish (up to 10 s).
-    pub async fn serve(
-        self,
-        state: Arc<AppState>,
-        limit: Arc<Semaphore>,
-        stop: watch::Receiver<bool>,
-    ) {
-        let mut stop_accepting = stop.clone();
-        loop {
-            let permit = tokio::select! {
-                p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-                _ = stopped(&mut stop_accepting) => break,
-            };
-            let (stream, peer) = tokio::select! {
-                r = self.tcp.accept() => match r {
-                    Ok(x) => x,
-                    Err(e) => {
-                        // EMFILE and friends: back off instead of spinning.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-                _ = stopped(&mut stop_accepting) => break,
-            };
-            let _ = stream.set_nodelay(true);
-            let (state, stop) = (state.clone(), stop.clone());
-            let tls = self.tls.as_ref().map(|t| t.current.load_full());
-            tokio::spawn(async move {
-                match tls {
-                    None => serve_connection(state, peer, stream, stop).await,
-                    Some(acceptor) => {
-                        let limit = state.config.timeouts.client;
-                        match tokio::time::timeout(limit, acceptor.accept(stream)).await {
-                            Ok(Ok(tls_stream)) => {
-                                serve_connection(state, peer, tls_stream, stop).await
-                            }
-                            Ok(Err(e)) => {
-                                tracing::debug!(%peer, error = %e, "TLS handshake failed")
-                            }
-                            Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+/// Accepts on one worker's socket until `stop` turns true. Must run inside the worker's runtime,
+/// which then owns the socket and every connection accepted from it.
+pub async fn accept_loop(
+    socket: std::net::TcpListener,
+    tls: Option<TlsReloader>,
+    worker: Arc<Worker>,
+    limit: Arc<Semaphore>,
+    stop: watch::Receiver<bool>,
+) {
+    let tcp = match TcpListener::from_std(socket) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot register listening socket");
+            return;
+        }
+    };
+    let mut stop_accepting = stop.clone();
+    loop {
+        let permit = tokio::select! {
+            p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            _ = stopped(&mut stop_accepting) => break,
+        };
+        let (stream, peer) = tokio::select! {
+            r = tcp.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stopped(&mut stop_accepting) => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let (worker, stop) = (worker.clone(), stop.clone());
+        let acceptor = tls.as_ref().map(|t| t.current.load_full());
+        tokio::spawn(async move {
+            match acceptor {
+                None => serve_connection(worker, peer, stream, stop).await,
+                Some(acceptor) => {
+                    let limit = worker.state.config.timeouts.client;
+                    match tokio::time::timeout(limit, acceptor.accept(stream)).await {
+                        Ok(Ok(tls_stream)) => {
+                            serve_connection(worker, peer, tls_stream, stop).await
                         }
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                     }
                 }
-                drop(permit);
-            });
-        }
-        drop(self.tcp);
+            }
+            drop(permit);
+        });
     }
 }
 
@@ -104,15 +135,15 @@ pub async fn drain(limit: Arc<Semaphore>, total: usize) {
 }
 
 async fn serve_connection<S>(
-    state: Arc<AppState>,
+    worker: Arc<Worker>,
     peer: SocketAddr,
     stream: S,
     mut stop: watch::Receiver<bool>,
 ) where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    let client_timeout = state.config.timeouts.client;
-    let service = service_fn(move |req| handle(state.clone(), peer, req));
+    let client_timeout = worker.state.config.timeouts.client;
+    let service = service_fn(move |req| handle(worker.clone(), peer, req));
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(client_timeout)

@@ -9,6 +9,6 @@ mod listener;
 pub mod respond;
 mod tls;
 
-pub use handler::handle;
-pub use listener::{bind, drain, Listener};
+pub use handler::{handle, Worker};
+pub use listener::{accept_loop, bind_sockets, drain, Listener};
 pub use tls::{load_tls_acceptor, TlsError, TlsReloader};

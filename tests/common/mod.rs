@@ -56,6 +56,7 @@ pub fn base_vars(nc: &str) -> HashMap<String, String> {
         ("HP_FRP_ADDRESS", "127.0.0.1:0"),
         ("HP_FRP_DISABLE_TLS", "true"),
         ("HP_DOCKER_SOCKET", "/nonexistent/docker.sock"),
+        ("HP_WORKERS", "1"),
     ]
     .iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
