@@ -13,7 +13,9 @@ pub mod nextcloud;
 pub mod pipeline;
 pub mod security;
 pub mod state;
+pub mod tunnel;
 pub mod upstream;
+pub mod certs;
 
 use crate::config::Config;
 use crate::frontdoor::{Listener, TlsReloader};
