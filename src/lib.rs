@@ -4,6 +4,7 @@
 //! and `nextcloud`) → `upstream` forwards (or `control` answers) → the response streams back.
 //! [`Harp::bind`] wires the parts; [`Harp::serve`] runs them until shutdown.
 
+pub mod certs;
 pub mod config;
 pub mod control;
 pub mod docker;
@@ -15,7 +16,6 @@ pub mod security;
 pub mod state;
 pub mod tunnel;
 pub mod upstream;
-pub mod certs;
 
 use crate::config::Config;
 use crate::frontdoor::{Listener, TlsReloader};
@@ -43,6 +43,8 @@ pub enum StartError {
     Tls(#[from] frontdoor::TlsError),
     #[error(transparent)]
     Nextcloud(#[from] NextcloudError),
+    #[error("FRP certificates: {0}")]
+    Certs(#[from] certs::CertError),
 }
 
 /// How often expired bans and sessions are swept from memory.
@@ -50,6 +52,9 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
 
 /// A bound, not yet serving, harp.
 pub struct Harp {
+    frp: tokio::net::TcpListener,
+    frp_tls: Option<tokio_rustls::TlsAcceptor>,
+    tunnels: Arc<tunnel::server::registry::Registry>,
     http: Listener,
     https: Option<Listener>,
     state: Arc<AppState>,
@@ -60,6 +65,23 @@ impl Harp {
     /// Builds the shared state and binds every listener (so ports are known before serving).
     pub async fn bind(config: Config) -> Result<Harp, StartError> {
         let client = NextcloudClient::new(&config.nextcloud_base, config.shared_key.clone())?;
+        // Certificates before any listener: the FRP server must be able to verify clients.
+        let frp_tls = if config.frp_disable_tls {
+            None
+        } else {
+            let dir = config.certs_dir.join("frp");
+            certs::ensure_frp_certs(&dir, || config.frp_cert_validity_days())?;
+            certs::warn_if_expiring(&dir);
+            Some(certs::frp_server_acceptor(&dir)?)
+        };
+        let tunnels = tunnel::server::registry::Registry::new();
+        let frp = frontdoor::bind(&config.frp_addr)
+            .await
+            .map_err(|source| StartError::Bind {
+                var: "HP_FRP_ADDRESS",
+                addr: config.frp_addr.to_string(),
+                source,
+            })?;
         let state = Arc::new(AppState {
             key: config.shared_key.clone(),
             bans: BanList::new(config.blacklist_window, config.blacklist_count),
@@ -68,9 +90,13 @@ impl Harp {
                 config.timeouts.connect,
                 config.timeouts.server,
                 config.timeouts.tunnel,
-                LocalDialers::new(vec![Arc::new(docker::SocketDialer {
-                    path: config.docker_socket.clone(),
-                })]),
+                // The Docker socket serves 24000 first; every other tunnel port goes through FRP.
+                LocalDialers::new(vec![
+                    Arc::new(docker::SocketDialer {
+                        path: config.docker_socket.clone(),
+                    }),
+                    Arc::new(tunnel::server::TunnelDialer(tunnels.clone())),
+                ]),
             ),
             config,
         });
@@ -110,6 +136,9 @@ impl Harp {
             docker::bind_local_engine_listener(cfg.local_engine_listen, cfg.docker_socket.clone())
                 .await;
         Ok(Harp {
+            frp,
+            frp_tls,
+            tunnels,
             http,
             https,
             state,
@@ -121,6 +150,18 @@ impl Harp {
         self.http
             .local_addr()
             .expect("bound listener has an address")
+    }
+
+    /// Where FRP clients connect (tests bind port 0 and read it here).
+    pub fn frp_addr(&self) -> SocketAddr {
+        self.frp
+            .local_addr()
+            .expect("bound listener has an address")
+    }
+
+    /// Live tunnels (ports owned by FRP clients).
+    pub fn tunnels(&self) -> Arc<tunnel::server::registry::Registry> {
+        self.tunnels.clone()
     }
 
     pub fn https_addr(&self) -> Option<SocketAddr> {
@@ -150,6 +191,16 @@ impl Harp {
         let limit = Arc::new(Semaphore::new(self.state.config.max_connections));
         let sweeper = tokio::spawn(sweep(self.state.clone()));
         let relay = self.local_engine.map(|l| tokio::spawn(l.serve()));
+        let frp = tokio::spawn(tunnel::server::serve(
+            self.frp,
+            tunnel::server::ServerCtx {
+                registry: self.tunnels.clone(),
+                state: self.state.clone(),
+                tls: self.frp_tls,
+                loopback_listeners: true,
+            },
+            stop_rx.clone(),
+        ));
         let http = tokio::spawn(self.http.serve(
             self.state.clone(),
             limit.clone(),
@@ -162,6 +213,7 @@ impl Harp {
         tracing::info!("shutting down");
         let _ = stop_tx.send(true);
         let _ = http.await;
+        let _ = frp.await;
         if let Some(h) = https {
             let _ = h.await;
         }

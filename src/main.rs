@@ -95,7 +95,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
         let harp = harp::Harp::bind(config).await?;
-        tracing::warn!(http = %harp.http_addr(), https = ?harp.https_addr(), "harp is listening");
+        tracing::warn!(http = %harp.http_addr(), https = ?harp.https_addr(), frp = %harp.frp_addr(), "harp is listening");
         if let Some(reloader) = harp.tls_reloader() {
             tokio::spawn(reload_on_sighup(reloader));
         }

@@ -132,7 +132,10 @@ impl Session {
     /// Opens an outbound stream (SYN with frp's 6 MiB window); data may follow before the ACK.
     pub fn open(&self) -> io::Result<MuxStream> {
         if self.shared.closed() {
-            return Err(io::Error::new(io::ErrorKind::NotConnected, "session closed"));
+            return Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                "session closed",
+            ));
         }
         let id = self.shared.next_id.fetch_add(2, Ordering::AcqRel);
         let state = Arc::new(StreamState::new(id, INITIAL_WINDOW));
@@ -331,7 +334,10 @@ fn incoming(
         .try_send(MuxStream::new(state.clone(), shared.clone()))
         .is_err()
     {
-        tracing::warn!(stream = h.stream, "tunnel accept backlog full; stream reset");
+        tracing::warn!(
+            stream = h.stream,
+            "tunnel accept backlog full; stream reset"
+        );
     }
     Ok(state)
 }

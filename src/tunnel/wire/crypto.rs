@@ -204,15 +204,30 @@ mod tests {
 
     #[test]
     fn key_vectors_from_spec() {
-        assert_eq!(hex::encode(derive_key("")), "cdc9dc4c472c37331281df4c232a8407");
-        assert_eq!(hex::encode(derive_key("s3cret")), "98d40315f7ae4d22a12d1f4879bd5ca9");
-        assert_eq!(hex::encode(derive_key("SHAREDKEY")), "1877641c134396b5444ba17170c86dd0");
+        assert_eq!(
+            hex::encode(derive_key("")),
+            "cdc9dc4c472c37331281df4c232a8407"
+        );
+        assert_eq!(
+            hex::encode(derive_key("s3cret")),
+            "98d40315f7ae4d22a12d1f4879bd5ca9"
+        );
+        assert_eq!(
+            hex::encode(derive_key("SHAREDKEY")),
+            "1877641c134396b5444ba17170c86dd0"
+        );
     }
 
     #[test]
     fn privilege_key_vectors_from_spec() {
-        assert_eq!(privilege_key("", 1700000000), "24920decf83f6960b80f737a28eeafc1");
-        assert_eq!(privilege_key("s3cret", 1700000000), "5d75c9c422f888a6fc13fe10cfd4b30e");
+        assert_eq!(
+            privilege_key("", 1700000000),
+            "24920decf83f6960b80f737a28eeafc1"
+        );
+        assert_eq!(
+            privilege_key("s3cret", 1700000000),
+            "5d75c9c422f888a6fc13fe10cfd4b30e"
+        );
     }
 
     #[tokio::test]
@@ -220,7 +235,9 @@ mod tests {
         let iv: [u8; 16] = std::array::from_fn(|i| i as u8);
         let mut out = Vec::new();
         let mut w = CryptoWriter::with_iv(&mut out, derive_key(""), iv);
-        w.write_all(&[0x72, 0, 0, 0, 0, 0, 0, 0, 2, b'{', b'}']).await.unwrap();
+        w.write_all(&[0x72, 0, 0, 0, 0, 0, 0, 0, 2, b'{', b'}'])
+            .await
+            .unwrap();
         w.flush().await.unwrap();
         assert_eq!(&out[..16], &iv);
         assert_eq!(hex::encode(&out[16..]), "8b30610abcb682c5556510");

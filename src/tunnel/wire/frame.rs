@@ -88,12 +88,21 @@ mod tests {
 
         let mut big = vec![b'p'];
         big.extend_from_slice(&(MAX_BODY as i64 + 1).to_be_bytes());
-        assert!(matches!(read_msg(&mut &big[..]).await, Err(FrameError::Length(_))));
+        assert!(matches!(
+            read_msg(&mut &big[..]).await,
+            Err(FrameError::Length(_))
+        ));
         let mut neg = vec![b'p'];
         neg.extend_from_slice(&(-1i64).to_be_bytes());
-        assert!(matches!(read_msg(&mut &neg[..]).await, Err(FrameError::Length(-1))));
+        assert!(matches!(
+            read_msg(&mut &neg[..]).await,
+            Err(FrameError::Length(-1))
+        ));
         let unknown = [b'Z', 0, 0, 0, 0, 0, 0, 0, 2, b'{', b'}'];
-        assert!(matches!(decode(&unknown), Err(FrameError::UnknownType(b'Z'))));
+        assert!(matches!(
+            decode(&unknown),
+            Err(FrameError::UnknownType(b'Z'))
+        ));
         let bad = [b'p', 0, 0, 0, 0, 0, 0, 0, 1, b'{'];
         assert!(matches!(decode(&bad), Err(FrameError::Json(_))));
     }
