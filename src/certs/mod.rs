@@ -118,7 +118,9 @@ fn generate(dir: &Path, days: u32) -> Result<(), CertError> {
     for (stem, cn) in [("server", SERVER_NAME), ("client", CLIENT_NAME)] {
         let key = KeyPair::generate()?;
         let p = params(cn, Some(cn), days)?;
-        let csr = p.serialize_request(&key)?;
+        let mut csr_params = p.clone();
+        csr_params.serial_number = None;
+        let csr = csr_params.serialize_request(&key)?;
         let cert = p.signed_by(&key, &ca, &ca_key)?;
         write(&tmp, &format!("{stem}.key"), &key.serialize_pem())?;
         write(&tmp, &format!("{stem}.csr"), &csr.pem()?)?;
