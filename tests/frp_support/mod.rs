@@ -233,33 +233,85 @@ pub async fn unix_app(path: &Path, app: &'static str) -> tokio::task::JoinHandle
     let listener = UnixListener::bind(path).unwrap();
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| async move {
-                    let method = req.method().clone();
-                    let path = req.uri().path().to_string();
-                    let body = if path.ends_with("/_ping") {
-                        "OK".to_string()
-                    } else {
-                        let mut n = 0usize;
-                        let mut b = req.into_body();
-                        while let Some(f) = b.frame().await {
-                            if let Ok(d) = f?.into_data() {
-                                n += d.len();
-                            }
-                        }
-                        format!("{app}: {method} {path} body={n}")
-                    };
-                    Ok::<_, hyper::Error>(hyper::Response::new(Full::new(Bytes::from(body))))
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                    .await;
-            });
+            if let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(serve_app(stream, app));
+            }
         }
     })
+}
+
+/// The same app on a TCP port (the "no tunnel" baseline).
+pub async fn tcp_app(app: &'static str) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        loop {
+            if let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(serve_app(stream, app));
+            }
+        }
+    });
+    (addr, task)
+}
+
+async fn serve_app<S>(stream: S, app: &'static str)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| async move {
+        let method = req.method().clone();
+        let path = req.uri().path().to_string();
+        let body = if path.ends_with("/_ping") {
+            "OK".to_string()
+        } else {
+            let mut n = 0usize;
+            let mut b = req.into_body();
+            while let Some(f) = b.frame().await {
+                if let Ok(d) = f?.into_data() {
+                    n += d.len();
+                }
+            }
+            format!("{app}: {method} {path} body={n}")
+        };
+        Ok::<_, hyper::Error>(hyper::Response::new(Full::new(Bytes::from(body))))
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+        .await;
+}
+
+/// Uploads `mib` MiB to `path` and returns the MiB/s achieved.
+pub async fn upload_rate(h: &TestHarp, path: &str, mib: usize) -> f64 {
+    let payload = vec![0xa5u8; mib * 1024 * 1024];
+    let t0 = Instant::now();
+    let r = client().post(h.url(path)).body(payload).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    assert!(text.ends_with(&format!("body={}", mib * 1024 * 1024)), "{text}");
+    mib as f64 / t0.elapsed().as_secs_f64()
+}
+
+/// Runs `harp tunnel`'s client in-process until the guard is dropped.
+pub struct RustClient {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    pub task: tokio::task::JoinHandle<Result<(), harp::tunnel::client::ClientError>>,
+}
+
+impl Drop for RustClient {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+pub fn start_rust_client(toml: &str) -> RustClient {
+    let cfg = harp::tunnel::client::ClientConfig::parse(toml).expect("client config");
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(harp::tunnel::client::run(cfg, async move {
+        let _ = rx.await;
+    }));
+    RustClient { stop: Some(tx), task }
 }
 
 pub fn client() -> reqwest::Client {
