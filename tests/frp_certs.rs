@@ -27,15 +27,28 @@ async fn item18_start_generates_ca_server_client_with_names_and_validity() {
     let tmp = tempfile::tempdir().unwrap();
     let h = start_harp(tmp.path(), &[("HP_FRP_CERT_VALIDITY_DAYS", "100")]).await;
     let dir = h.certs();
-    for f in ["ca.crt", "ca.key", "server.crt", "server.key", "client.crt", "client.key"] {
+    for f in [
+        "ca.crt",
+        "ca.key",
+        "server.crt",
+        "server.key",
+        "client.crt",
+        "client.key",
+    ] {
         assert!(dir.join(f).is_file(), "{f} missing");
     }
     let infos = harp::certs::describe(&dir).unwrap();
     let subjects: Vec<_> = infos.iter().map(|i| i.subject.as_str()).collect();
     assert_eq!(subjects, ["CN=harp.nc", "CN=harp.nc", "CN=harp.client.nc"]);
-    assert!(infos.iter().all(|i| (99..=100).contains(&i.days_left)), "{infos:?}");
+    assert!(
+        infos.iter().all(|i| (99..=100).contains(&i.days_left)),
+        "{infos:?}"
+    );
     assert_eq!(san_dns(&dir.join("server.crt")), ["DNSName(harp.nc)"]);
-    assert_eq!(san_dns(&dir.join("client.crt")), ["DNSName(harp.client.nc)"]);
+    assert_eq!(
+        san_dns(&dir.join("client.crt")),
+        ["DNSName(harp.client.nc)"]
+    );
     h.stop().await;
 }
 
@@ -76,8 +89,14 @@ fn vars(dir: &Path, extra: &[(&str, &str)]) -> std::collections::HashMap<String,
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
-    v.insert("HP_CERTS_DIR".into(), dir.join("certs").to_string_lossy().into());
-    v.insert("HP_CONFIG_DIR".into(), dir.join("run").to_string_lossy().into());
+    v.insert(
+        "HP_CERTS_DIR".into(),
+        dir.join("certs").to_string_lossy().into(),
+    );
+    v.insert(
+        "HP_CONFIG_DIR".into(),
+        dir.join("run").to_string_lossy().into(),
+    );
     for (k, val) in extra {
         v.insert(k.to_string(), val.to_string());
     }
@@ -87,14 +106,22 @@ fn vars(dir: &Path, extra: &[(&str, &str)]) -> std::collections::HashMap<String,
 #[tokio::test]
 async fn item21_invalid_validity_days_refuses_start_when_generating() {
     let tmp = tempfile::tempdir().unwrap();
-    let cfg = harp::config::Config::from_vars(&vars(tmp.path(), &[("HP_FRP_CERT_VALIDITY_DAYS", "abc")])).unwrap();
+    let cfg =
+        harp::config::Config::from_vars(&vars(tmp.path(), &[("HP_FRP_CERT_VALIDITY_DAYS", "abc")]))
+            .unwrap();
     let err = harp::Harp::bind(cfg).await.err().expect("start refused");
-    assert!(err.to_string().contains("HP_FRP_CERT_VALIDITY_DAYS"), "{err}");
+    assert!(
+        err.to_string().contains("HP_FRP_CERT_VALIDITY_DAYS"),
+        "{err}"
+    );
     assert!(!tmp.path().join("certs/frp").exists());
     // With TLS off nothing is generated, so the value does not matter.
     let cfg = harp::config::Config::from_vars(&vars(
         tmp.path(),
-        &[("HP_FRP_CERT_VALIDITY_DAYS", "abc"), ("HP_FRP_DISABLE_TLS", "true")],
+        &[
+            ("HP_FRP_CERT_VALIDITY_DAYS", "abc"),
+            ("HP_FRP_DISABLE_TLS", "true"),
+        ],
     ))
     .unwrap();
     assert!(harp::Harp::bind(cfg).await.is_ok());
@@ -107,8 +134,15 @@ async fn partial_cert_dir_refused_with_missing_files_named() {
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("ca.crt"), "keep me").unwrap();
     let cfg = harp::config::Config::from_vars(&vars(tmp.path(), &[])).unwrap();
-    let err = harp::Harp::bind(cfg).await.err().expect("start refused").to_string();
-    assert!(err.contains("missing: server.crt, server.key, client.crt, client.key"), "{err}");
+    let err = harp::Harp::bind(cfg)
+        .await
+        .err()
+        .expect("start refused")
+        .to_string();
+    assert!(
+        err.contains("missing: server.crt, server.key, client.crt, client.key"),
+        "{err}"
+    );
     assert_eq!(std::fs::read(dir.join("ca.crt")).unwrap(), b"keep me");
 }
 
@@ -128,6 +162,9 @@ fn harp_certs_prints_fingerprints_and_expiry() {
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
     assert_eq!(text.lines().count(), 3, "{text}");
-    assert!(text.contains("client.crt: subject CN=harp.client.nc; SHA256 "), "{text}");
+    assert!(
+        text.contains("client.crt: subject CN=harp.client.nc; SHA256 "),
+        "{text}"
+    );
     assert!(text.contains("WARNING: expires soon"), "{text}");
 }

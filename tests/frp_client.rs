@@ -16,10 +16,22 @@ async fn rust_client_tls_unix_socket_and_tcp_target_reachable() {
     let port = port_for(23000, "rustclient");
     let sock = tmp.path().join("exapp.sock");
     let _app = unix_app(&sock, "rapp").await;
-    let toml = frpc_toml(h.frp, KEY, Tls::Certs(&h.certs()), &[ProxySpec { name: "rapp", port, unix: &sock }]);
+    let toml = frpc_toml(
+        h.frp,
+        KEY,
+        Tls::Certs(&h.certs()),
+        &[ProxySpec {
+            name: "rapp",
+            port,
+            unix: &sock,
+        }],
+    );
     let _c = start_rust_client(&toml);
     push_meta(&h, "rapp", port).await;
-    assert_eq!(wait_ok(&h, "/exapps/rapp/x", &[], T).await, "rapp: GET /x body=0");
+    assert_eq!(
+        wait_ok(&h, "/exapps/rapp/x", &[], T).await,
+        "rapp: GET /x body=0"
+    );
     let rate = upload_rate(&h, "/exapps/rapp/up", 16).await;
     eprintln!("harp tunnel client: 16 MiB upload at {rate:.1} MiB/s");
     h.stop().await;
@@ -36,7 +48,10 @@ async fn rust_client_tls_unix_socket_and_tcp_target_reachable() {
     );
     let _c2 = start_rust_client(&toml);
     push_meta(&h2, "tapp", port + 1).await;
-    assert_eq!(wait_ok(&h2, "/exapps/tapp/y", &[], T).await, "tapp: GET /y body=0");
+    assert_eq!(
+        wait_ok(&h2, "/exapps/tapp/y", &[], T).await,
+        "tapp: GET /y body=0"
+    );
     h2.stop().await;
 }
 
@@ -49,8 +64,17 @@ async fn rust_client_reconnects_after_server_restart() {
     let _app = unix_app(&sock, "rre").await;
     let toml = format!(
         "loginFailExit = false\n{}",
-        frpc_toml(h.frp, KEY, Tls::Certs(&h.certs()), &[ProxySpec { name: "rre", port, unix: &sock }])
-            .replace("loginFailExit = false\n", "")
+        frpc_toml(
+            h.frp,
+            KEY,
+            Tls::Certs(&h.certs()),
+            &[ProxySpec {
+                name: "rre",
+                port,
+                unix: &sock
+            }]
+        )
+        .replace("loginFailExit = false\n", "")
     );
     let _c = start_rust_client(&toml);
     push_meta(&h, "rre", port).await;
@@ -59,7 +83,10 @@ async fn rust_client_reconnects_after_server_restart() {
     h.stop().await;
     let h2 = start_harp(tmp.path(), &[("HP_FRP_ADDRESS", &frp_addr)]).await;
     push_meta(&h2, "rre", port).await;
-    assert_eq!(wait_ok(&h2, "/exapps/rre/b", &[], T).await, "rre: GET /b body=0");
+    assert_eq!(
+        wait_ok(&h2, "/exapps/rre/b", &[], T).await,
+        "rre: GET /b body=0"
+    );
     h2.stop().await;
 }
 
@@ -68,8 +95,17 @@ async fn rust_client_login_fail_exit_on_wrong_token() {
     let tmp = tempfile::tempdir().unwrap();
     let h = start_harp(tmp.path(), &[]).await;
     let sock = tmp.path().join("exapp.sock");
-    let toml = frpc_toml(h.frp, "wrong", Tls::Certs(&h.certs()), &[ProxySpec { name: "x", port: 23999, unix: &sock }])
-        .replace("loginFailExit = false\n", "");
+    let toml = frpc_toml(
+        h.frp,
+        "wrong",
+        Tls::Certs(&h.certs()),
+        &[ProxySpec {
+            name: "x",
+            port: 23999,
+            unix: &sock,
+        }],
+    )
+    .replace("loginFailExit = false\n", "");
     let mut c = start_rust_client(&toml);
     let res = tokio::time::timeout(T, &mut c.task).await.unwrap().unwrap();
     let err = res.unwrap_err().to_string();

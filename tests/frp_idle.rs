@@ -17,7 +17,16 @@ async fn idle_work_stream_and_session_survive_85s() {
     let frpc = start_frpc(
         tmp.path(),
         "frpc",
-        &frpc_toml(h.frp, KEY, Tls::Certs(&h.certs()), &[ProxySpec { name: "appidle", port, unix: &sock }]),
+        &frpc_toml(
+            h.frp,
+            KEY,
+            Tls::Certs(&h.certs()),
+            &[ProxySpec {
+                name: "appidle",
+                port,
+                unix: &sock,
+            }],
+        ),
     );
     push_meta(&h, "appidle", port).await;
     wait_ok(&h, "/exapps/appidle/warm", &[], Duration::from_secs(30)).await;
@@ -26,7 +35,11 @@ async fn idle_work_stream_and_session_survive_85s() {
     let (status, body) = get(&h, "/exapps/appidle/late", &[]).await;
     assert_eq!((status, body.as_str()), (200, "appidle: GET /late body=0"));
     let log = frpc.log_text();
-    assert_eq!(log.matches("login to server success").count(), 1, "frpc reconnected:\n{log}");
+    assert_eq!(
+        log.matches("login to server success").count(),
+        1,
+        "frpc reconnected:\n{log}"
+    );
     assert_eq!(h.tunnels.proxy(port).unwrap().control.run_id, run_id);
     h.stop().await;
 }

@@ -18,7 +18,16 @@ async fn item121_exapp_behind_frpc_tls_reachable_with_64mib_upload() {
     let _frpc = start_frpc(
         tmp.path(),
         "frpc",
-        &frpc_toml(h.frp, KEY, Tls::Certs(&h.certs()), &[ProxySpec { name: "app121", port, unix: &sock }]),
+        &frpc_toml(
+            h.frp,
+            KEY,
+            Tls::Certs(&h.certs()),
+            &[ProxySpec {
+                name: "app121",
+                port,
+                unix: &sock,
+            }],
+        ),
     );
     push_meta(&h, "app121", port).await;
     let body = wait_ok(&h, "/exapps/app121/hello", &[], T).await;
@@ -32,7 +41,10 @@ async fn item121_exapp_behind_frpc_tls_reachable_with_64mib_upload() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    assert_eq!(r.text().await.unwrap(), "app121: POST /upload body=67108864");
+    assert_eq!(
+        r.text().await.unwrap(),
+        "app121: POST /upload body=67108864"
+    );
     h.stop().await;
 }
 
@@ -45,11 +57,23 @@ async fn item124_remote_engine_reachable_via_docker_engine_port() {
     let _frpc = start_frpc(
         tmp.path(),
         "engine",
-        &frpc_toml(h.frp, KEY, Tls::Certs(&h.certs()), &[ProxySpec { name: "remote-engine", port: 24001, unix: &sock }]),
+        &frpc_toml(
+            h.frp,
+            KEY,
+            Tls::Certs(&h.certs()),
+            &[ProxySpec {
+                name: "remote-engine",
+                port: 24001,
+                unix: &sock,
+            }],
+        ),
     );
     let hdrs = [("harp-shared-key", KEY), ("docker-engine-port", "24001")];
     assert_eq!(wait_ok(&h, "/exapps/app_api/_ping", &hdrs, T).await, "OK");
-    assert_eq!(wait_ok(&h, "/exapps/app_api/v1.44/_ping", &hdrs, T).await, "OK");
+    assert_eq!(
+        wait_ok(&h, "/exapps/app_api/v1.44/_ping", &hdrs, T).await,
+        "OK"
+    );
     h.stop().await;
 }
 
@@ -62,7 +86,16 @@ async fn item122_wrong_token_rejected_and_counted() {
     let frpc = start_frpc(
         tmp.path(),
         "bad",
-        &frpc_toml(h.frp, "not-the-key", Tls::Certs(&h.certs()), &[ProxySpec { name: "app122", port, unix: &sock }]),
+        &frpc_toml(
+            h.frp,
+            "not-the-key",
+            Tls::Certs(&h.certs()),
+            &[ProxySpec {
+                name: "app122",
+                port,
+                unix: &sock,
+            }],
+        ),
     );
     frpc.wait_log("send Login request to plugin error", T).await;
     let ip = "127.0.0.1".parse().unwrap();
@@ -86,7 +119,16 @@ async fn item123_frpc_without_client_certificate_rejected() {
     let frpc = start_frpc(
         tmp.path(),
         "nocert",
-        &frpc_toml(h.frp, KEY, Tls::NoClientCert(&h.certs()), &[ProxySpec { name: "app123", port, unix: &sock }]),
+        &frpc_toml(
+            h.frp,
+            KEY,
+            Tls::NoClientCert(&h.certs()),
+            &[ProxySpec {
+                name: "app123",
+                port,
+                unix: &sock,
+            }],
+        ),
     );
     frpc.wait_log("connect to server error", T).await;
     assert!(!frpc.log_text().contains("login to server success"));
@@ -94,7 +136,16 @@ async fn item123_frpc_without_client_certificate_rejected() {
     let plain = start_frpc(
         tmp.path(),
         "plain",
-        &frpc_toml(h.frp, KEY, Tls::Off, &[ProxySpec { name: "app123", port, unix: &sock }]),
+        &frpc_toml(
+            h.frp,
+            KEY,
+            Tls::Off,
+            &[ProxySpec {
+                name: "app123",
+                port,
+                unix: &sock,
+            }],
+        ),
     );
     plain.wait_log("connect to server error", T).await;
     assert!(h.tunnels.proxy(port).is_none());
@@ -116,8 +167,16 @@ async fn item125_port_outside_ranges_and_second_proxy_refused() {
             KEY,
             Tls::Certs(&h.certs()),
             &[
-                ProxySpec { name: "app125", port, unix: &sock },
-                ProxySpec { name: "second", port: port + 1, unix: &sock },
+                ProxySpec {
+                    name: "app125",
+                    port,
+                    unix: &sock,
+                },
+                ProxySpec {
+                    name: "second",
+                    port: port + 1,
+                    unix: &sock,
+                },
             ],
         ),
     );
@@ -126,13 +185,31 @@ async fn item125_port_outside_ranges_and_second_proxy_refused() {
     let outside = start_frpc(
         tmp.path(),
         "outside",
-        &frpc_toml(h.frp, KEY, Tls::Certs(&h.certs()), &[ProxySpec { name: "app125b", port: 8080, unix: &sock }]),
+        &frpc_toml(
+            h.frp,
+            KEY,
+            Tls::Certs(&h.certs()),
+            &[ProxySpec {
+                name: "app125b",
+                port: 8080,
+                unix: &sock,
+            }],
+        ),
     );
     outside.wait_log("port not allowed", T).await;
     let bad_name = start_frpc(
         tmp.path(),
         "badname",
-        &frpc_toml(h.frp, KEY, Tls::Certs(&h.certs()), &[ProxySpec { name: "Not-An-App", port: port + 2, unix: &sock }]),
+        &frpc_toml(
+            h.frp,
+            KEY,
+            Tls::Certs(&h.certs()),
+            &[ProxySpec {
+                name: "Not-An-App",
+                port: port + 2,
+                unix: &sock,
+            }],
+        ),
     );
     bad_name.wait_log("is not a valid app id", T).await;
     assert!(h.tunnels.proxy(port + 1).is_none());
@@ -166,19 +243,35 @@ async fn item126_tunnel_ports_bound_to_loopback_only() {
     let frpc = start_frpc(
         tmp.path(),
         "frpc",
-        &frpc_toml(h.frp, KEY, Tls::Certs(&h.certs()), &[ProxySpec { name: "app126", port, unix: &sock }]),
+        &frpc_toml(
+            h.frp,
+            KEY,
+            Tls::Certs(&h.certs()),
+            &[ProxySpec {
+                name: "app126",
+                port,
+                unix: &sock,
+            }],
+        ),
     );
     h.wait_tunnel(port, T).await;
     assert_eq!(listeners_on(port), vec![format!("0100007F:{port:04X}")]);
-    let mut c = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    c.write_all(b"GET /direct HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+    let mut c = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    c.write_all(b"GET /direct HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
     let mut resp = String::new();
     c.read_to_string(&mut resp).await.unwrap();
     assert!(resp.ends_with("app126: GET /direct body=0"), "{resp}");
     drop(frpc);
     let end = Instant::now() + T;
     while !listeners_on(port).is_empty() {
-        assert!(Instant::now() < end, "loopback listener outlived its tunnel");
+        assert!(
+            Instant::now() < end,
+            "loopback listener outlived its tunnel"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     h.stop().await;
@@ -191,7 +284,16 @@ async fn item127_frpc_and_harp_restarts_resume_routing() {
     let port = port_for(23000, "item127");
     let sock = tmp.path().join("exapp.sock");
     let _app = unix_app(&sock, "app127").await;
-    let toml = frpc_toml(h.frp, KEY, Tls::Certs(&h.certs()), &[ProxySpec { name: "app127", port, unix: &sock }]);
+    let toml = frpc_toml(
+        h.frp,
+        KEY,
+        Tls::Certs(&h.certs()),
+        &[ProxySpec {
+            name: "app127",
+            port,
+            unix: &sock,
+        }],
+    );
     let mut frpc = start_frpc(tmp.path(), "frpc", &toml);
     push_meta(&h, "app127", port).await;
     wait_ok(&h, "/exapps/app127/a", &[], T).await;
@@ -206,7 +308,11 @@ async fn item127_frpc_and_harp_restarts_resume_routing() {
     let t0 = Instant::now();
     let (status, _) = get(&h, "/exapps/app127/a", &[]).await;
     assert_eq!(status, 503);
-    assert!(t0.elapsed() < Duration::from_secs(2), "503 took {:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() < Duration::from_secs(2),
+        "503 took {:?}",
+        t0.elapsed()
+    );
 
     // frpc back: routing resumes without restarting harp.
     let frpc2 = start_frpc(tmp.path(), "frpc2", &toml);
@@ -236,9 +342,21 @@ async fn item20_plain_tcp_mode_generates_no_certs_and_accepts_plain_frpc() {
     let _frpc = start_frpc(
         tmp.path(),
         "frpc",
-        &frpc_toml(h.frp, KEY, Tls::Off, &[ProxySpec { name: "app20", port, unix: &sock }]),
+        &frpc_toml(
+            h.frp,
+            KEY,
+            Tls::Off,
+            &[ProxySpec {
+                name: "app20",
+                port,
+                unix: &sock,
+            }],
+        ),
     );
     push_meta(&h, "app20", port).await;
-    assert_eq!(wait_ok(&h, "/exapps/app20/x", &[], T).await, "app20: GET /x body=0");
+    assert_eq!(
+        wait_ok(&h, "/exapps/app20/x", &[], T).await,
+        "app20: GET /x body=0"
+    );
     h.stop().await;
 }

@@ -18,7 +18,16 @@ async fn bulk_upload_through_tunnel_vs_direct() {
     let _frpc = start_frpc(
         tmp.path(),
         "frpc",
-        &frpc_toml(h.frp, KEY, Tls::Certs(&h.certs()), &[ProxySpec { name: "bulk", port, unix: &sock }]),
+        &frpc_toml(
+            h.frp,
+            KEY,
+            Tls::Certs(&h.certs()),
+            &[ProxySpec {
+                name: "bulk",
+                port,
+                unix: &sock,
+            }],
+        ),
     );
     push_meta(&h, "bulk", port).await;
     let body = format!(

@@ -25,7 +25,10 @@ pub fn frpc_path() -> PathBuf {
         .stderr(Stdio::inherit())
         .output()
         .unwrap_or_else(|e| panic!("cannot run {}: {e}", tool.display()));
-    assert!(out.status.success(), "get-frpc failed; the real frpc is required for these tests");
+    assert!(
+        out.status.success(),
+        "get-frpc failed; the real frpc is required for these tests"
+    );
     PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
 }
 
@@ -58,7 +61,10 @@ impl TestHarp {
     pub async fn wait_tunnel(&self, port: u16, within: Duration) {
         let end = Instant::now() + within;
         while self.tunnels.proxy(port).is_none() {
-            assert!(Instant::now() < end, "no tunnel registered port {port} within {within:?}");
+            assert!(
+                Instant::now() < end,
+                "no tunnel registered port {port} within {within:?}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -258,23 +264,25 @@ async fn serve_app<S>(stream: S, app: &'static str)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| async move {
-        let method = req.method().clone();
-        let path = req.uri().path().to_string();
-        let body = if path.ends_with("/_ping") {
-            "OK".to_string()
-        } else {
-            let mut n = 0usize;
-            let mut b = req.into_body();
-            while let Some(f) = b.frame().await {
-                if let Ok(d) = f?.into_data() {
-                    n += d.len();
+    let svc = hyper::service::service_fn(
+        move |req: hyper::Request<hyper::body::Incoming>| async move {
+            let method = req.method().clone();
+            let path = req.uri().path().to_string();
+            let body = if path.ends_with("/_ping") {
+                "OK".to_string()
+            } else {
+                let mut n = 0usize;
+                let mut b = req.into_body();
+                while let Some(f) = b.frame().await {
+                    if let Ok(d) = f?.into_data() {
+                        n += d.len();
+                    }
                 }
-            }
-            format!("{app}: {method} {path} body={n}")
-        };
-        Ok::<_, hyper::Error>(hyper::Response::new(Full::new(Bytes::from(body))))
-    });
+                format!("{app}: {method} {path} body={n}")
+            };
+            Ok::<_, hyper::Error>(hyper::Response::new(Full::new(Bytes::from(body))))
+        },
+    );
     let _ = hyper::server::conn::http1::Builder::new()
         .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
         .await;
@@ -284,10 +292,18 @@ where
 pub async fn upload_rate(h: &TestHarp, path: &str, mib: usize) -> f64 {
     let payload = vec![0xa5u8; mib * 1024 * 1024];
     let t0 = Instant::now();
-    let r = client().post(h.url(path)).body(payload).send().await.unwrap();
+    let r = client()
+        .post(h.url(path))
+        .body(payload)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let text = r.text().await.unwrap();
-    assert!(text.ends_with(&format!("body={}", mib * 1024 * 1024)), "{text}");
+    assert!(
+        text.ends_with(&format!("body={}", mib * 1024 * 1024)),
+        "{text}"
+    );
     mib as f64 / t0.elapsed().as_secs_f64()
 }
 
@@ -311,7 +327,10 @@ pub fn start_rust_client(toml: &str) -> RustClient {
     let task = tokio::spawn(harp::tunnel::client::run(cfg, async move {
         let _ = rx.await;
     }));
-    RustClient { stop: Some(tx), task }
+    RustClient {
+        stop: Some(tx),
+        task,
+    }
 }
 
 pub fn client() -> reqwest::Client {
@@ -348,14 +367,22 @@ pub async fn get(h: &TestHarp, path: &str, headers: &[(&str, &str)]) -> (u16, St
 }
 
 /// Polls `path` until it answers 200 (frpc needs a moment to log in and register).
-pub async fn wait_ok(h: &TestHarp, path: &str, headers: &[(&str, &str)], within: Duration) -> String {
+pub async fn wait_ok(
+    h: &TestHarp,
+    path: &str,
+    headers: &[(&str, &str)],
+    within: Duration,
+) -> String {
     let end = Instant::now() + within;
     loop {
         let (s, b) = get(h, path, headers).await;
         if s == 200 {
             return b;
         }
-        assert!(Instant::now() < end, "{path} still {s} after {within:?}: {b}");
+        assert!(
+            Instant::now() < end,
+            "{path} still {s} after {within:?}: {b}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -363,6 +390,8 @@ pub async fn wait_ok(h: &TestHarp, path: &str, headers: &[(&str, &str)], within:
 /// A port from `base..base+100` derived from a test tag, so parallel tests do not collide on
 /// the loopback compatibility listeners.
 pub fn port_for(base: u16, tag: &str) -> u16 {
-    let h = tag.bytes().fold(7u32, |a, b| a.wrapping_mul(31).wrapping_add(b as u32));
+    let h = tag
+        .bytes()
+        .fold(7u32, |a, b| a.wrapping_mul(31).wrapping_add(b as u32));
     base + 1 + (h % 98) as u16
 }

@@ -8,7 +8,10 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: {message}")]
     Invalid { path: PathBuf, message: String },
 }
@@ -145,15 +148,25 @@ impl ClientConfig {
         let mut proxies = Vec::new();
         for p in raw.proxies {
             if p.kind != "tcp" {
-                return Err(format!("proxy {}: only type = \"tcp\" is supported", p.name));
+                return Err(format!(
+                    "proxy {}: only type = \"tcp\" is supported",
+                    p.name
+                ));
             }
             let local = match p.plugin {
                 Some(pl) if pl.kind == "unix_domain_socket" => Local::Unix(pl.unix_path),
-                Some(pl) => return Err(format!("proxy {}: unsupported plugin type {}", p.name, pl.kind)),
+                Some(pl) => {
+                    return Err(format!(
+                        "proxy {}: unsupported plugin type {}",
+                        p.name, pl.kind
+                    ))
+                }
                 None => Local::Tcp(
                     p.local_ip.unwrap_or_else(|| "127.0.0.1".into()),
-                    p.local_port
-                        .ok_or(format!("proxy {}: localPort or a plugin is required", p.name))?,
+                    p.local_port.ok_or(format!(
+                        "proxy {}: localPort or a plugin is required",
+                        p.name
+                    ))?,
                 ),
             };
             proxies.push(ProxyConfig {
@@ -216,9 +229,13 @@ remotePort = 23001
 
     #[test]
     fn unknown_keys_are_refused_by_name() {
-        let e = ClientConfig::parse("serverAddr = \"x\"\ntransport.tls.enable = false\nwebServer.port = 7400\n").unwrap_err();
+        let e = ClientConfig::parse(
+            "serverAddr = \"x\"\ntransport.tls.enable = false\nwebServer.port = 7400\n",
+        )
+        .unwrap_err();
         assert!(e.contains("webServer"), "{e}");
-        let e = ClientConfig::parse("transport.tcpMux = false\ntransport.tls.enable = false\n").unwrap_err();
+        let e = ClientConfig::parse("transport.tcpMux = false\ntransport.tls.enable = false\n")
+            .unwrap_err();
         assert!(e.contains("tcpMux"), "{e}");
         let e = ClientConfig::parse("serverAddr = \"x\"\n").unwrap_err();
         assert!(e.contains("trustedCaFile"), "{e}");

@@ -33,10 +33,12 @@ pub enum ClientError {
 pub async fn run(cfg: ClientConfig, shutdown: impl Future<Output = ()>) -> Result<(), ClientError> {
     let cfg = Arc::new(cfg);
     let tls = match &cfg.tls {
-        Some(t) => Some(tokio_rustls::TlsConnector::from(Arc::new(crate::certs::client_config(
-            &t.ca,
-            t.cert_key.as_ref().map(|(c, k)| (c.as_path(), k.as_path())),
-        )?))),
+        Some(t) => Some(tokio_rustls::TlsConnector::from(Arc::new(
+            crate::certs::client_config(
+                &t.ca,
+                t.cert_key.as_ref().map(|(c, k)| (c.as_path(), k.as_path())),
+            )?,
+        ))),
         None => None,
     };
     let mut shutdown = std::pin::pin!(shutdown);
@@ -98,7 +100,11 @@ async fn session(
     }
 }
 
-async fn logged_in_session<T>(io: T, cfg: &Arc<ClientConfig>, run_id: &mut String) -> Result<(), ClientError>
+async fn logged_in_session<T>(
+    io: T,
+    cfg: &Arc<ClientConfig>,
+    run_id: &mut String,
+) -> Result<(), ClientError>
 where
     T: AsyncRead + AsyncWrite + Send + 'static,
 {
@@ -108,7 +114,11 @@ where
     result
 }
 
-async fn control(session: &Session, cfg: &Arc<ClientConfig>, run_id: &mut String) -> Result<(), ClientError> {
+async fn control(
+    session: &Session,
+    cfg: &Arc<ClientConfig>,
+    run_id: &mut String,
+) -> Result<(), ClientError> {
     let conn_err = |e: std::io::Error| ClientError::Connect(e.to_string());
     let mut ctl = session.open().map_err(conn_err)?;
     let timestamp = std::time::SystemTime::now()
@@ -122,11 +132,17 @@ async fn control(session: &Session, cfg: &Arc<ClientConfig>, run_id: &mut String
         privilege_key: privilege_key("", timestamp),
         timestamp,
         run_id: run_id.clone(),
-        metas: cfg.token.iter().map(|t| ("token".to_string(), t.clone())).collect(),
+        metas: cfg
+            .token
+            .iter()
+            .map(|t| ("token".to_string(), t.clone()))
+            .collect(),
         pool_count: 1,
         ..Default::default()
     };
-    write_msg(&mut ctl, &Message::Login(login)).await.map_err(conn_err)?;
+    write_msg(&mut ctl, &Message::Login(login))
+        .await
+        .map_err(conn_err)?;
     let resp = match tokio::time::timeout(LOGIN_TIMEOUT, read_msg(&mut ctl)).await {
         Ok(Ok(Message::LoginResp(r))) => r,
         Ok(Ok(other)) => return Err(ClientError::Connect(format!("unexpected {}", other.name()))),
@@ -215,7 +231,9 @@ async fn work_conn(mut stream: MuxStream, run_id: String, cfg: Arc<ClientConfig>
     match &proxy.local {
         Local::Unix(path) => match tokio::net::UnixStream::connect(path).await {
             Ok(local) => join(stream, local).await,
-            Err(e) => tracing::warn!(proxy = %proxy.name, "dial to uds {} error: {e}", path.display()),
+            Err(e) => {
+                tracing::warn!(proxy = %proxy.name, "dial to uds {} error: {e}", path.display())
+            }
         },
         Local::Tcp(host, port) => match TcpStream::connect((host.as_str(), *port)).await {
             Ok(local) => join(stream, local).await,
