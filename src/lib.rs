@@ -75,13 +75,6 @@ impl Harp {
             Some(certs::frp_server_acceptor(&dir)?)
         };
         let tunnels = tunnel::server::registry::Registry::new();
-        let frp = frontdoor::bind(&config.frp_addr)
-            .await
-            .map_err(|source| StartError::Bind {
-                var: "HP_FRP_ADDRESS",
-                addr: config.frp_addr.to_string(),
-                source,
-            })?;
         let state = Arc::new(AppState {
             key: config.shared_key.clone(),
             bans: BanList::new(config.blacklist_window, config.blacklist_count),
@@ -132,6 +125,14 @@ impl Harp {
             tracing::info!(path = %cert.display(), "no HTTPS certificate; HTTPS listener disabled");
             None
         };
+        // Bound last: a taken front-door port is reported as such, not as an FRP problem.
+        let frp = frontdoor::bind(&cfg.frp_addr)
+            .await
+            .map_err(|source| StartError::Bind {
+                var: "HP_FRP_ADDRESS",
+                addr: cfg.frp_addr.to_string(),
+                source,
+            })?;
         let local_engine =
             docker::bind_local_engine_listener(cfg.local_engine_listen, cfg.docker_socket.clone())
                 .await;
