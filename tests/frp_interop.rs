@@ -360,3 +360,61 @@ async fn item20_plain_tcp_mode_generates_no_certs_and_accepts_plain_frpc() {
     );
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_proxy_encryption_flag_honoured_with_real_frpc() {
+    let tmp = tempfile::tempdir().unwrap();
+    let h = start_harp(tmp.path(), &[]).await;
+    let port = port_for(23000, "encrypted");
+    let sock = tmp.path().join("exapp.sock");
+    let _app = unix_app(&sock, "appenc").await;
+    let toml = frpc_toml(
+        h.frp,
+        KEY,
+        Tls::Certs(&h.certs()),
+        &[ProxySpec {
+            name: "appenc",
+            port,
+            unix: &sock,
+        }],
+    )
+    .replace(
+        &format!("remotePort = {port}\n"),
+        &format!("remotePort = {port}\ntransport.useEncryption = true\n"),
+    );
+    let _frpc = start_frpc(tmp.path(), "frpc", &toml);
+    push_meta(&h, "appenc", port).await;
+    wait_ok(&h, "/exapps/appenc/x", &[], T).await;
+    assert!(h.tunnels.proxy(port).unwrap().encryption);
+    let r = client()
+        .post(h.url("/exapps/appenc/up"))
+        .body(vec![7u8; 3 * 1024 * 1024 + 5])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.text().await.unwrap(), "appenc: POST /up body=3145733");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn unsupported_first_bytes_are_closed_without_reply() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let tmp = tempfile::tempdir().unwrap();
+    let h = start_harp(tmp.path(), &[("HP_FRP_DISABLE_TLS", "true")]).await;
+    // frp wire protocol v2 magic, a raw (non-mux) Login, and garbage.
+    for first in [
+        &b"FRP\x00\x02\r\n"[..],
+        b"o\x00\x00\x00\x00\x00\x00\x00\x02{}",
+        b"\xff\xff",
+    ] {
+        let mut c = tokio::net::TcpStream::connect(h.frp).await.unwrap();
+        c.write_all(first).await.unwrap();
+        let mut buf = [0u8; 16];
+        let n = tokio::time::timeout(Duration::from_secs(5), c.read(&mut buf))
+            .await
+            .expect("closed promptly")
+            .unwrap_or(0);
+        assert_eq!(n, 0);
+    }
+    h.stop().await;
+}

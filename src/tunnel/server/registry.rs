@@ -315,3 +315,26 @@ impl LocalDialer for TunnelDialer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn dialer_claims_tunnel_ports_and_fails_fast_without_a_tunnel() {
+        let dialer = TunnelDialer(Registry::new());
+        assert!(dialer.dial(8080).is_none());
+        assert!(dialer.dial(24100).is_none());
+        // The local engine port stays with whoever serves the Docker socket.
+        assert!(dialer.dial(24000).is_none());
+        for port in [23000, 23999, 24001, 24099] {
+            let t0 = std::time::Instant::now();
+            let err = match dialer.dial(port).expect("claimed").await {
+                Err(e) => e,
+                Ok(_) => panic!("no tunnel, yet connected"),
+            };
+            assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused);
+            assert!(t0.elapsed() < Duration::from_millis(100));
+        }
+    }
+}
