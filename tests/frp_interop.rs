@@ -362,7 +362,7 @@ async fn item20_plain_tcp_mode_generates_no_certs_and_accepts_plain_frpc() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn per_proxy_encryption_flag_honoured_with_real_frpc() {
+async fn per_proxy_encryption_and_compression_honoured_with_real_frpc() {
     let tmp = tempfile::tempdir().unwrap();
     let h = start_harp(tmp.path(), &[]).await;
     let port = port_for(23000, "encrypted");
@@ -380,12 +380,13 @@ async fn per_proxy_encryption_flag_honoured_with_real_frpc() {
     )
     .replace(
         &format!("remotePort = {port}\n"),
-        &format!("remotePort = {port}\ntransport.useEncryption = true\n"),
+        &format!("remotePort = {port}\ntransport.useEncryption = true\ntransport.useCompression = true\n"),
     );
     let _frpc = start_frpc(tmp.path(), "frpc", &toml);
     push_meta(&h, "appenc", port).await;
     wait_ok(&h, "/exapps/appenc/x", &[], T).await;
-    assert!(h.tunnels.proxy(port).unwrap().encryption);
+    let wrapping = h.tunnels.proxy(port).unwrap().wrapping;
+    assert!(wrapping.encryption && wrapping.compression);
     let r = client()
         .post(h.url("/exapps/appenc/up"))
         .body(vec![7u8; 3 * 1024 * 1024 + 5])

@@ -127,22 +127,18 @@ fn new_proxy(
         proxy_name: p.proxy_name.clone(),
         ..Default::default()
     };
-    let result = if p.use_compression {
-        Err(
-            "use_compression is not supported by harp; disable transport.useCompression"
-                .to_string(),
+    let result = registry
+        .add_proxy(
+            control,
+            &p.proxy_name,
+            &p.proxy_type,
+            p.remote_port,
+            super::registry::Wrapping {
+                encryption: p.use_encryption,
+                compression: p.use_compression,
+            },
         )
-    } else {
-        registry
-            .add_proxy(
-                control,
-                &p.proxy_name,
-                &p.proxy_type,
-                p.remote_port,
-                p.use_encryption,
-            )
-            .map_err(|e| e.to_string())
-    };
+        .map_err(|e| e.to_string());
     match result {
         Ok(proxy) => {
             let kind = if proxy.port >= 24000 {

@@ -5,6 +5,7 @@
 
 use super::policy::{self, port_kind, PortKind, Refusal};
 use crate::tunnel::mux::MuxStream;
+use crate::tunnel::wire::compress::SnappyStream;
 use crate::tunnel::wire::crypto::{derive_key, CryptoStream};
 use crate::tunnel::wire::messages::{ReqWorkConn, StartWorkConn};
 use crate::tunnel::wire::{write_msg, Message};
@@ -84,10 +85,17 @@ impl Control {
     }
 }
 
+/// The per-proxy stream layers NewProxy asked for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Wrapping {
+    pub encryption: bool,
+    pub compression: bool,
+}
+
 pub struct Proxy {
     pub name: String,
     pub port: u16,
-    pub encryption: bool,
+    pub wrapping: Wrapping,
     pub control: Arc<Control>,
     /// Loopback compatibility listener (aborted on removal).
     listener: Mutex<Option<tokio::task::JoinHandle<()>>>,
@@ -200,7 +208,7 @@ impl Registry {
         name: &str,
         proxy_type: &str,
         remote_port: i64,
-        encryption: bool,
+        wrapping: Wrapping,
     ) -> Result<Arc<Proxy>, Refusal> {
         let mut g = self.inner.lock();
         let held = g
@@ -222,7 +230,7 @@ impl Registry {
         let proxy = Arc::new(Proxy {
             name: name.to_string(),
             port,
-            encryption,
+            wrapping,
             control: control.clone(),
             listener: Mutex::new(None),
         });
@@ -286,12 +294,17 @@ impl Registry {
             if write_msg(&mut stream, &start).await.is_err() {
                 continue;
             }
-            return Ok(if proxy.encryption {
-                // HaRP clients never set frp's auth.token, so the key derives from "".
-                BoxedIo::new(CryptoStream::new(stream, derive_key("")))
-            } else {
-                BoxedIo::new(stream)
-            });
+            // frp layers application → Snappy → AES-CFB → stream. HaRP clients never set
+            // frp's auth.token, so the key derives from "".
+            let key = derive_key("");
+            return Ok(
+                match (proxy.wrapping.encryption, proxy.wrapping.compression) {
+                    (false, false) => BoxedIo::new(stream),
+                    (true, false) => BoxedIo::new(CryptoStream::new(stream, key)),
+                    (false, true) => BoxedIo::new(SnappyStream::new(stream)),
+                    (true, true) => BoxedIo::new(SnappyStream::new(CryptoStream::new(stream, key))),
+                },
+            );
         }
         Err(refused("tunnel work connections keep failing"))
     }

@@ -2,6 +2,7 @@
 //! the AES-128-CFB stream encryption plus token hashing ([`crypto`]). Pure codecs over
 //! `AsyncRead`/`AsyncWrite`; no sockets, no policy.
 
+pub mod compress;
 pub mod crypto;
 pub mod frame;
 pub mod messages;
