@@ -8,6 +8,8 @@ pub const EXAPP_PORTS: RangeInclusive<u16> = 23000..=23999;
 pub const ENGINE_PORTS: RangeInclusive<u16> = 24000..=24099;
 /// frps `maxPortsPerClient` in HaRP's configuration.
 pub const MAX_PORTS_PER_CLIENT: usize = 1;
+/// The bundled engine link's port (the local Docker socket).
+pub const LOCAL_ENGINE_PORT: u16 = 24000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PortKind {
@@ -34,6 +36,8 @@ pub struct Request<'a> {
     pub held_by_client: usize,
     pub name_taken: bool,
     pub port_taken: bool,
+    /// The client connected from a loopback address (only the local engine link does).
+    pub client_is_loopback: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -48,6 +52,8 @@ pub enum Refusal {
     PortNotAllowed,
     #[error("port already used")]
     PortUsed,
+    #[error("port 24000 is reserved for the local Docker engine (loopback clients only)")]
+    LocalEngineOnly,
     #[error("proxy name [{0}] is not a valid app id (lowercase letters, digits, '_') as required for ExApp ports 23000-23999")]
     NotAnAppId(String),
 }
@@ -73,6 +79,11 @@ pub fn check(req: &Request<'_>) -> Result<u16, Refusal> {
     if kind == PortKind::ExApp && !is_app_id(req.name) {
         return Err(Refusal::NotAnAppId(req.name.to_string()));
     }
+    // Every ExApp holds the shared key; without this a remote client could take over the
+    // local engine's port and receive AppAPI's Docker calls.
+    if port == LOCAL_ENGINE_PORT && !req.client_is_loopback {
+        return Err(Refusal::LocalEngineOnly);
+    }
     Ok(port)
 }
 
@@ -96,6 +107,7 @@ mod tests {
             held_by_client: 0,
             name_taken: false,
             port_taken: false,
+            client_is_loopback: true,
         }
     }
 
@@ -156,5 +168,14 @@ mod tests {
             Err(Refusal::NotAnAppId(_))
         ));
         assert_eq!(check(&req("Engine-X", 24001)), Ok(24001));
+    }
+
+    #[test]
+    fn local_engine_port_only_from_loopback() {
+        let mut r = req("bundled-deploy-daemon", 24000);
+        r.client_is_loopback = false;
+        assert_eq!(check(&r), Err(Refusal::LocalEngineOnly));
+        r.remote_port = 24001;
+        assert_eq!(check(&r), Ok(24001));
     }
 }

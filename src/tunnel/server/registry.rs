@@ -226,6 +226,7 @@ impl Registry {
             held_by_client: held,
             name_taken: g.proxies.values().any(|p| p.name == name),
             port_taken,
+            client_is_loopback: control.client.ip().is_loopback(),
         })?;
         let proxy = Arc::new(Proxy {
             name: name.to_string(),
