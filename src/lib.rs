@@ -45,6 +45,8 @@ pub enum StartError {
     Nextcloud(#[from] NextcloudError),
     #[error("FRP certificates: {0}")]
     Certs(#[from] certs::CertError),
+    #[error("frps.toml: {0}")]
+    FrpSettings(#[from] tunnel::server::settings::SettingsError),
 }
 
 /// How often expired bans and sessions are swept from memory.
@@ -54,6 +56,7 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
 pub struct Harp {
     frp: tokio::net::TcpListener,
     frp_tls: Option<tokio_rustls::TlsAcceptor>,
+    frp_settings: tunnel::server::settings::FrpSettings,
     tunnels: Arc<tunnel::server::registry::Registry>,
     http: Listener,
     https: Option<Listener>,
@@ -66,15 +69,21 @@ impl Harp {
     pub async fn bind(config: Config) -> Result<Harp, StartError> {
         let client = NextcloudClient::new(&config.nextcloud_base, config.shared_key.clone())?;
         // Certificates before any listener: the FRP server must be able to verify clients.
-        let frp_tls = if config.frp_disable_tls {
-            None
-        } else {
+        if !config.frp_disable_tls {
             let dir = config.certs_dir.join("frp");
             certs::ensure_frp_certs(&dir, || config.frp_cert_validity_days())?;
             certs::warn_if_expiring(&dir);
-            Some(certs::frp_server_acceptor(&dir)?)
+        }
+        let frp_settings = tunnel::server::settings::FrpSettings::load(&config)?;
+        let frp_tls = match &frp_settings.tls {
+            Some(t) => Some(certs::server_acceptor(&t.cert, &t.key, t.ca.as_deref())?),
+            None => None,
         };
-        let tunnels = tunnel::server::registry::Registry::new();
+        let tunnels = tunnel::server::registry::Registry::with_policy(
+            frp_settings.allow_ports.clone(),
+            frp_settings.max_ports_per_client,
+            &frp_settings.auth_token,
+        );
         let state = Arc::new(AppState {
             key: config.shared_key.clone(),
             bans: BanList::new(config.blacklist_window, config.blacklist_count),
@@ -126,11 +135,15 @@ impl Harp {
             None
         };
         // Bound last: a taken front-door port is reported as such, not as an FRP problem.
-        let frp = frontdoor::bind(&cfg.frp_addr)
+        let frp = frontdoor::bind(&frp_settings.bind)
             .await
             .map_err(|source| StartError::Bind {
-                var: "HP_FRP_ADDRESS",
-                addr: cfg.frp_addr.to_string(),
+                var: if frp_settings.source.is_some() {
+                    "frps.toml bindAddr/bindPort"
+                } else {
+                    "HP_FRP_ADDRESS"
+                },
+                addr: frp_settings.bind.to_string(),
                 source,
             })?;
         let local_engine =
@@ -139,6 +152,7 @@ impl Harp {
         Ok(Harp {
             frp,
             frp_tls,
+            frp_settings,
             tunnels,
             http,
             https,
@@ -198,7 +212,9 @@ impl Harp {
                 registry: self.tunnels.clone(),
                 state: self.state.clone(),
                 tls: self.frp_tls,
-                loopback_listeners: true,
+                force_tls: self.frp_settings.force_tls,
+                auth_token: self.frp_settings.auth_token.clone(),
+                loopback_listeners: Some(self.frp_settings.proxy_bind_addr),
             },
             stop_rx.clone(),
         ));

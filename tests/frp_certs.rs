@@ -168,3 +168,73 @@ fn harp_certs_prints_fingerprints_and_expiry() {
     );
     assert!(text.contains("WARNING: expires soon"), "{text}");
 }
+
+/// Checklist 22: a user-supplied frps.toml replaces HaRP's FRP server settings (here: its own
+/// port, plain TCP, an allow-list of two ports, two proxies per client and an frp
+/// auth.token), and the real frpc configured to match is served through it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn item22_user_supplied_frps_toml_is_used_instead_of_generated_settings() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let app_port = port_for(23000, "item22");
+    let frps = tmp.path().join("frps.toml");
+    std::fs::write(
+        &frps,
+        format!(
+            "bindAddr = \"127.0.0.1\"\nbindPort = {port}\nproxyBindAddr = \"127.0.0.1\"\nmaxPortsPerClient = 2\nallowPorts = [ {{ single = {app_port} }}, {{ single = {} }} ]\nauth.token = \"s3cret\"\nwebServer.port = 7500\n",
+            app_port + 1
+        ),
+    )
+    .unwrap();
+    let h = start_harp(
+        tmp.path(),
+        &[
+            ("HP_FRPS_CONFIG", frps.to_str().unwrap()),
+            ("HP_FRP_DISABLE_TLS", "true"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        h.frp.port(),
+        port,
+        "bindPort from frps.toml wins over HP_FRP_ADDRESS"
+    );
+    let sock = tmp.path().join("exapp.sock");
+    let _app = unix_app(&sock, "app22").await;
+    let toml = frpc_toml(
+        h.frp,
+        KEY,
+        Tls::Off,
+        &[
+            ProxySpec {
+                name: "app22",
+                port: app_port,
+                unix: &sock,
+            },
+            ProxySpec {
+                name: "app22b",
+                port: app_port + 1,
+                unix: &sock,
+            },
+        ],
+    )
+    .replace("log.level", "auth.token = \"s3cret\"\nlog.level");
+    let frpc = start_frpc(tmp.path(), "frpc", &toml);
+    push_meta(&h, "app22", app_port).await;
+    push_meta(&h, "app22b", app_port + 1).await;
+    let t = std::time::Duration::from_secs(30);
+    assert_eq!(
+        wait_ok(&h, "/exapps/app22/a", &[], t).await,
+        "app22: GET /a body=0"
+    );
+    assert_eq!(
+        wait_ok(&h, "/exapps/app22b/b", &[], t).await,
+        "app22: GET /b body=0"
+    );
+    assert!(frpc.log_text().contains("login to server success"));
+    h.stop().await;
+}

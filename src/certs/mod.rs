@@ -175,22 +175,38 @@ fn roots(ca: &Path) -> Result<rustls::RootCertStore, CertError> {
     Ok(roots)
 }
 
-/// frps's TLS: server cert, client certificates required and verified against `ca.crt`.
+/// frps's TLS with HaRP's files: client certificates required and verified against `ca.crt`.
 pub fn frp_server_acceptor(dir: &Path) -> Result<TlsAcceptor, CertError> {
-    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-        Arc::new(roots(&dir.join("ca.crt"))?),
-        provider(),
+    server_acceptor(
+        &dir.join("server.crt"),
+        &dir.join("server.key"),
+        Some(&dir.join("ca.crt")),
     )
-    .build()
-    .map_err(|e| CertError::Tls(e.to_string()))?;
-    let config = rustls::ServerConfig::builder_with_provider(provider())
+}
+
+/// Server certificate and key; with `ca`, client certificates are required and verified.
+pub fn server_acceptor(
+    cert: &Path,
+    key: &Path,
+    ca: Option<&Path>,
+) -> Result<TlsAcceptor, CertError> {
+    let builder = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .map_err(|e| CertError::Tls(e.to_string()))?
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(
-            read_certs(&dir.join("server.crt"))?,
-            read_key(&dir.join("server.key"))?,
-        )
+        .map_err(|e| CertError::Tls(e.to_string()))?;
+    let builder = match ca {
+        Some(ca) => {
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots(ca)?),
+                provider(),
+            )
+            .build()
+            .map_err(|e| CertError::Tls(e.to_string()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let config = builder
+        .with_single_cert(read_certs(cert)?, read_key(key)?)
         .map_err(|e| CertError::Tls(e.to_string()))?;
     Ok(TlsAcceptor::from(Arc::new(config)))
 }

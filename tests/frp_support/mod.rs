@@ -99,6 +99,7 @@ pub async fn start_harp(dir: &Path, extra: &[(&str, &str)]) -> TestHarp {
         ("HP_CONFIG_DIR", dir.join("run")),
         ("HP_DATA_DIR", dir.join("data")),
         ("HP_DOCKER_SOCKET", dir.join("no-docker.sock")),
+        ("HP_FRPS_CONFIG", dir.join("no-frps.toml")),
     ] {
         vars.insert(k.into(), v.to_string_lossy().into_owned());
     }

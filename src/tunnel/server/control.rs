@@ -35,9 +35,9 @@ fn authenticate(ctx: &ServerCtx, login: &Login, peer: SocketAddr) -> Result<Stri
         }
     }
     // HaRP configures no frp auth.token, so the expected hash is MD5 of the timestamp alone.
-    let expected = privilege_key("", login.timestamp);
+    let expected = privilege_key(&ctx.auth_token, login.timestamp);
     if !bool::from(expected.as_bytes().ct_eq(login.privilege_key.as_bytes())) {
-        tracing::warn!(client = %peer, "FRP login refused: privilege_key does not match an empty auth.token");
+        tracing::warn!(client = %peer, "FRP login refused: privilege_key does not match the server's auth.token");
         return Err("token in login doesn't match token from configuration".into());
     }
     Ok(if login.run_id.is_empty() {
@@ -83,7 +83,7 @@ pub async fn run(
     let (tx, rx) = mpsc::unbounded_channel();
     let control = ctx.registry.add_control(run_id, peer, pool, tx);
     let (r, w) = tokio::io::split(stream);
-    let key = derive_key("");
+    let key = derive_key(&ctx.auth_token);
     let writer = tokio::spawn(write_loop(CryptoWriter::new(w, key), rx));
     for _ in 0..pool {
         control.request_work_conn();
@@ -148,8 +148,8 @@ fn new_proxy(
             };
             tracing::info!(client = %peer, proxy = %proxy.name, port = proxy.port, kind, "FRP proxy registered: {} <-> 127.0.0.1:{}", proxy.name, proxy.port);
             resp.remote_addr = format!(":{}", proxy.port);
-            if ctx.loopback_listeners {
-                let handle = loopback::spawn(registry.clone(), proxy.port);
+            if let Some(ip) = ctx.loopback_listeners {
+                let handle = loopback::spawn(registry.clone(), ip, proxy.port);
                 if let Some(h) = handle {
                     registry.set_listener(&proxy, h);
                 }

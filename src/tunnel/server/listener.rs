@@ -62,15 +62,15 @@ async fn handle_conn(
                 Err(_) => tracing::warn!(client = %peer, "FRP TLS handshake timed out"),
             }
         }
-        (Some(_), _) => {
+        (Some(_), _) if ctx.force_tls => {
             tracing::warn!(client = %peer, "non-TLS connection received on a TlsOnly server; closed (the FRP client needs transport.tls.enable = true and harp's certificates)");
         }
         (None, CUSTOM_TLS_BYTE | TLS_HANDSHAKE) => {
             tracing::warn!(client = %peer, "TLS FRP client refused: harp runs with HP_FRP_DISABLE_TLS=true (set transport.tls.enable = false)");
         }
-        (None, 0) => run_session(tcp, peer, ctx, stop).await,
-        (None, b'F') => tracing::warn!(client = %peer, "unsupported frp wire protocol v2; closed"),
-        (None, _) => {
+        (_, 0) => run_session(tcp, peer, ctx, stop).await,
+        (_, b'F') => tracing::warn!(client = %peer, "unsupported frp wire protocol v2; closed"),
+        (_, _) => {
             tracing::warn!(client = %peer, "FRP client without tcpMux is not supported; closed");
         }
     }

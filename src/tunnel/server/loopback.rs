@@ -3,22 +3,23 @@
 //! never uses them. Joins the two sides like frps: the first EOF in either direction ends both.
 
 use super::registry::Registry;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 
 /// Binds synchronously so the listener exists when NewProxyResp goes out; `None` (logged)
 /// when the port is taken — routing through harp still works then.
-pub fn spawn(registry: Arc<Registry>, port: u16) -> Option<tokio::task::JoinHandle<()>> {
-    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+pub fn spawn(
+    registry: Arc<Registry>,
+    ip: IpAddr,
+    port: u16,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let addr = SocketAddr::new(ip, port);
     let std_listener = match std::net::TcpListener::bind(addr) {
         Ok(l) => l,
         Err(e) => {
-            tracing::warn!(
-                port,
-                "cannot open loopback listener 127.0.0.1:{port} for the tunnel: {e}"
-            );
+            tracing::warn!(port, "cannot open listener {addr} for the tunnel: {e}");
             return None;
         }
     };

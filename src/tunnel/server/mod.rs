@@ -7,6 +7,7 @@ mod listener;
 mod loopback;
 pub mod policy;
 pub mod registry;
+pub mod settings;
 
 use crate::state::AppState;
 use registry::Registry;
@@ -22,9 +23,14 @@ pub struct ServerCtx {
     pub registry: Arc<Registry>,
     /// Key and ban list for the login check.
     pub state: Arc<AppState>,
-    /// `None` = plaintext (HP_FRP_DISABLE_TLS); otherwise TLS is forced with client certs.
+    /// TLS for clients that start a handshake; `None` = no server certificate.
     pub tls: Option<TlsAcceptor>,
-    pub loopback_listeners: bool,
+    /// Close plaintext clients at the first byte (HaRP's default).
+    pub force_tls: bool,
+    /// frp's auth.token (HaRP: empty): privilege key and control-stream encryption.
+    pub auth_token: String,
+    /// Where compatibility listeners bind (HaRP: 127.0.0.1); `None` = no such listeners.
+    pub loopback_listeners: Option<std::net::IpAddr>,
 }
 
 /// Serves FRP clients on `listener` until `stop` turns true; then every session is closed.

@@ -10,6 +10,8 @@ pub const ENGINE_PORTS: RangeInclusive<u16> = 24000..=24099;
 pub const MAX_PORTS_PER_CLIENT: usize = 1;
 /// The bundled engine link's port (the local Docker socket).
 pub const LOCAL_ENGINE_PORT: u16 = 24000;
+/// HaRP's `allowPorts`.
+pub const HARP_ALLOW: &[RangeInclusive<u16>] = &[EXAPP_PORTS, ENGINE_PORTS];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PortKind {
@@ -29,6 +31,10 @@ pub fn port_kind(port: u16) -> Option<PortKind> {
 
 /// What the registry knows when a NewProxy arrives.
 pub struct Request<'a> {
+    /// Allowed ranges; empty = any port (a user frps.toml without allowPorts).
+    pub allow: &'a [RangeInclusive<u16>],
+    /// 0 = unlimited.
+    pub max_ports: usize,
     pub proxy_type: &'a str,
     pub name: &'a str,
     pub remote_port: i64,
@@ -63,7 +69,7 @@ pub fn check(req: &Request<'_>) -> Result<u16, Refusal> {
     if req.proxy_type != "tcp" {
         return Err(Refusal::UnknownType(req.proxy_type.to_string()));
     }
-    if req.held_by_client + 1 > MAX_PORTS_PER_CLIENT {
+    if req.max_ports > 0 && req.held_by_client + 1 > req.max_ports {
         return Err(Refusal::TooManyPorts);
     }
     if req.name_taken {
@@ -71,12 +77,17 @@ pub fn check(req: &Request<'_>) -> Result<u16, Refusal> {
     }
     // Port 0 (frps: "any free port") is refused too: HaRP's clients always name their port,
     // and a random grant would let a client land in the engine range.
-    let port = u16::try_from(req.remote_port).map_err(|_| Refusal::PortNotAllowed)?;
-    let kind = port_kind(port).ok_or(Refusal::PortNotAllowed)?;
+    let port = u16::try_from(req.remote_port)
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or(Refusal::PortNotAllowed)?;
+    if !req.allow.is_empty() && !req.allow.iter().any(|r| r.contains(&port)) {
+        return Err(Refusal::PortNotAllowed);
+    }
     if req.port_taken {
         return Err(Refusal::PortUsed);
     }
-    if kind == PortKind::ExApp && !is_app_id(req.name) {
+    if port_kind(port) == Some(PortKind::ExApp) && !is_app_id(req.name) {
         return Err(Refusal::NotAnAppId(req.name.to_string()));
     }
     // Every ExApp holds the shared key; without this a remote client could take over the
@@ -101,6 +112,8 @@ mod tests {
 
     fn req(name: &str, port: i64) -> Request<'_> {
         Request {
+            allow: HARP_ALLOW,
+            max_ports: MAX_PORTS_PER_CLIENT,
             proxy_type: "tcp",
             name,
             remote_port: port,
@@ -168,6 +181,21 @@ mod tests {
             Err(Refusal::NotAnAppId(_))
         ));
         assert_eq!(check(&req("Engine-X", 24001)), Ok(24001));
+    }
+
+    #[test]
+    fn user_allow_list_and_unlimited_ports() {
+        let mut r = req("web", 8080);
+        r.allow = &[];
+        r.max_ports = 0;
+        r.held_by_client = 7;
+        assert_eq!(check(&r), Ok(8080));
+        r.remote_port = 0;
+        assert_eq!(check(&r), Err(Refusal::PortNotAllowed));
+        let only = [9000..=9000];
+        let mut r = req("web", 9001);
+        r.allow = &only;
+        assert_eq!(check(&r), Err(Refusal::PortNotAllowed));
     }
 
     #[test]

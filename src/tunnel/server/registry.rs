@@ -107,10 +107,13 @@ struct Inner {
     proxies: HashMap<u16, Arc<Proxy>>,
 }
 
-#[derive(Default)]
 pub struct Registry {
     inner: Mutex<Inner>,
     serial: AtomicU64,
+    allow: Vec<std::ops::RangeInclusive<u16>>,
+    max_ports: usize,
+    /// Stream-encryption key for proxies with `use_encryption` (from frp's auth.token).
+    key: [u8; 16],
 }
 
 fn refused(why: &str) -> io::Error {
@@ -118,8 +121,27 @@ fn refused(why: &str) -> io::Error {
 }
 
 impl Registry {
+    /// HaRP's policy: its two port ranges, one proxy per client, empty auth.token.
     pub fn new() -> Arc<Registry> {
-        Arc::new(Registry::default())
+        Self::with_policy(
+            policy::HARP_ALLOW.to_vec(),
+            policy::MAX_PORTS_PER_CLIENT,
+            "",
+        )
+    }
+
+    pub fn with_policy(
+        allow: Vec<std::ops::RangeInclusive<u16>>,
+        max_ports: usize,
+        auth_token: &str,
+    ) -> Arc<Registry> {
+        Arc::new(Registry {
+            inner: Mutex::new(Inner::default()),
+            serial: AtomicU64::new(0),
+            allow,
+            max_ports,
+            key: derive_key(auth_token),
+        })
     }
 
     /// Registers a control; one with the same run id is stopped first (frps semantics: a
@@ -220,6 +242,8 @@ impl Registry {
             .map(|p| g.proxies.contains_key(&p))
             .unwrap_or(false);
         let port = policy::check(&policy::Request {
+            allow: &self.allow,
+            max_ports: self.max_ports,
             proxy_type,
             name,
             remote_port,
@@ -295,9 +319,8 @@ impl Registry {
             if write_msg(&mut stream, &start).await.is_err() {
                 continue;
             }
-            // frp layers application → Snappy → AES-CFB → stream. HaRP clients never set
-            // frp's auth.token, so the key derives from "".
-            let key = derive_key("");
+            // frp layers application → Snappy → AES-CFB → stream.
+            let key = self.key;
             return Ok(
                 match (proxy.wrapping.encryption, proxy.wrapping.compression) {
                     (false, false) => BoxedIo::new(stream),
@@ -318,15 +341,16 @@ impl LocalDialer for TunnelDialer {
     fn dial(&self, port: u16) -> Option<BoxFuture<'static, io::Result<BoxedIo>>> {
         let owned = self.0.proxy(port).is_some();
         // 24000 may be served by the local Docker socket when no tunnel holds it; every other
-        // tunnel port fails at once without a live tunnel so the proxy answers 503 immediately.
-        match port_kind(port) {
-            Some(PortKind::Engine) if port == 24000 && !owned => None,
-            Some(_) => {
-                let registry = self.0.clone();
-                Some(Box::pin(async move { registry.connect(port, None).await }))
-            }
-            None => None,
+        // HaRP tunnel port fails at once without a live tunnel so the proxy answers 503
+        // immediately. Other ports (a user frps.toml may allow them) only while owned.
+        let claim = owned
+            || matches!(port_kind(port), Some(PortKind::ExApp))
+            || matches!(port_kind(port), Some(PortKind::Engine) if port != policy::LOCAL_ENGINE_PORT);
+        if !claim {
+            return None;
         }
+        let registry = self.0.clone();
+        Some(Box::pin(async move { registry.connect(port, None).await }))
     }
 }
 
