@@ -419,3 +419,38 @@ async fn unsupported_first_bytes_are_closed_without_reply() {
     }
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn app_level_heartbeats_answered_with_pong() {
+    let tmp = tempfile::tempdir().unwrap();
+    let h = start_harp(tmp.path(), &[]).await;
+    let port = port_for(23000, "heartbeat");
+    let sock = tmp.path().join("exapp.sock");
+    let _app = unix_app(&sock, "apphb").await;
+    let toml = frpc_toml(
+        h.frp,
+        KEY,
+        Tls::Certs(&h.certs()),
+        &[ProxySpec {
+            name: "apphb",
+            port,
+            unix: &sock,
+        }],
+    )
+    .replace(
+        "log.level",
+        "transport.heartbeatInterval = 1\ntransport.heartbeatTimeout = 3\nlog.level",
+    );
+    let frpc = start_frpc(tmp.path(), "frpc", &toml);
+    h.wait_tunnel(port, T).await;
+    frpc.wait_log("receive heartbeat from server", T).await;
+    // Well past frpc's 3 s heartbeat timeout: still the first session.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        frpc.log_text().matches("login to server success").count(),
+        1,
+        "{}",
+        frpc.log_text()
+    );
+    h.stop().await;
+}

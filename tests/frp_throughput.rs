@@ -43,9 +43,25 @@ async fn bulk_upload_through_tunnel_vs_direct() {
         .unwrap();
     assert!(r.status().is_success());
     wait_ok(&h, "/exapps/bulk/warm", &[], Duration::from_secs(30)).await;
+    // The same ExApp also behind `harp tunnel` (native client) on a second port.
+    let port2 = port + 1;
+    let _rust = start_rust_client(&frpc_toml(
+        h.frp,
+        KEY,
+        Tls::Certs(&h.certs()),
+        &[ProxySpec {
+            name: "bulkrs",
+            port: port2,
+            unix: &sock,
+        }],
+    ));
+    push_meta(&h, "bulkrs", port2).await;
+    wait_ok(&h, "/exapps/bulkrs/warm", &[], Duration::from_secs(30)).await;
+
     let tunnel = upload_rate(&h, "/exapps/bulk/up", 64).await;
+    let rust = upload_rate(&h, "/exapps/bulkrs/up", 64).await;
     let plain = upload_rate(&h, "/exapps/direct/up", 64).await;
-    eprintln!("THROUGHPUT 64 MiB upload: through frpc tunnel (mTLS) {tunnel:.1} MiB/s; direct TCP {plain:.1} MiB/s");
+    eprintln!("THROUGHPUT 64 MiB upload: through Go frpc tunnel (mTLS, frpc under qemu) {tunnel:.1} MiB/s; through harp tunnel (mTLS) {rust:.1} MiB/s; direct TCP {plain:.1} MiB/s");
     assert!(tunnel > 5.0, "tunnel throughput {tunnel:.1} MiB/s");
     h.stop().await;
 }
