@@ -454,3 +454,33 @@ async fn app_level_heartbeats_answered_with_pong() {
     );
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_tls_first_byte_0x17_accepted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let h = start_harp(tmp.path(), &[]).await;
+    let port = port_for(23000, "firstbyte");
+    let sock = tmp.path().join("exapp.sock");
+    let _app = unix_app(&sock, "app17").await;
+    let toml = frpc_toml(
+        h.frp,
+        KEY,
+        Tls::Certs(&h.certs()),
+        &[ProxySpec {
+            name: "app17",
+            port,
+            unix: &sock,
+        }],
+    )
+    .replace(
+        "log.level",
+        "transport.tls.disableCustomTLSFirstByte = false\nlog.level",
+    );
+    let _frpc = start_frpc(tmp.path(), "frpc", &toml);
+    push_meta(&h, "app17", port).await;
+    assert_eq!(
+        wait_ok(&h, "/exapps/app17/z", &[], T).await,
+        "app17: GET /z body=0"
+    );
+    h.stop().await;
+}
