@@ -4,6 +4,7 @@
 //! and `nextcloud`) → `upstream` forwards (or `control` answers) → the response streams back.
 //! [`Harp::bind`] wires the parts; [`Harp::serve`] runs them until shutdown.
 
+pub mod certs;
 pub mod config;
 pub mod control;
 pub mod docker;
@@ -13,6 +14,7 @@ pub mod nextcloud;
 pub mod pipeline;
 pub mod security;
 pub mod state;
+pub mod tunnel;
 pub mod upstream;
 
 use crate::config::Config;
@@ -41,6 +43,10 @@ pub enum StartError {
     Tls(#[from] frontdoor::TlsError),
     #[error(transparent)]
     Nextcloud(#[from] NextcloudError),
+    #[error("FRP certificates: {0}")]
+    Certs(#[from] certs::CertError),
+    #[error("frps.toml: {0}")]
+    FrpSettings(#[from] tunnel::server::settings::SettingsError),
 }
 
 /// How often expired bans and sessions are swept from memory.
@@ -48,6 +54,10 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
 
 /// A bound, not yet serving, harp.
 pub struct Harp {
+    frp: tokio::net::TcpListener,
+    frp_tls: Option<tokio_rustls::TlsAcceptor>,
+    frp_settings: tunnel::server::settings::FrpSettings,
+    tunnels: Arc<tunnel::server::registry::Registry>,
     http: Listener,
     https: Option<Listener>,
     state: Arc<AppState>,
@@ -58,9 +68,29 @@ impl Harp {
     /// Builds the shared state and binds every listener (so ports are known before serving).
     pub async fn bind(config: Config) -> Result<Harp, StartError> {
         let client = NextcloudClient::new(&config.nextcloud_base, config.shared_key.clone())?;
-        let dialers = LocalDialers::new(vec![Arc::new(docker::SocketDialer {
-            path: config.docker_socket.clone(),
-        })]);
+        // Certificates before any listener: the FRP server must be able to verify clients.
+        if !config.frp_disable_tls {
+            let dir = config.certs_dir.join("frp");
+            certs::ensure_frp_certs(&dir, || config.frp_cert_validity_days())?;
+            certs::warn_if_expiring(&dir);
+        }
+        let frp_settings = tunnel::server::settings::FrpSettings::load(&config)?;
+        let frp_tls = match &frp_settings.tls {
+            Some(t) => Some(certs::server_acceptor(&t.cert, &t.key, t.ca.as_deref())?),
+            None => None,
+        };
+        let tunnels = tunnel::server::registry::Registry::with_policy(
+            frp_settings.allow_ports.clone(),
+            frp_settings.max_ports_per_client,
+            &frp_settings.auth_token,
+        );
+        // The Docker socket serves 24000 first; every other tunnel port goes through FRP.
+        let dialers = LocalDialers::new(vec![
+            Arc::new(docker::SocketDialer {
+                path: config.docker_socket.clone(),
+            }),
+            Arc::new(tunnel::server::TunnelDialer(tunnels.clone())),
+        ]);
         let state = Arc::new(AppState {
             key: config.shared_key.clone(),
             bans: BanList::new(config.blacklist_window, config.blacklist_count),
@@ -107,10 +137,26 @@ impl Harp {
             tracing::info!(path = %cert.display(), "no HTTPS certificate; HTTPS listener disabled");
             None
         };
+        // Bound last: a taken front-door port is reported as such, not as an FRP problem.
+        let frp = frontdoor::bind(&frp_settings.bind)
+            .await
+            .map_err(|source| StartError::Bind {
+                var: if frp_settings.source.is_some() {
+                    "frps.toml bindAddr/bindPort"
+                } else {
+                    "HP_FRP_ADDRESS"
+                },
+                addr: frp_settings.bind.to_string(),
+                source,
+            })?;
         let local_engine =
             docker::bind_local_engine_listener(cfg.local_engine_listen, cfg.docker_socket.clone())
                 .await;
         Ok(Harp {
+            frp,
+            frp_tls,
+            frp_settings,
+            tunnels,
             http,
             https,
             state,
@@ -122,6 +168,18 @@ impl Harp {
         self.http
             .local_addr()
             .expect("bound listener has an address")
+    }
+
+    /// Where FRP clients connect (tests bind port 0 and read it here).
+    pub fn frp_addr(&self) -> SocketAddr {
+        self.frp
+            .local_addr()
+            .expect("bound listener has an address")
+    }
+
+    /// Live tunnels (ports owned by FRP clients).
+    pub fn tunnels(&self) -> Arc<tunnel::server::registry::Registry> {
+        self.tunnels.clone()
     }
 
     pub fn https_addr(&self) -> Option<SocketAddr> {
@@ -156,6 +214,18 @@ impl Harp {
         let limit = Arc::new(Semaphore::new(self.state.config.max_connections));
         let sweeper = tokio::spawn(sweep(self.state.clone()));
         let relay = self.local_engine.map(|l| tokio::spawn(l.serve()));
+        let frp = tokio::spawn(tunnel::server::serve(
+            self.frp,
+            tunnel::server::ServerCtx {
+                registry: self.tunnels.clone(),
+                state: self.state.clone(),
+                tls: self.frp_tls,
+                force_tls: self.frp_settings.force_tls,
+                auth_token: self.frp_settings.auth_token.clone(),
+                loopback_listeners: Some(self.frp_settings.proxy_bind_addr),
+            },
+            stop_rx.clone(),
+        ));
 
         let mut per_worker: Vec<Vec<(std::net::TcpListener, Option<TlsReloader>)>> =
             (0..self.state.config.workers).map(|_| Vec::new()).collect();
@@ -228,6 +298,7 @@ impl Harp {
         shutdown.await;
         tracing::info!("shutting down");
         let _ = stop_tx.send(true);
+        let _ = frp.await;
         for l in local_loops {
             let _ = l.await;
         }

@@ -20,6 +20,14 @@ enum Command {
     Check,
     /// Exit 0 when the running harp answers a heartbeat through its front door within 5 s.
     Healthcheck,
+    /// Print the FRP certificates' subjects, SHA-256 fingerprints and expiry.
+    Certs,
+    /// Run an FRP client (frpc subset) from a TOML file, reconnecting forever.
+    Tunnel {
+        /// frpc-style TOML configuration.
+        #[arg(short = 'c', long = "config")]
+        config: std::path::PathBuf,
+    },
 }
 
 fn variables_help() -> String {
@@ -35,6 +43,9 @@ fn variables_help() -> String {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Tunnel { config }) = &cli.command {
+        return tunnel(config);
+    }
     let config = match Config::from_env() {
         Ok(c) => c,
         Err(e) => {
@@ -67,6 +78,8 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Some(Command::Certs) => certs(&config),
+        Some(Command::Tunnel { config: path }) => tunnel(&path),
         None | Some(Command::Run) => match serve(config) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -74,6 +87,61 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+    }
+}
+
+fn certs(config: &Config) -> ExitCode {
+    let dir = config.certs_dir.join("frp");
+    match harp::certs::describe(&dir) {
+        Ok(infos) => {
+            for i in infos {
+                let warn = if i.days_left < harp::certs::EXPIRY_WARNING_DAYS {
+                    "  WARNING: expires soon"
+                } else {
+                    ""
+                };
+                println!(
+                    "{}: subject {}; SHA256 {}; expires {} ({} days){warn}",
+                    i.file, i.subject, i.sha256, i.not_after, i.days_left
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("harp: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn tunnel(path: &std::path::Path) -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
+        .with_target(false)
+        .init();
+    let cfg = match harp::tunnel::client::ClientConfig::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("harp tunnel: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("harp tunnel: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(harp::tunnel::client::run(cfg, shutdown_signal())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("harp tunnel: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -96,7 +164,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
         let harp = harp::Harp::bind(config).await?;
-        tracing::warn!(http = %harp.http_addr(), https = ?harp.https_addr(), "harp is listening");
+        tracing::warn!(http = %harp.http_addr(), https = ?harp.https_addr(), frp = %harp.frp_addr(), "harp is listening");
         if let Some(reloader) = harp.tls_reloader() {
             tokio::spawn(reload_on_sighup(reloader));
         }

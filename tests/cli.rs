@@ -127,6 +127,8 @@ fn item26_sigterm_exits_0_and_logs_carry_no_secrets() {
         .env("HP_SHARED_KEY", "s3cr3t-value")
         .env("NC_INSTANCE_URL", "http://127.0.0.1:9")
         .env("HP_EXAPPS_ADDRESS", format!("127.0.0.1:{port}"))
+        .env("HP_FRP_ADDRESS", "127.0.0.1:0")
+        .env("HP_FRP_DISABLE_TLS", "true")
         .env("HP_CERTS_DIR", "/nonexistent")
         .env("HP_LOG_LEVEL", "info")
         .stdout(Stdio::piped())
@@ -199,6 +201,8 @@ fn bind_failure_exits_1_naming_the_variable() {
     let mut env = OK_ENV.to_vec();
     env.push(("HP_EXAPPS_ADDRESS", &addr));
     env.push(("HP_CERTS_DIR", "/nonexistent"));
+    // FRP certificates would otherwise be generated under /nonexistent before the bind fails.
+    env.push(("HP_FRP_DISABLE_TLS", "true"));
     let (code, text) = harp(&[], &env);
     assert_eq!(code, 1);
     assert!(text.contains("HP_EXAPPS_ADDRESS"), "{text}");

@@ -89,6 +89,8 @@ pub struct Config {
     pub workers: usize,
     pub certs_dir: PathBuf,
     pub config_dir: PathBuf,
+    /// A user-supplied frps.toml that replaces HaRP's FRP server settings when it exists.
+    pub frps_config: PathBuf,
     pub docker_socket: PathBuf,
     /// Loopback listener relaying to the local engine (documented `curl 127.0.0.1:24000/_ping`).
     /// Not an environment variable: always `127.0.0.1:24000`; tests set port 0 so parallel
@@ -218,6 +220,11 @@ pub const VARIABLES: &[VarDoc] = &[
         name: "HP_CONFIG_DIR",
         default: "/run/harp",
         meaning: "directory for generated runtime files",
+    },
+    VarDoc {
+        name: "HP_FRPS_CONFIG",
+        default: "/frps.toml",
+        meaning: "user-supplied frps.toml used instead of HaRP's FRP server settings when present",
     },
     VarDoc {
         name: "HP_DOCKER_SOCKET",
@@ -402,6 +409,7 @@ impl Config {
             workers,
             certs_dir: path("HP_CERTS_DIR", "/certs"),
             config_dir: path("HP_CONFIG_DIR", "/run/harp"),
+            frps_config: path("HP_FRPS_CONFIG", "/frps.toml"),
             docker_socket: path("HP_DOCKER_SOCKET", "/var/run/docker.sock"),
             local_engine_listen: std::net::SocketAddr::from((
                 std::net::Ipv4Addr::LOCALHOST,
@@ -472,6 +480,7 @@ impl Config {
             format!("HP_WORKERS={}", self.workers),
             format!("HP_CERTS_DIR={}", self.certs_dir.display()),
             format!("HP_CONFIG_DIR={}", self.config_dir.display()),
+            format!("HP_FRPS_CONFIG={}", self.frps_config.display()),
             format!("HP_DOCKER_SOCKET={}", self.docker_socket.display()),
             format!("HP_DATA_DIR={}", self.data_dir.display()),
         ]

@@ -22,6 +22,21 @@ const LISTEN_BACKLOG: i32 = 4096;
 /// How long in-flight requests may run on after a shutdown signal.
 const DRAIN_TIME: Duration = Duration::from_secs(10);
 
+/// Binds one ordinary listening socket (for listeners served by a single task, like FRP).
+pub async fn bind(addr: &BindAddr) -> io::Result<TcpListener> {
+    let mut last_err = io::Error::new(
+        io::ErrorKind::NotFound,
+        format!("{addr} resolves to no address"),
+    );
+    for sa in tokio::net::lookup_host((addr.host.as_str(), addr.port)).await? {
+        match TcpListener::bind(sa).await {
+            Ok(l) => return Ok(l),
+            Err(e) => last_err = e,
+        }
+    }
+    Err(last_err)
+}
+
 /// Binds `workers` sockets to `addr` with SO_REUSEPORT so each worker thread accepts on its
 /// own socket and the kernel spreads connections between them (no shared accept queue, no
 /// cross-thread hand-off). A hostname is resolved first; the first address that binds wins.

@@ -10,5 +10,5 @@ pub mod respond;
 mod tls;
 
 pub use handler::{handle, Worker};
-pub use listener::{accept_loop, bind_sockets, drain, Listener};
+pub use listener::{accept_loop, bind, bind_sockets, drain, Listener};
 pub use tls::{load_tls_acceptor, TlsError, TlsReloader};

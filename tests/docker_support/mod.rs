@@ -263,6 +263,9 @@ pub async fn start_harp(opts: Options) -> TestHarp {
         ("HP_EXAPPS_ADDRESS", "127.0.0.1:0".into()),
         ("HP_EXAPPS_HTTPS_ADDRESS", "127.0.0.1:0".into()),
         ("HP_FRP_ADDRESS", "127.0.0.1:0".into()),
+        // The FRP server is not under test here, and the placeholder `<certs>/frp` files above
+        // are not a usable TLS setup (harp refuses an incomplete FRP certificate directory).
+        ("HP_FRP_DISABLE_TLS", "true".into()),
         ("HP_CERTS_DIR", path(&certs)),
         ("HP_CONFIG_DIR", path(&dir.path().join("run"))),
         ("HP_DATA_DIR", path(&dir.path().join("data"))),

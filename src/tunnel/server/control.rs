@@ -1,0 +1,175 @@
+//! One control stream: Login check (in-process plugin semantics, contract §4.4, then frp's
+//! token hash), LoginResp in clear, then the encrypted message loop (NewProxy, CloseProxy,
+//! Ping) and ReqWorkConn requests. Owns the lifetime of the client's proxies via the
+//! registry; never touches work-stream payloads.
+
+use super::loopback;
+use super::registry::{Registry, MAX_POOL};
+use super::ServerCtx;
+use crate::control::{check_login, FrpLoginVerdict};
+use crate::tunnel::mux::{MuxStream, Session};
+use crate::tunnel::wire::crypto::{derive_key, privilege_key, CryptoReader, CryptoWriter};
+use crate::tunnel::wire::messages::*;
+use crate::tunnel::wire::{read_msg, write_msg, Message};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use subtle::ConstantTimeEq;
+use tokio::sync::mpsc;
+
+/// Reported to frpc as the server version (it only logs it).
+const SERVER_VERSION: &str = "0.65.0";
+
+/// The LoginResp error for a login refusal, or the accepted run id.
+fn authenticate(ctx: &ServerCtx, login: &Login, peer: SocketAddr) -> Result<String, String> {
+    let token = login.metas.get("token").map(String::as_str);
+    match check_login(peer.ip(), token, &ctx.state.key, &ctx.state.bans) {
+        FrpLoginVerdict::Accepted(_) => {}
+        FrpLoginVerdict::Banned(_) => {
+            tracing::warn!(client = %peer, "FRP login refused: client is banned");
+            return Err("banned".into());
+        }
+        _ => {
+            tracing::warn!(client = %peer, "FRP login refused: wrong or missing metadatas.token (failure recorded)");
+            // What frps answers when HaRP's login plugin replies 400.
+            return Err("send Login request to plugin error".into());
+        }
+    }
+    // HaRP configures no frp auth.token, so the expected hash is MD5 of the timestamp alone.
+    let expected = privilege_key(&ctx.auth_token, login.timestamp);
+    if !bool::from(expected.as_bytes().ct_eq(login.privilege_key.as_bytes())) {
+        tracing::warn!(client = %peer, "FRP login refused: privilege_key does not match the server's auth.token");
+        return Err("token in login doesn't match token from configuration".into());
+    }
+    Ok(if login.run_id.is_empty() {
+        hex::encode(rand::random::<[u8; 8]>())
+    } else {
+        login.run_id.clone()
+    })
+}
+
+pub async fn run(
+    ctx: Arc<ServerCtx>,
+    mut stream: MuxStream,
+    login: Login,
+    peer: SocketAddr,
+    session: Session,
+) {
+    let run_id = match authenticate(&ctx, &login, peer) {
+        Ok(id) => id,
+        Err(error) => {
+            let resp = Message::LoginResp(LoginResp {
+                version: SERVER_VERSION.into(),
+                error,
+                ..Default::default()
+            });
+            let _ = write_msg(&mut stream, &resp).await;
+            // Give the writer a moment before the session (and TCP) goes away.
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            session.close();
+            return;
+        }
+    };
+    let resp = Message::LoginResp(LoginResp {
+        version: SERVER_VERSION.into(),
+        run_id: run_id.clone(),
+        error: String::new(),
+    });
+    if write_msg(&mut stream, &resp).await.is_err() {
+        return;
+    }
+    tracing::info!(client = %peer, run_id = %run_id, version = %login.version, "FRP client logged in");
+
+    let pool = (login.pool_count.max(0) as usize).min(MAX_POOL);
+    let (tx, rx) = mpsc::unbounded_channel();
+    let control = ctx.registry.add_control(run_id, peer, pool, tx);
+    let (r, w) = tokio::io::split(stream);
+    let key = derive_key(&ctx.auth_token);
+    let writer = tokio::spawn(write_loop(CryptoWriter::new(w, key), rx));
+    for _ in 0..pool {
+        control.request_work_conn();
+    }
+    let mut reader = CryptoReader::new(r, key);
+    loop {
+        let msg = tokio::select! {
+            m = read_msg(&mut reader) => m,
+            _ = control.stopped() => break,
+            _ = session.closed() => break,
+        };
+        let msg = match msg {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::debug!(client = %peer, "FRP control stream ended: {e}");
+                break;
+            }
+        };
+        match msg {
+            Message::NewProxy(p) => new_proxy(&ctx.registry, &control, p, peer, &ctx),
+            Message::CloseProxy(c) => ctx.registry.remove_proxy(&control, &c.proxy_name),
+            Message::Ping(_) => control.send(Message::Pong(Pong::default())),
+            other => {
+                tracing::debug!(client = %peer, "unexpected {} on the control stream ignored", other.name());
+            }
+        }
+    }
+    ctx.registry.remove_control(&control);
+    writer.abort();
+    tracing::info!(client = %peer, run_id = %control.run_id, "FRP client session ended");
+}
+
+fn new_proxy(
+    registry: &Arc<Registry>,
+    control: &Arc<super::registry::Control>,
+    p: NewProxy,
+    peer: SocketAddr,
+    ctx: &Arc<ServerCtx>,
+) {
+    let mut resp = NewProxyResp {
+        proxy_name: p.proxy_name.clone(),
+        ..Default::default()
+    };
+    let result = registry
+        .add_proxy(
+            control,
+            &p.proxy_name,
+            &p.proxy_type,
+            p.remote_port,
+            super::registry::Wrapping {
+                encryption: p.use_encryption,
+                compression: p.use_compression,
+            },
+        )
+        .map_err(|e| e.to_string());
+    match result {
+        Ok(proxy) => {
+            let kind = if proxy.port >= 24000 {
+                "Docker engine"
+            } else {
+                "ExApp"
+            };
+            tracing::info!(client = %peer, proxy = %proxy.name, port = proxy.port, kind, "FRP proxy registered: {} <-> 127.0.0.1:{}", proxy.name, proxy.port);
+            resp.remote_addr = format!(":{}", proxy.port);
+            if let Some(ip) = ctx.loopback_listeners {
+                let handle = loopback::spawn(registry.clone(), ip, proxy.port);
+                if let Some(h) = handle {
+                    registry.set_listener(&proxy, h);
+                }
+            }
+        }
+        Err(error) => {
+            tracing::warn!(client = %peer, proxy = %p.proxy_name, port = p.remote_port, "FRP proxy refused: {error}");
+            resp.error = error;
+        }
+    }
+    control.send(Message::NewProxyResp(resp));
+}
+
+async fn write_loop<W: tokio::io::AsyncWrite + Unpin>(
+    mut w: CryptoWriter<W>,
+    mut rx: mpsc::UnboundedReceiver<Message>,
+) {
+    while let Some(msg) = rx.recv().await {
+        if write_msg(&mut w, &msg).await.is_err() {
+            break;
+        }
+    }
+}
