@@ -2,6 +2,10 @@
 
 use super::respond;
 use crate::control::{self, ControlError, ControlRequest, MAX_BODY};
+use crate::pipeline::facts::{
+    AA_VERSION, AUTHORIZATION_APP_API, DOCKER_ENGINE_PORT, EX_APP_ID, EX_APP_VERSION,
+    HARP_SHARED_KEY,
+};
 use crate::pipeline::{decide, Decision, ForwardPlan, Refusal, RequestFacts};
 use crate::security::client_ip;
 use crate::state::AppState;
@@ -21,12 +25,7 @@ const DECISION_DEADLINE: Duration = Duration::from_secs(30);
 #[error("request dropped by policy")]
 pub struct Dropped;
 
-const INJECTED: [&str; 4] = [
-    "ex-app-id",
-    "ex-app-version",
-    "authorization-app-api",
-    "aa-version",
-];
+const INJECTED: [HeaderName; 4] = [EX_APP_ID, EX_APP_VERSION, AUTHORIZATION_APP_API, AA_VERSION];
 
 /// What one worker thread serves requests with: the shared state plus its own upstream pool
 /// (pooled connections belong to the worker's runtime, so requests never hop threads).
@@ -159,7 +158,11 @@ async fn engine_call(
     let path_and_query = with_query(target_path, req.uri().query());
     let (parts, body) = req.into_parts();
     let mut headers = parts.headers;
-    for h in ["harp-shared-key", "docker-engine-port", "authorization"] {
+    for h in [
+        HARP_SHARED_KEY,
+        DOCKER_ENGINE_PORT,
+        http::header::AUTHORIZATION,
+    ] {
         headers.remove(h);
     }
     let upstream = UpstreamRequest {
@@ -201,19 +204,21 @@ async fn forward(
     let path_and_query = with_query(target_path, req.uri().query());
     let (parts, body) = req.into_parts();
     let mut headers = parts.headers;
-    headers.remove("harp-shared-key");
-    for h in INJECTED {
-        headers.remove(h);
-    }
-    let mut inject = |name: &'static str, value: &str| {
-        if let Ok(v) = HeaderValue::from_str(value) {
-            headers.insert(HeaderName::from_static(name), v);
+    headers.remove(HARP_SHARED_KEY);
+    // `insert` replaces every client-supplied copy of these names.
+    let [id, version, authorization, aa_version] = INJECTED;
+    let mut inject = |name: HeaderName, value: &str| match HeaderValue::from_str(value) {
+        Ok(v) => {
+            headers.insert(name, v);
+        }
+        Err(_) => {
+            headers.remove(name);
         }
     };
-    inject("ex-app-id", &plan.app_id);
-    inject("ex-app-version", &plan.record.version);
-    inject("authorization-app-api", &plan.authorization);
-    inject("aa-version", "32");
+    inject(id, &plan.app_id);
+    inject(version, &plan.record.version);
+    inject(authorization, &plan.authorization);
+    headers.insert(aa_version, HeaderValue::from_static("32"));
 
     let upstream = UpstreamRequest {
         method: parts.method,

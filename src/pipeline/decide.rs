@@ -1,7 +1,10 @@
 //! Contract §2.2 steps 1–8 in order. Each early return names the outcome of the contract.
 
 use super::engine_allow::engine_call_allowed;
-use super::facts::{header, is_signed, session_cookie};
+use super::facts::{
+    header, is_signed, session_cookie, AUTHORIZATION_APP_API, DOCKER_ENGINE_PORT, EX_APP_HOST,
+    EX_APP_PORT, EX_APP_VERSION, HARP_SHARED_KEY,
+};
 use super::path::{extract_app, has_parent_segment};
 use super::routes::{route_verdict, RouteVerdict};
 use crate::nextcloud::{ExAppRecord, MetaLookup, UserLookup};
@@ -84,7 +87,7 @@ pub async fn decide<C: Context>(facts: &RequestFacts<'_>, ctx: &C) -> Decision {
         return Decision::Drop;
     }
     let trusted =
-        header(facts.headers, "harp-shared-key").is_some_and(|k| ctx.key().matches(k.as_bytes()));
+        header(facts.headers, HARP_SHARED_KEY).is_some_and(|k| ctx.key().matches(k.as_bytes()));
     let record_unless_trusted = |reason| {
         if !trusted {
             ctx.record_failure(ip, reason);
@@ -118,7 +121,7 @@ pub async fn decide<C: Context>(facts: &RequestFacts<'_>, ctx: &C) -> Decision {
                 None => return Decision::Refuse(Refusal::AgentError),
             },
         };
-        let auth = header(facts.headers, "authorization-app-api")
+        let auth = header(facts.headers, AUTHORIZATION_APP_API)
             .unwrap_or("")
             .to_string();
         (record, auth)
@@ -206,7 +209,7 @@ fn app_api<C: Context>(
         );
         return Decision::Refuse(Refusal::Unauthorized);
     }
-    match header(facts.headers, "docker-engine-port").filter(|v| !v.is_empty()) {
+    match header(facts.headers, DOCKER_ENGINE_PORT).filter(|v| !v.is_empty()) {
         Some(port) if !target_path.starts_with("/docker/") => {
             let Some(port) = port.parse::<u16>().ok().filter(|p| *p != 0) else {
                 return Decision::Refuse(Refusal::BadRequest(format!(
@@ -230,11 +233,11 @@ fn app_api<C: Context>(
 
 /// Contract §2.4 step 3: the uncached record built from AppAPI's headers.
 fn fallback_record(headers: &HeaderMap) -> Option<ExAppRecord> {
-    let port = header(headers, "ex-app-port")?.parse::<u16>().ok()?;
+    let port = header(headers, EX_APP_PORT)?.parse::<u16>().ok()?;
     Some(ExAppRecord::new(
         String::new(),
-        header(headers, "ex-app-version").unwrap_or("").to_string(),
-        header(headers, "ex-app-host").unwrap_or("").to_string(),
+        header(headers, EX_APP_VERSION).unwrap_or("").to_string(),
+        header(headers, EX_APP_HOST).unwrap_or("").to_string(),
         port,
         Vec::new(),
     ))
