@@ -4,22 +4,29 @@ use super::body::{empty, Body, IdleTimeoutBody};
 use super::connector::{Connector, LocalDialers};
 use super::splice::splice;
 use super::{Target, UpstreamError};
-use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http::header::HeaderName;
+use http::uri::{Authority, Scheme};
+use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
 use http_body_util::BodyExt;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
-/// Connection-scoped headers that must not be relayed (RFC 9110 §7.6.1).
-pub const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "transfer-encoding",
-    "te",
-    "trailer",
-    "upgrade",
+/// Connection-scoped headers that must not be relayed (RFC 9110 §7.6.1). Constants, not
+/// strings: removing by `&str` parses and hashes each name on every request.
+pub const HOP_BY_HOP: [HeaderName; 7] = [
+    http::header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    http::header::TRANSFER_ENCODING,
+    http::header::TE,
+    http::header::TRAILER,
+    http::header::UPGRADE,
 ];
 
 /// Half-closed upgraded connections are reaped after this (contract §6.1 client-fin).
@@ -41,7 +48,11 @@ pub struct Forwarder {
     client: Client<Connector, Body>,
     server_timeout: Duration,
     tunnel_timeout: Option<Duration>,
+    authorities: Arc<Mutex<HashMap<SocketAddr, Authority>>>,
 }
+
+/// Upstreams are few (one per ExApp and engine); the bound only guards against churn.
+const MAX_CACHED_AUTHORITIES: usize = 1024;
 
 impl Forwarder {
     pub fn new(
@@ -58,17 +69,41 @@ impl Forwarder {
             .timer(TokioTimer::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(60))
+            .http1_writev(false)
             .build(connector);
         Forwarder {
             client,
             server_timeout,
             tunnel_timeout,
+            authorities: Arc::new(Mutex::new(HashMap::new())),
         }
+    }
+
+    /// `ip:port` as a URI authority, formatted once per upstream instead of once per request.
+    fn authority(&self, addr: SocketAddr) -> Authority {
+        let mut cache = self.authorities.lock();
+        if let Some(a) = cache.get(&addr) {
+            return a.clone();
+        }
+        if cache.len() >= MAX_CACHED_AUTHORITIES {
+            cache.clear();
+        }
+        let a = Authority::try_from(addr.to_string().as_str())
+            .expect("a socket address is a valid authority");
+        cache.insert(addr, a.clone());
+        a
     }
 
     pub async fn send(&self, req: UpstreamRequest) -> Result<Response<Body>, UpstreamError> {
         let addr = req.target.addr;
-        let uri = format!("http://{addr}{}", req.path_and_query);
+        let uri = Uri::builder()
+            .scheme(Scheme::HTTP)
+            .authority(self.authority(addr))
+            .path_and_query(req.path_and_query)
+            .build()
+            .map_err(|e| {
+                UpstreamError::BadResponse(addr, format!("invalid request target: {e}"))
+            })?;
         let mut out = Request::builder()
             .method(req.method)
             .uri(uri)
@@ -118,19 +153,24 @@ impl Forwarder {
 
 /// Removes hop-by-hop headers, including those the `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<String> = headers
+    // `Connection` usually says only keep-alive/close: skip the allocation unless it names more.
+    let named: Vec<HeaderName> = headers
         .get_all(http::header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(',').map(|s| s.trim().to_ascii_lowercase()))
-        .filter(|s| !s.is_empty())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|s| {
+            !s.eq_ignore_ascii_case("keep-alive")
+                && !s.eq_ignore_ascii_case("close")
+                && !s.is_empty()
+        })
+        .filter_map(|s| HeaderName::from_bytes(s.as_bytes()).ok())
         .collect();
-    for name in HOP_BY_HOP
-        .iter()
-        .copied()
-        .chain(named.iter().map(String::as_str))
-    {
-        headers.remove(name);
+    for name in HOP_BY_HOP.iter().chain(named.iter()) {
+        if headers.contains_key(name) {
+            headers.remove(name);
+        }
     }
 }
 
