@@ -129,3 +129,33 @@ pub async fn burst(
     }
     Ok(ok)
 }
+
+/// Uploads `mib` MiB in 64 KiB chunks to `url` (host:port + path) and returns MiB/s.
+pub async fn bulk(addr: &str, path: &str, mib: usize) -> anyhow::Result<f64> {
+    use http_body_util::StreamBody;
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let (mut send, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await?;
+    tokio::spawn(conn);
+    let chunk = bytes::Bytes::from(vec![0u8; 64 * 1024]);
+    let chunks = mib * 16;
+    let stream =
+        futures_util::stream::iter((0..chunks).map(move |_| {
+            Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(chunk.clone()))
+        }));
+    let req = hyper::Request::post(path)
+        .header("host", "bench")
+        .header("content-length", (chunks * 64 * 1024).to_string())
+        .body(StreamBody::new(stream))?;
+    let started = Instant::now();
+    let resp = send.send_request(req).await?;
+    let body = http_body_util::BodyExt::collect(resp.into_body())
+        .await?
+        .to_bytes();
+    let received: usize = std::str::from_utf8(&body)?.trim().parse()?;
+    anyhow::ensure!(
+        received == chunks * 64 * 1024,
+        "the ExApp received {received} bytes"
+    );
+    Ok(mib as f64 / started.elapsed().as_secs_f64())
+}

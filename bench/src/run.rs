@@ -43,6 +43,9 @@ pub struct Results {
     pub burst_cookies: usize,
     pub burst_ok: usize,
     pub burst_user_info_calls: u64,
+    pub bulk_direct_mib_s: Vec<f64>,
+    pub bulk_tunnel_mib_s: Vec<f64>,
+    pub bulk_mib: usize,
     pub rss_idle_kib: u64,
     pub rss_peak_load_kib: u64,
     pub rss_with_idle_ws_kib: u64,
@@ -106,6 +109,12 @@ fn targets() -> Vec<Target> {
             headers: signed,
         },
         Target {
+            name: "harp user via tunnel",
+            via: "harp-tunnel",
+            path: "/exapps/benchtun/user",
+            headers: vec!["Cookie: oc_sessionPassphrase=bench-session".into()],
+        },
+        Target {
             name: "harp user (basic auth)",
             via: "harp",
             path: "/exapps/bench/user",
@@ -156,23 +165,46 @@ pub fn run(opts: &Options) -> anyhow::Result<Results> {
     wait_for_port(haproxy_port, Duration::from_secs(10))?;
 
     let harp_port = free_port();
+    let frp_port = free_port();
     let mut c = Command::new(&opts.harp);
     c.env_clear()
         .env("HP_SHARED_KEY", KEY)
         .env("NC_INSTANCE_URL", format!("http://{nc_addr}"))
         .env("HP_EXAPPS_ADDRESS", format!("127.0.0.1:{harp_port}"))
-        .env("HP_FRP_ADDRESS", format!("127.0.0.1:{}", free_port()))
+        .env("HP_FRP_ADDRESS", format!("127.0.0.1:{frp_port}"))
         .env("HP_CERTS_DIR", tmp.join("certs"))
         .env("HP_CONFIG_DIR", tmp.join("run"))
         .env("HP_DOCKER_SOCKET", tmp.join("no-docker.sock"))
-        .env("HP_FRP_DISABLE_TLS", "true")
         .env("HP_LOG_LEVEL", "error")
         .env("HP_VERBOSE_START", "0")
         .env("HP_SESSION_LIFETIME", "10");
     let (harp, _) = Proc::spawn("harp", c, None)?;
     wait_for_port(harp_port, Duration::from_secs(10))?;
 
+    // The tunnel path: the same echo ExApp behind `harp tunnel` with mutual TLS, as ExApps run.
+    let frp_certs = tmp.join("certs").join("frp");
+    let toml = tmp.join("tunnel.toml");
+    std::fs::write(
+        &toml,
+        format!(
+            "serverAddr = \"127.0.0.1\"\nserverPort = {frp_port}\nloginFailExit = false\nmetadatas.token = \"{KEY}\"\ntransport.tls.enable = true\ntransport.tls.certFile = \"{c}\"\ntransport.tls.keyFile = \"{k}\"\ntransport.tls.trustedCaFile = \"{ca}\"\ntransport.tls.serverName = \"harp.nc\"\n\n[[proxies]]\nname = \"{app}\"\ntype = \"tcp\"\nlocalIP = \"127.0.0.1\"\nlocalPort = {echo_port}\nremotePort = {port}\n",
+            c = frp_certs.join("client.crt").display(),
+            k = frp_certs.join("client.key").display(),
+            ca = frp_certs.join("ca.crt").display(),
+            app = crate::servers::TUNNEL_APP,
+            port = crate::servers::TUNNEL_PORT,
+        ),
+    )?;
+    let mut tc = Command::new(&opts.harp);
+    tc.env_clear().arg("tunnel").arg("-c").arg(&toml);
+    let (tunnel, _) = Proc::spawn("harp tunnel", tc, None)?;
+    wait_for_route(
+        harp_port,
+        &format!("/exapps/{}/public", crate::servers::TUNNEL_APP),
+    )?;
+
     let base = |via: &str| match via {
+        "harp-tunnel" => format!("http://127.0.0.1:{harp_port}"),
         "direct" => format!("http://127.0.0.1:{echo_port}"),
         "haproxy" => format!("http://127.0.0.1:{haproxy_port}"),
         _ => format!("http://127.0.0.1:{harp_port}"),
@@ -209,21 +241,23 @@ pub fn run(opts: &Options) -> anyhow::Result<Results> {
     for rep in 0..opts.reps {
         for conns in [32u32, 128] {
             for t in targets() {
-                let proxy = match t.via {
-                    "harp" => Some(harp.pid()),
-                    "haproxy" => Some(haproxy.pid()),
-                    _ => None,
+                // The tunnel path costs harp and the tunnel client: count both.
+                let proxy: Vec<u32> = match t.via {
+                    "harp" => vec![harp.pid()],
+                    "harp-tunnel" => vec![harp.pid(), tunnel.pid()],
+                    "haproxy" => vec![haproxy.pid()],
+                    _ => vec![],
                 };
-                let before = proxy.map(cpu_seconds);
+                let cpu = |pids: &[u32]| pids.iter().map(|p| cpu_seconds(*p)).sum::<f64>();
+                let before = cpu(&proxy);
                 let r = wrk::run(
                     &format!("{}{}", base(t.via), t.path),
                     conns,
                     opts.secs,
                     &t.headers,
                 )?;
-                let proxy_cpu_us = proxy
-                    .zip(before)
-                    .map(|(pid, b)| (cpu_seconds(pid) - b) * 1e6 / r.requests.max(1) as f64);
+                let proxy_cpu_us = (!proxy.is_empty())
+                    .then(|| (cpu(&proxy) - before) * 1e6 / r.requests.max(1) as f64);
                 eprintln!(
                     "{:<24} c={conns:<4} rep={rep} {:>10.0} req/s p99 {:.2} ms",
                     t.name, r.req_per_sec, r.p99_ms
@@ -259,6 +293,27 @@ pub fn run(opts: &Options) -> anyhow::Result<Results> {
         "burst",
     ))?;
     results.burst_user_info_calls = nc_get("/stats")?.parse().unwrap_or(u64::MAX);
+
+    results.bulk_mib = 256;
+    let harp_addr = format!("127.0.0.1:{harp_port}");
+    for _ in 0..opts.reps {
+        let d = rt.block_on(crate::clients::bulk(
+            &harp_addr,
+            "/exapps/bench/public/upload",
+            results.bulk_mib,
+        ))?;
+        let t = rt.block_on(crate::clients::bulk(
+            &harp_addr,
+            &format!("/exapps/{}/public/upload", crate::servers::TUNNEL_APP),
+            results.bulk_mib,
+        ))?;
+        eprintln!(
+            "bulk upload {} MiB: without tunnel {d:.0} MiB/s, through harp tunnel {t:.0} MiB/s",
+            results.bulk_mib
+        );
+        results.bulk_direct_mib_s.push(d);
+        results.bulk_tunnel_mib_s.push(t);
+    }
 
     for rep in 0..opts.reps {
         for conns in [32usize, 256] {
@@ -300,6 +355,29 @@ pub fn run(opts: &Options) -> anyhow::Result<Results> {
     drop(idle);
     let _ = std::fs::remove_dir_all(&tmp);
     Ok(results)
+}
+
+/// Polls `path` on harp until it answers 200 (the tunnel is up and registered).
+fn wait_for_route(port: u16, path: &str) -> anyhow::Result<()> {
+    use std::io::{Read, Write};
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            let _ = write!(
+                s,
+                "GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n"
+            );
+            let mut head = [0u8; 12];
+            if s.read_exact(&mut head).is_ok() && &head[9..12] == b"200" {
+                return Ok(());
+            }
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "{path} never answered 200 through harp"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 fn machine() -> String {

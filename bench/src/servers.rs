@@ -65,6 +65,16 @@ pub async fn echo(addr: &str) -> anyhow::Result<()> {
             );
             return Ok(r);
         }
+        if req.method() == hyper::Method::POST {
+            // Bulk uploads: count what arrived so the client can check nothing was lost.
+            use http_body_util::BodyExt;
+            let mut body = req.into_body();
+            let mut total = 0usize;
+            while let Some(Ok(frame)) = body.frame().await {
+                total += frame.data_ref().map_or(0, |d| d.len());
+            }
+            return Ok(Response::new(Full::new(Bytes::from(total.to_string()))));
+        }
         Ok(Response::new(Full::new(Bytes::from_static(
             b"hello from the echo exapp\n",
         ))))
@@ -72,27 +82,40 @@ pub async fn echo(addr: &str) -> anyhow::Result<()> {
     .await
 }
 
+/// App id and port of the ExApp that sits behind `harp tunnel` in the tunnel measurements.
+pub const TUNNEL_APP: &str = "benchtun";
+pub const TUNNEL_PORT: u16 = 23001;
+
 pub async fn nextcloud(addr: &str, app_port: u16) -> anyhow::Result<()> {
-    let meta = serde_json::json!({
-        "exapp_token": "benchtoken",
-        "exapp_version": "1.0.0",
-        "host": "127.0.0.1",
-        "port": app_port,
-        "routes": [
-            {"url": "^/public", "access_level": 0, "bruteforce_protection": []},
-            {"url": "^/user", "access_level": 1, "bruteforce_protection": []},
-            {"url": "^/guarded", "access_level": 1, "bruteforce_protection": [401, 429]},
-        ],
-    })
-    .to_string();
-    let meta = Bytes::from(meta);
+    let meta = |port: u16| {
+        serde_json::json!({
+            "exapp_token": "benchtoken",
+            "exapp_version": "1.0.0",
+            "host": "127.0.0.1",
+            "port": port,
+            "routes": [
+                {"url": "^/public", "access_level": 0, "bruteforce_protection": []},
+                {"url": "^/user", "access_level": 1, "bruteforce_protection": []},
+                {"url": "^/guarded", "access_level": 1, "bruteforce_protection": [401, 429]},
+            ],
+        })
+        .to_string()
+    };
+    let direct_meta = Bytes::from(meta(app_port));
+    let tunnel_meta = Bytes::from(meta(TUNNEL_PORT));
     let user_calls = Arc::new(AtomicU64::new(0));
     serve(addr, move |req: Request<Incoming>| {
-        let meta = meta.clone();
+        let (direct_meta, tunnel_meta) = (direct_meta.clone(), tunnel_meta.clone());
         let user_calls = user_calls.clone();
         async move {
             let body = match req.uri().path() {
-                "/index.php/apps/app_api/harp/exapp-meta" => meta,
+                "/index.php/apps/app_api/harp/exapp-meta" => {
+                    if req.uri().query() == Some(&format!("appId={TUNNEL_APP}")) {
+                        tunnel_meta
+                    } else {
+                        direct_meta
+                    }
+                }
                 "/index.php/apps/app_api/harp/user-info" => {
                     user_calls.fetch_add(1, Ordering::Relaxed);
                     Bytes::from_static(br#"{"user_id":"bench","access_level":1}"#)
