@@ -5,11 +5,6 @@ use clap::{Parser, Subcommand};
 use harp::config::{Config, VARIABLES};
 use std::process::ExitCode;
 
-/// mimalloc instead of glibc malloc: the proxy allocates and frees many small buffers per
-/// request, and glibc's allocator showed up at ~6% of harp's CPU under load.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(name = "harp", version, about = "Drop-in Rust replacement for Nextcloud's HaRP (AppAPI reverse proxy)", after_help = variables_help())]
 struct Cli {

@@ -1,158 +1,210 @@
 //! Byte tunnel between two upgraded connections (contract §6.1): ends after `idle` without
 //! traffic in either direction (None = never), and `half_close` after one side finished.
 //!
-//! The copying itself is tokio's `copy_bidirectional_with_sizes` (one future, no locks, no
-//! stream splitting). It has no notion of idleness, so both ends are wrapped in [`Watched`],
-//! which stamps the time of the last byte and of the first end-of-stream; a small watchdog
-//! ends the tunnel when either limit is reached.
+//! Hand-written instead of `tokio::io::copy_bidirectional` for memory: that keeps a heap buffer
+//! per direction for the tunnel's whole life (16 KiB per idle WebSocket with 8 KiB buffers).
+//! Here each read lands in a stack buffer and is written straight on; heap memory is taken only
+//! while a slow reader holds data back, so an idle WebSocket costs no copy buffer at all. It is
+//! one future polling both directions (no stream splitting, no locks), and it tracks activity
+//! and end-of-stream itself for the idle and half-close limits.
 
-use std::io;
+use std::future::Future;
+use std::mem::MaybeUninit;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
-/// Per-direction copy buffer. Small on purpose: 10,000 idle WebSockets must stay cheap, and
-/// WebSocket frames are small; bulk transfers still reach full speed with 8 KiB reads.
-const BUFFER: usize = 8 * 1024;
-const NEVER: u64 = u64::MAX;
+/// Largest single read: big enough for bulk transfers, small enough for a worker's stack.
+const READ_CHUNK: usize = 16 * 1024;
 
-/// Shared clock readings of one tunnel, in milliseconds since its start.
-struct Stamps {
-    start: Instant,
-    last_activity: AtomicU64,
-    first_eof: AtomicU64,
-    /// Wakes the watchdog when the first end-of-stream starts the half-close clock.
-    eof_seen: tokio::sync::Notify,
+/// One direction of the tunnel.
+#[derive(Default)]
+struct Pipe {
+    /// Bytes read but not yet accepted by the writer (only while it applies back-pressure).
+    held: Vec<u8>,
+    held_pos: usize,
+    eof: bool,
+    shut_down: bool,
+    needs_flush: bool,
+    moved: u64,
 }
 
-impl Stamps {
-    fn now_ms(&self) -> u64 {
-        self.start.elapsed().as_millis() as u64
-    }
+enum Progress {
+    /// Some bytes moved (the idle clock restarts).
+    Moved,
+    /// This direction is finished (end of stream or error) and the writer was shut down.
+    Done,
 }
 
-pin_project_lite::pin_project! {
-    struct Watched<T> {
-        #[pin]
-        io: T,
-        stamps: Arc<Stamps>,
-    }
-}
-
-impl<T: AsyncRead> AsyncRead for Watched<T> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.project();
-        let before = buf.filled().len();
-        let res = this.io.poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = res {
-            let now = this.stamps.now_ms();
-            if buf.filled().len() > before {
-                this.stamps.last_activity.store(now, Ordering::Relaxed);
-            } else {
-                let first = this.stamps.first_eof.compare_exchange(
-                    NEVER,
-                    now,
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                );
-                if first.is_ok() {
-                    this.stamps.eof_seen.notify_one();
+impl Pipe {
+    fn poll_pump<R, W>(&mut self, cx: &mut Context<'_>, r: &mut R, w: &mut W) -> Poll<Progress>
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        let mut moved = false;
+        loop {
+            while self.held_pos < self.held.len() {
+                match Pin::new(&mut *w).poll_write(cx, &self.held[self.held_pos..]) {
+                    Poll::Ready(Ok(n)) if n > 0 => {
+                        self.held_pos += n;
+                        self.moved += n as u64;
+                        self.needs_flush = true;
+                        moved = true;
+                    }
+                    Poll::Ready(_) => return self.finish(cx, w),
+                    Poll::Pending => {
+                        return if moved {
+                            Poll::Ready(Progress::Moved)
+                        } else {
+                            Poll::Pending
+                        }
+                    }
                 }
             }
-        }
-        res
-    }
-}
-
-impl<T: AsyncWrite> AsyncWrite for Watched<T> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.project();
-        let res = this.io.poll_write(cx, data);
-        if let Poll::Ready(Ok(n)) = res {
-            if n > 0 {
-                this.stamps
-                    .last_activity
-                    .store(this.stamps.now_ms(), Ordering::Relaxed);
+            if !self.held.is_empty() {
+                self.held = Vec::new();
+                self.held_pos = 0;
             }
-        }
-        res
-    }
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.project().io.poll_flush(cx)
-    }
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.project().io.poll_shutdown(cx)
-    }
-}
-
-/// Copies both ways until both sides finished, or a timeout ends the tunnel. Returns bytes
-/// moved (a→b, b→a) when the copy finished by itself, zeros when a timeout ended it.
-pub async fn splice<A, B>(a: A, b: B, idle: Option<Duration>, half_close: Duration) -> (u64, u64)
-where
-    A: AsyncRead + AsyncWrite + Unpin,
-    B: AsyncRead + AsyncWrite + Unpin,
-{
-    let stamps = Arc::new(Stamps {
-        start: Instant::now(),
-        last_activity: AtomicU64::new(0),
-        first_eof: AtomicU64::new(NEVER),
-        eof_seen: tokio::sync::Notify::new(),
-    });
-    let mut a = Watched {
-        io: a,
-        stamps: stamps.clone(),
-    };
-    let mut b = Watched {
-        io: b,
-        stamps: stamps.clone(),
-    };
-    let copy = tokio::io::copy_bidirectional_with_sizes(&mut a, &mut b, BUFFER, BUFFER);
-    tokio::pin!(copy);
-    loop {
-        let deadline_ms = next_deadline(&stamps, idle, half_close);
-        let sleep = async {
-            match deadline_ms {
-                Some(ms) => {
-                    tokio::time::sleep_until(stamps.start + Duration::from_millis(ms)).await
+            if self.eof {
+                return self.finish(cx, w);
+            }
+            let mut stack = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
+            let mut buf = ReadBuf::uninit(&mut stack);
+            match Pin::new(&mut *r).poll_read(cx, &mut buf) {
+                Poll::Pending => {
+                    if self.needs_flush {
+                        if let Poll::Ready(res) = Pin::new(&mut *w).poll_flush(cx) {
+                            self.needs_flush = false;
+                            if res.is_err() {
+                                return self.finish(cx, w);
+                            }
+                        }
+                    }
+                    return if moved {
+                        Poll::Ready(Progress::Moved)
+                    } else {
+                        Poll::Pending
+                    };
                 }
-                None => std::future::pending().await,
+                Poll::Ready(Err(_)) => {
+                    self.eof = true;
+                    continue;
+                }
+                Poll::Ready(Ok(())) => {}
             }
-        };
-        tokio::select! {
-            done = &mut copy => return done.unwrap_or((0, 0)),
-            _ = stamps.eof_seen.notified() => continue,
-            _ = sleep => {
-                if let Some(ms) = next_deadline(&stamps, idle, half_close) {
-                    if stamps.now_ms() >= ms {
-                        return (0, 0);
+            let data = buf.filled();
+            if data.is_empty() {
+                self.eof = true;
+                continue;
+            }
+            moved = true;
+            let mut off = 0;
+            while off < data.len() {
+                match Pin::new(&mut *w).poll_write(cx, &data[off..]) {
+                    Poll::Ready(Ok(n)) if n > 0 => {
+                        off += n;
+                        self.moved += n as u64;
+                        self.needs_flush = true;
+                    }
+                    Poll::Ready(_) => return self.finish(cx, w),
+                    Poll::Pending => {
+                        self.held = data[off..].to_vec();
+                        self.held_pos = 0;
+                        return Poll::Ready(Progress::Moved);
                     }
                 }
             }
         }
     }
+
+    /// Ends this direction: no more reads, and the peer learns it through a shutdown.
+    fn finish<W: AsyncWrite + Unpin>(&mut self, cx: &mut Context<'_>, w: &mut W) -> Poll<Progress> {
+        self.eof = true;
+        self.held = Vec::new();
+        self.held_pos = 0;
+        if !self.shut_down {
+            // Errors are irrelevant here: the direction is over either way.
+            let _ = ready!(Pin::new(&mut *w).poll_shutdown(cx));
+            self.shut_down = true;
+        }
+        Poll::Ready(Progress::Done)
+    }
 }
 
-/// The earliest time (ms since start) at which the tunnel must end, given what happened so far.
-fn next_deadline(stamps: &Stamps, idle: Option<Duration>, half_close: Duration) -> Option<u64> {
-    let idle_at = idle.map(|d| stamps.last_activity.load(Ordering::Relaxed) + d.as_millis() as u64);
-    let eof = stamps.first_eof.load(Ordering::Relaxed);
-    let half_at = (eof != NEVER).then(|| eof + half_close.as_millis() as u64);
-    match (idle_at, half_at) {
-        (Some(x), Some(y)) => Some(x.min(y)),
-        (x, y) => x.or(y),
-    }
+/// Copies both ways until both sides finished, or a timeout ends the tunnel. Returns bytes
+/// moved (a→b, b→a).
+pub async fn splice<A, B>(
+    mut a: A,
+    mut b: B,
+    idle: Option<Duration>,
+    half_close: Duration,
+) -> (u64, u64)
+where
+    A: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut up = Pipe::default();
+    let mut down = Pipe::default();
+    let (mut up_done, mut down_done) = (false, false);
+    let mut last_activity = Instant::now();
+    let mut half_closed_at: Option<Instant> = None;
+    let mut timer: Option<Pin<Box<Sleep>>> = None;
+    std::future::poll_fn(|cx| loop {
+        let mut moved = false;
+        if !up_done {
+            match up.poll_pump(cx, &mut a, &mut b) {
+                Poll::Ready(Progress::Moved) => moved = true,
+                Poll::Ready(Progress::Done) => up_done = true,
+                Poll::Pending => {}
+            }
+        }
+        if !down_done {
+            match down.poll_pump(cx, &mut b, &mut a) {
+                Poll::Ready(Progress::Moved) => moved = true,
+                Poll::Ready(Progress::Done) => down_done = true,
+                Poll::Pending => {}
+            }
+        }
+        if up_done && down_done {
+            return Poll::Ready(());
+        }
+        let now = Instant::now();
+        if moved {
+            last_activity = now;
+        }
+        if (up_done || down_done) && half_closed_at.is_none() {
+            half_closed_at = Some(now);
+        }
+        if moved {
+            // Progress may have left more work ready on either side: poll again.
+            continue;
+        }
+        let idle_deadline = idle.map(|d| last_activity + d);
+        let half_deadline = half_closed_at.map(|t| t + half_close);
+        let deadline = match (idle_deadline, half_deadline) {
+            (Some(x), Some(y)) => Some(x.min(y)),
+            (x, y) => x.or(y),
+        };
+        let Some(deadline) = deadline else {
+            return Poll::Pending;
+        };
+        if now >= deadline {
+            return Poll::Ready(());
+        }
+        let sleep = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if sleep.deadline() != deadline {
+            sleep.as_mut().reset(deadline);
+        }
+        if sleep.as_mut().poll(cx).is_ready() {
+            continue;
+        }
+        return Poll::Pending;
+    })
+    .await;
+    (up.moved, down.moved)
 }
 
 #[cfg(test)]
@@ -185,6 +237,29 @@ mod tests {
         drop(c);
         drop(s);
         assert_eq!(task.await.unwrap(), (4, 100_000));
+    }
+
+    #[tokio::test]
+    async fn slow_reader_gets_everything_in_order() {
+        let (mut client, a) = duplex(1024);
+        let (b, mut server) = duplex(16);
+        let task = tokio::spawn(splice(a, b, None, Duration::from_secs(5)));
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let expected = data.clone();
+        let writer = tokio::spawn(async move {
+            client.write_all(&data).await.unwrap();
+            client.shutdown().await.unwrap();
+            client
+        });
+        let mut got = Vec::new();
+        server.read_to_end(&mut got).await.unwrap();
+        assert_eq!(
+            got, expected,
+            "back-pressure must not lose or reorder bytes"
+        );
+        drop(writer.await.unwrap());
+        drop(server);
+        assert_eq!(task.await.unwrap().0, 200_000);
     }
 
     #[tokio::test(start_paused = true)]
