@@ -9,7 +9,7 @@ mod servers;
 mod wrk;
 
 use clap::{Parser, Subcommand};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(Parser)]
 #[command(about = "Side-by-side benchmark: harp vs bare HAProxy vs direct")]
@@ -32,6 +32,12 @@ enum Cmd {
         /// at 20,000, so 9,000 is the most that fits beside harp's own.
         #[arg(long, default_value_t = 9_000)]
         idle_websockets: usize,
+        #[arg(long, default_value = "bench/results")]
+        out: PathBuf,
+    },
+    /// Re-render the markdown and chart of a stored run (its .json file).
+    Report {
+        json: PathBuf,
         #[arg(long, default_value = "bench/results")]
         out: PathBuf,
     },
@@ -65,45 +71,53 @@ fn main() -> anyhow::Result<()> {
             idle_websockets,
             out,
         } => {
-            let opts = run::Options {
+            let results = run::run(&run::Options {
                 harp,
                 secs,
                 reps,
                 idle_websockets,
-            };
-            let results = run::run(&opts)?;
-            std::fs::create_dir_all(&out)?;
-            let day = results
-                .date
-                .split_whitespace()
-                .next()
-                .unwrap_or("run")
-                .to_string();
-            let md = report::markdown(&results);
-            let png = out.join(format!("{day}.png"));
-            let md = match report::chart(&results, &out, &png) {
-                Ok(()) => format!("{md}\n![requests per second]({day}.png)\n"),
-                Err(e) => {
-                    eprintln!("chart skipped: {e}");
-                    md
-                }
-            };
-            std::fs::write(out.join(format!("{day}.md")), &md)?;
-            std::fs::write(
-                out.join(format!("{day}.json")),
-                serde_json::to_string_pretty(&results)?,
-            )?;
-            std::fs::write(out.join("latest.md"), &md)?;
-            if png.exists() {
-                std::fs::copy(&png, out.join("latest.png"))?;
-            }
-            println!("{md}");
-            Ok(())
+            })?;
+            write_report(&results, &out)
+        }
+        Cmd::Report { json, out } => {
+            let results: run::Results = serde_json::from_slice(&std::fs::read(json)?)?;
+            write_report(&results, &out)
         }
         Cmd::Echo { addr } => rt()?.block_on(servers::echo(&addr)),
         Cmd::Nextcloud { addr, app_port } => rt()?.block_on(servers::nextcloud(&addr, app_port)),
         Cmd::WsIdle { url, conns } => rt()?.block_on(clients::ws_idle(&url, conns)),
     }
+}
+
+/// Writes `<date>.md`, `<date>.json`, `<date>.png` and the `latest.*` copies.
+fn write_report(results: &run::Results, out: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(out)?;
+    let day = results
+        .date
+        .split_whitespace()
+        .next()
+        .unwrap_or("run")
+        .to_string();
+    let md = report::markdown(results);
+    let png = out.join(format!("{day}.png"));
+    let md = match report::chart(results, out, &png) {
+        Ok(()) => format!("{md}\n![requests per second]({day}.png)\n"),
+        Err(e) => {
+            eprintln!("chart skipped: {e}");
+            md
+        }
+    };
+    std::fs::write(out.join(format!("{day}.md")), &md)?;
+    std::fs::write(
+        out.join(format!("{day}.json")),
+        serde_json::to_string_pretty(results)?,
+    )?;
+    std::fs::write(out.join("latest.md"), &md)?;
+    if png.exists() {
+        std::fs::copy(&png, out.join("latest.png"))?;
+    }
+    println!("{md}");
+    Ok(())
 }
 
 fn rt() -> std::io::Result<tokio::runtime::Runtime> {

@@ -184,7 +184,7 @@ pub fn chart(r: &Results, dir: &Path, png: &Path) -> anyhow::Result<()> {
             names.push(t.clone());
         }
     }
-    let mut data = String::from("target c32 c128\n");
+    let mut data = String::new();
     for n in &names {
         let v = |c: u32| map.get(&(n.clone(), c)).map_or(0.0, |a| a.rps);
         let _ = writeln!(data, "\"{n}\" {:.0} {:.0}", v(32), v(128));
@@ -192,7 +192,7 @@ pub fn chart(r: &Results, dir: &Path, png: &Path) -> anyhow::Result<()> {
     let dat = dir.join("chart.dat");
     std::fs::write(&dat, data)?;
     let script = format!(
-        "set terminal pngcairo size 1100,520 font ',10'\nset output '{}'\nset title 'harp vs bare HAProxy vs direct — requests/s ({})'\nset style data histograms\nset style histogram cluster gap 1\nset style fill solid 0.8 border -1\nset boxwidth 0.9\nset ylabel 'requests per second'\nset xtics rotate by -20\nset grid ytics\nset key top right\nplot '{}' using 2:xtic(1) title '32 connections', '' using 3 title '128 connections'\n",
+        "set terminal pngcairo size 1100,520 font ',10'\nset output '{}'\nset title 'harp vs bare HAProxy vs direct — requests/s ({})'\nset style data histograms\nset style histogram cluster gap 1\nset style fill solid 0.8 border -1\nset boxwidth 0.9\nset ylabel 'requests per second'\nset yrange [0:*]\nset xtics rotate by -20\nset grid ytics\nset key top right\nplot '{}' using 2:xtic(1) title '32 connections', '' using 3 title '128 connections'\n",
         png.display(),
         r.date,
         dat.display()

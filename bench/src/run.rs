@@ -15,7 +15,7 @@ pub struct Options {
     pub idle_websockets: usize,
 }
 
-#[derive(serde::Serialize, Clone, Debug)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug)]
 pub struct HttpRow {
     pub target: String,
     pub conns: u32,
@@ -25,7 +25,7 @@ pub struct HttpRow {
     pub proxy_cpu_us: Option<f64>,
 }
 
-#[derive(serde::Serialize, Clone, Debug)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug)]
 pub struct WsRow {
     pub target: String,
     pub conns: usize,
@@ -33,7 +33,7 @@ pub struct WsRow {
     pub result: WsResult,
 }
 
-#[derive(serde::Serialize, Debug, Default)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Default)]
 pub struct Results {
     pub date: String,
     pub machine: String,

@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct WrkResult {
     pub requests: u64,
     pub req_per_sec: f64,
