@@ -108,16 +108,7 @@ impl<W> CryptoWriter<W> {
 
 impl<W: AsyncWrite + Unpin> CryptoWriter<W> {
     fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while self.pos < self.pending.len() {
-            let n = ready!(Pin::new(&mut self.inner).poll_write(cx, &self.pending[self.pos..]))?;
-            if n == 0 {
-                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-            }
-            self.pos += n;
-        }
-        self.pending.clear();
-        self.pos = 0;
-        Poll::Ready(Ok(()))
+        super::poll_drain(&mut self.inner, &mut self.pending, &mut self.pos, cx)
     }
 }
 
