@@ -218,3 +218,88 @@ fn healthcheck_fails_when_nothing_listens() {
     assert_eq!(code, 1);
     assert!(text.contains("unhealthy"), "{text}");
 }
+
+fn write_cert(dir: &std::path::Path) -> rcgen::CertifiedKey {
+    let ck = rcgen::generate_simple_self_signed(vec!["harp.test".to_string()]).unwrap();
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(
+        dir.join("cert.pem"),
+        format!("{}{}", ck.cert.pem(), ck.key_pair.serialize_pem()),
+    )
+    .unwrap();
+    ck
+}
+
+fn https_status(port: u16, ca: &rcgen::CertifiedKey) -> Result<u16, String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let root = reqwest::Certificate::from_pem(ca.cert.pem().as_bytes()).unwrap();
+        let c = reqwest::Client::builder()
+            .no_proxy()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(root)
+            .resolve("harp.test", ([127, 0, 0, 1], port).into())
+            .build()
+            .unwrap();
+        c.get(format!("https://harp.test:{port}/exapps/app_api/info"))
+            .header("harp-shared-key", "s3cr3t-value")
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+            .map_err(|e| e.to_string())
+    })
+}
+
+#[test]
+fn item27_sighup_reloads_the_https_certificate_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    let first = write_cert(&certs);
+    let (http, https) = (free_port(), free_port());
+    let mut child = Command::new(BIN)
+        .env_clear()
+        .env("HP_SHARED_KEY", "s3cr3t-value")
+        .env("NC_INSTANCE_URL", "http://127.0.0.1:9")
+        .env("HP_EXAPPS_ADDRESS", format!("127.0.0.1:{http}"))
+        .env("HP_EXAPPS_HTTPS_ADDRESS", format!("127.0.0.1:{https}"))
+        .env("HP_FRP_ADDRESS", format!("127.0.0.1:{}", free_port()))
+        .env("HP_FRP_DISABLE_TLS", "true")
+        .env("HP_CERTS_DIR", &certs)
+        .env("HP_DOCKER_SOCKET", dir.path().join("none.sock"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", https)).is_err() {
+        assert!(Instant::now() < deadline, "HTTPS listener never opened");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(https_status(https, &first), Ok(200));
+    let second = write_cert(&certs);
+    Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while https_status(https, &second) != Ok(200) {
+        assert!(
+            Instant::now() < deadline,
+            "new certificate not served after SIGHUP"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        https_status(https, &first).is_err(),
+        "old certificate still served"
+    );
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "SIGHUP must not stop harp"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
