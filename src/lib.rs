@@ -47,6 +47,8 @@ pub enum StartError {
     Certs(#[from] certs::CertError),
     #[error("frps.toml: {0}")]
     FrpSettings(#[from] tunnel::server::settings::SettingsError),
+    #[error(transparent)]
+    CoreTask(#[from] CoreTaskDied),
 }
 
 /// How often expired bans and sessions are swept from memory.
@@ -208,7 +210,14 @@ impl Harp {
     /// Worker 0 runs on the caller's runtime; each further worker gets its own thread with a
     /// single-threaded runtime, its own listening sockets (SO_REUSEPORT) and its own upstream
     /// pool, so a request is handled start to finish on one thread without hand-offs.
-    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) {
+    ///
+    /// If a core task (the FRP server or an accept loop) ends on its own, harp stops and
+    /// returns the error so the process exits non-zero and a supervisor restarts it cleanly,
+    /// instead of running half-working (contract §6.4).
+    pub async fn serve(
+        self,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), CoreTaskDied> {
         let (stop_tx, stop_rx) = watch::channel(false);
         let (done_tx, done_rx) = watch::channel(false);
         let limit = Arc::new(Semaphore::new(self.state.config.max_connections));
@@ -295,12 +304,20 @@ impl Harp {
             }
         }
 
-        shutdown.await;
-        tracing::info!("shutting down");
+        let mut core: Vec<(&'static str, tokio::task::JoinHandle<()>)> = vec![("FRP server", frp)];
+        core.extend(
+            local_loops
+                .into_iter()
+                .map(|l| ("front-door accept loop", l)),
+        );
+        let died = supervise(shutdown, &mut core).await;
+        match died {
+            Some(name) => tracing::error!("{name} stopped unexpectedly; shutting down"),
+            None => tracing::info!("shutting down"),
+        }
         let _ = stop_tx.send(true);
-        let _ = frp.await;
-        for l in local_loops {
-            let _ = l.await;
+        for (_, task) in core {
+            let _ = task.await;
         }
         frontdoor::drain(limit, self.state.config.max_connections).await;
         let _ = done_tx.send(true);
@@ -314,6 +331,24 @@ impl Harp {
         if let Some(r) = relay {
             r.abort();
         }
+        died.map_or(Ok(()), |name| Err(CoreTaskDied(name)))
+    }
+}
+
+/// A task harp cannot run without ended while harp was meant to be serving.
+#[derive(Debug, thiserror::Error)]
+#[error("{0} stopped unexpectedly")]
+pub struct CoreTaskDied(pub &'static str);
+
+/// Waits for `shutdown`, or for the first core task to finish by itself (returning its name).
+async fn supervise(
+    shutdown: impl Future<Output = ()>,
+    core: &mut [(&'static str, tokio::task::JoinHandle<()>)],
+) -> Option<&'static str> {
+    let any_finished = futures_util::future::select_all(core.iter_mut().map(|(_, t)| t));
+    tokio::select! {
+        _ = shutdown => None,
+        (_, index, _) = any_finished => Some(core[index].0),
     }
 }
 
@@ -331,6 +366,27 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), StartError> {
-    Harp::bind(config).await?.serve(shutdown).await;
+    Harp::bind(config).await?.serve(shutdown).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn item28_a_core_task_ending_is_reported() {
+        let mut core = vec![
+            ("long", tokio::spawn(std::future::pending::<()>())),
+            ("short", tokio::spawn(async {})),
+        ];
+        let died = supervise(std::future::pending(), &mut core).await;
+        assert_eq!(died, Some("short"));
+    }
+
+    #[tokio::test]
+    async fn shutdown_wins_while_core_tasks_run() {
+        let mut core = vec![("long", tokio::spawn(std::future::pending::<()>()))];
+        assert_eq!(supervise(async {}, &mut core).await, None);
+    }
 }

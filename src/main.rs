@@ -168,7 +168,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
         if let Some(reloader) = harp.tls_reloader() {
             tokio::spawn(reload_on_sighup(reloader));
         }
-        harp.serve(shutdown_signal()).await;
+        harp.serve(shutdown_signal()).await?;
         Ok(())
     })
 }

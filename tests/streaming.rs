@@ -500,3 +500,49 @@ async fn several_workers_share_the_port_and_stop_cleanly() {
         .expect("graceful shutdown finishes");
     assert!(started.elapsed() < Duration::from_secs(12));
 }
+
+/// An engine whose kept-alive connections die after one answer (like a restarted daemon):
+/// the second request on a reused connection is read and the connection closed unanswered.
+async fn flaky_engine() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                if s.read(&mut buf).await.unwrap_or(0) == 0 {
+                    return;
+                }
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nOK")
+                    .await;
+                let _ = s.read(&mut buf).await;
+                // Dropping here closes the reused connection without an answer.
+            });
+        }
+    });
+    (addr, task)
+}
+
+#[tokio::test]
+async fn engine_calls_survive_a_dead_pooled_connection() {
+    let (_nc, _app, h) = setup(&[]).await;
+    let (engine, _t) = flaky_engine().await;
+    let port = engine.port().to_string();
+    let c = client();
+    for round in 0..3 {
+        let r = c
+            .get(h.url("/exapps/app_api/_ping"))
+            .header("harp-shared-key", KEY)
+            .header("docker-engine-port", &port)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.status(),
+            200,
+            "round {round}: a dead pooled connection must be retried on a fresh one"
+        );
+    }
+}

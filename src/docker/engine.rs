@@ -95,6 +95,7 @@ impl Engine<'_> {
             headers,
             body,
             client_upgrade: None,
+            retry_stale: true,
         };
         let response = self
             .forwarder

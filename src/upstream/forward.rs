@@ -41,6 +41,10 @@ pub struct UpstreamRequest {
     pub body: Body,
     /// Present when the client asked to upgrade; the tunnel starts after a 101.
     pub client_upgrade: Option<OnUpgrade>,
+    /// Retry a bodiless GET/HEAD once on a fresh connection when a pooled connection turns out
+    /// to be dead (the peer restarted while it sat idle). Costs a header copy per request, so
+    /// it is used for Docker engines (restarted daemons) and not on the ExApp hot path.
+    pub retry_stale: bool,
 }
 
 #[derive(Clone)]
@@ -79,6 +83,20 @@ impl Forwarder {
         }
     }
 
+    /// One request/response with the server timeout, errors classified for the status mapping.
+    async fn exchange(
+        &self,
+        addr: SocketAddr,
+        req: Request<Body>,
+    ) -> Result<Response<hyper::body::Incoming>, UpstreamError> {
+        match tokio::time::timeout(self.server_timeout, self.client.request(req)).await {
+            Err(_) => Err(UpstreamError::Timeout(addr)),
+            Ok(Err(e)) if e.is_connect() => Err(UpstreamError::Connect(addr, root_cause(&e))),
+            Ok(Err(e)) => Err(UpstreamError::BadResponse(addr, root_cause(&e))),
+            Ok(Ok(r)) => Ok(r),
+        }
+    }
+
     /// `ip:port` as a URI authority, formatted once per upstream instead of once per request.
     fn authority(&self, addr: SocketAddr) -> Authority {
         let mut cache = self.authorities.lock();
@@ -114,16 +132,30 @@ impl Forwarder {
         if !upgrading {
             strip_hop_by_hop(out.headers_mut());
         }
+        let replay = (req.retry_stale
+            && !upgrading
+            && http_body::Body::is_end_stream(out.body())
+            && matches!(*out.method(), Method::GET | Method::HEAD))
+        .then(|| {
+            (
+                out.method().clone(),
+                out.uri().clone(),
+                out.headers().clone(),
+            )
+        });
 
-        let mut response =
-            match tokio::time::timeout(self.server_timeout, self.client.request(out)).await {
-                Err(_) => return Err(UpstreamError::Timeout(addr)),
-                Ok(Err(e)) if e.is_connect() => {
-                    return Err(UpstreamError::Connect(addr, root_cause(&e)))
-                }
-                Ok(Err(e)) => return Err(UpstreamError::BadResponse(addr, root_cause(&e))),
-                Ok(Ok(r)) => r,
-            };
+        let mut response = match self.exchange(addr, out).await {
+            Err(UpstreamError::BadResponse(..)) if replay.is_some() => {
+                let (method, uri, headers) = replay.expect("checked above");
+                let mut again = Request::new(empty());
+                *again.method_mut() = method;
+                *again.uri_mut() = uri;
+                *again.headers_mut() = headers;
+                tracing::debug!(%addr, "pooled connection was dead; retrying on a fresh one");
+                self.exchange(addr, again).await?
+            }
+            other => other?,
+        };
 
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
             if let Some(client_side) = req.client_upgrade {

@@ -19,7 +19,7 @@ pub struct TestHarp {
     pub state: Arc<harp::state::AppState>,
     pub tls: Option<harp::frontdoor::TlsReloader>,
     stop: Option<oneshot::Sender<()>>,
-    pub task: Option<tokio::task::JoinHandle<()>>,
+    pub task: Option<tokio::task::JoinHandle<Result<(), harp::CoreTaskDied>>>,
     pub dir: tempfile::TempDir,
 }
 
@@ -34,7 +34,11 @@ impl TestHarp {
             let _ = s.send(());
         }
         if let Some(t) = self.task.take() {
-            let _ = t.await;
+            let ended = t.await.expect("server task did not panic");
+            assert!(
+                ended.is_ok(),
+                "a requested shutdown must not report a dead core task: {ended:?}"
+            );
         }
     }
 }

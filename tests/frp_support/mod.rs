@@ -39,7 +39,7 @@ pub struct TestHarp {
     pub state: Arc<harp::state::AppState>,
     pub tunnels: Arc<harp::tunnel::server::registry::Registry>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<()>>,
+    task: Option<tokio::task::JoinHandle<Result<(), harp::CoreTaskDied>>>,
 }
 
 impl TestHarp {
