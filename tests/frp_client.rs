@@ -16,16 +16,7 @@ async fn rust_client_tls_unix_socket_and_tcp_target_reachable() {
     let port = port_for(23000, "rustclient");
     let sock = tmp.path().join("exapp.sock");
     let _app = unix_app(&sock, "rapp").await;
-    let toml = frpc_toml(
-        h.frp,
-        KEY,
-        Tls::Certs(&h.certs()),
-        &[ProxySpec {
-            name: "rapp",
-            port,
-            unix: &sock,
-        }],
-    );
+    let toml = single_proxy_toml(&h, "rapp", port, &sock);
     let _c = start_rust_client(&toml);
     push_meta(&h, "rapp", port).await;
     assert_eq!(

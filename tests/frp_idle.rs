@@ -17,16 +17,7 @@ async fn idle_work_stream_and_session_survive_85s() {
     let frpc = start_frpc(
         tmp.path(),
         "frpc",
-        &frpc_toml(
-            h.frp,
-            KEY,
-            Tls::Certs(&h.certs()),
-            &[ProxySpec {
-                name: "appidle",
-                port,
-                unix: &sock,
-            }],
-        ),
+        &single_proxy_toml(&h, "appidle", port, &sock),
     );
     push_meta(&h, "appidle", port).await;
     wait_ok(&h, "/exapps/appidle/warm", &[], Duration::from_secs(30)).await;

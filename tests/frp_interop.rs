@@ -18,16 +18,7 @@ async fn item121_exapp_behind_frpc_tls_reachable_with_64mib_upload() {
     let _frpc = start_frpc(
         tmp.path(),
         "frpc",
-        &frpc_toml(
-            h.frp,
-            KEY,
-            Tls::Certs(&h.certs()),
-            &[ProxySpec {
-                name: "app121",
-                port,
-                unix: &sock,
-            }],
-        ),
+        &single_proxy_toml(&h, "app121", port, &sock),
     );
     push_meta(&h, "app121", port).await;
     let body = wait_ok(&h, "/exapps/app121/hello", &[], T).await;
@@ -57,16 +48,7 @@ async fn item124_remote_engine_reachable_via_docker_engine_port() {
     let _frpc = start_frpc(
         tmp.path(),
         "engine",
-        &frpc_toml(
-            h.frp,
-            KEY,
-            Tls::Certs(&h.certs()),
-            &[ProxySpec {
-                name: "remote-engine",
-                port: 24001,
-                unix: &sock,
-            }],
-        ),
+        &single_proxy_toml(&h, "remote-engine", 24001, &sock),
     );
     let hdrs = [("harp-shared-key", KEY), ("docker-engine-port", "24001")];
     assert_eq!(wait_ok(&h, "/exapps/app_api/_ping", &hdrs, T).await, "OK");
@@ -185,31 +167,13 @@ async fn item125_port_outside_ranges_and_second_proxy_refused() {
     let outside = start_frpc(
         tmp.path(),
         "outside",
-        &frpc_toml(
-            h.frp,
-            KEY,
-            Tls::Certs(&h.certs()),
-            &[ProxySpec {
-                name: "app125b",
-                port: 8080,
-                unix: &sock,
-            }],
-        ),
+        &single_proxy_toml(&h, "app125b", 8080, &sock),
     );
     outside.wait_log("port not allowed", T).await;
     let bad_name = start_frpc(
         tmp.path(),
         "badname",
-        &frpc_toml(
-            h.frp,
-            KEY,
-            Tls::Certs(&h.certs()),
-            &[ProxySpec {
-                name: "Not-An-App",
-                port: port + 2,
-                unix: &sock,
-            }],
-        ),
+        &single_proxy_toml(&h, "Not-An-App", port + 2, &sock),
     );
     bad_name.wait_log("is not a valid app id", T).await;
     assert!(h.tunnels.proxy(port + 1).is_none());
@@ -243,16 +207,7 @@ async fn item126_tunnel_ports_bound_to_loopback_only() {
     let frpc = start_frpc(
         tmp.path(),
         "frpc",
-        &frpc_toml(
-            h.frp,
-            KEY,
-            Tls::Certs(&h.certs()),
-            &[ProxySpec {
-                name: "app126",
-                port,
-                unix: &sock,
-            }],
-        ),
+        &single_proxy_toml(&h, "app126", port, &sock),
     );
     h.wait_tunnel(port, T).await;
     assert_eq!(listeners_on(port), vec![format!("0100007F:{port:04X}")]);
@@ -284,16 +239,7 @@ async fn item127_frpc_and_harp_restarts_resume_routing() {
     let port = port_for(23000, "item127");
     let sock = tmp.path().join("exapp.sock");
     let _app = unix_app(&sock, "app127").await;
-    let toml = frpc_toml(
-        h.frp,
-        KEY,
-        Tls::Certs(&h.certs()),
-        &[ProxySpec {
-            name: "app127",
-            port,
-            unix: &sock,
-        }],
-    );
+    let toml = single_proxy_toml(&h, "app127", port, &sock);
     let mut frpc = start_frpc(tmp.path(), "frpc", &toml);
     push_meta(&h, "app127", port).await;
     wait_ok(&h, "/exapps/app127/a", &[], T).await;
@@ -368,16 +314,7 @@ async fn per_proxy_encryption_and_compression_honoured_with_real_frpc() {
     let port = port_for(23000, "encrypted");
     let sock = tmp.path().join("exapp.sock");
     let _app = unix_app(&sock, "appenc").await;
-    let toml = frpc_toml(
-        h.frp,
-        KEY,
-        Tls::Certs(&h.certs()),
-        &[ProxySpec {
-            name: "appenc",
-            port,
-            unix: &sock,
-        }],
-    )
+    let toml = single_proxy_toml(&h, "appenc", port, &sock)
     .replace(
         &format!("remotePort = {port}\n"),
         &format!("remotePort = {port}\ntransport.useEncryption = true\ntransport.useCompression = true\n"),
@@ -427,17 +364,7 @@ async fn app_level_heartbeats_answered_with_pong() {
     let port = port_for(23000, "heartbeat");
     let sock = tmp.path().join("exapp.sock");
     let _app = unix_app(&sock, "apphb").await;
-    let toml = frpc_toml(
-        h.frp,
-        KEY,
-        Tls::Certs(&h.certs()),
-        &[ProxySpec {
-            name: "apphb",
-            port,
-            unix: &sock,
-        }],
-    )
-    .replace(
+    let toml = single_proxy_toml(&h, "apphb", port, &sock).replace(
         "log.level",
         "transport.heartbeatInterval = 1\ntransport.heartbeatTimeout = 3\nlog.level",
     );
@@ -462,17 +389,7 @@ async fn custom_tls_first_byte_0x17_accepted() {
     let port = port_for(23000, "firstbyte");
     let sock = tmp.path().join("exapp.sock");
     let _app = unix_app(&sock, "app17").await;
-    let toml = frpc_toml(
-        h.frp,
-        KEY,
-        Tls::Certs(&h.certs()),
-        &[ProxySpec {
-            name: "app17",
-            port,
-            unix: &sock,
-        }],
-    )
-    .replace(
+    let toml = single_proxy_toml(&h, "app17", port, &sock).replace(
         "log.level",
         "transport.tls.disableCustomTLSFirstByte = false\nlog.level",
     );

@@ -18,16 +18,7 @@ async fn bulk_upload_through_tunnel_vs_direct() {
     let _frpc = start_frpc(
         tmp.path(),
         "frpc",
-        &frpc_toml(
-            h.frp,
-            KEY,
-            Tls::Certs(&h.certs()),
-            &[ProxySpec {
-                name: "bulk",
-                port,
-                unix: &sock,
-            }],
-        ),
+        &single_proxy_toml(&h, "bulk", port, &sock),
     );
     push_meta(&h, "bulk", port).await;
     let body = format!(
@@ -45,16 +36,7 @@ async fn bulk_upload_through_tunnel_vs_direct() {
     wait_ok(&h, "/exapps/bulk/warm", &[], Duration::from_secs(30)).await;
     // The same ExApp also behind `harp tunnel` (native client) on a second port.
     let port2 = port + 1;
-    let _rust = start_rust_client(&frpc_toml(
-        h.frp,
-        KEY,
-        Tls::Certs(&h.certs()),
-        &[ProxySpec {
-            name: "bulkrs",
-            port: port2,
-            unix: &sock,
-        }],
-    ));
+    let _rust = start_rust_client(&single_proxy_toml(&h, "bulkrs", port2, &sock));
     push_meta(&h, "bulkrs", port2).await;
     wait_ok(&h, "/exapps/bulkrs/warm", &[], Duration::from_secs(30)).await;
 

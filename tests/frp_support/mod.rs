@@ -182,6 +182,17 @@ pub struct ProxySpec<'a> {
     pub unix: &'a Path,
 }
 
+/// frpc.toml for one ExApp-style proxy: mutual TLS with harp's certificates, the shared key,
+/// and the unix-socket plugin pointing at `unix`.
+pub fn single_proxy_toml(h: &TestHarp, name: &str, port: u16, unix: &Path) -> String {
+    frpc_toml(
+        h.frp,
+        KEY,
+        Tls::Certs(&h.certs()),
+        &[ProxySpec { name, port, unix }],
+    )
+}
+
 /// The frpc TOML HaRP's ExApp images generate (plus a debug log level).
 pub fn frpc_toml(frp: SocketAddr, token: &str, tls: Tls<'_>, proxies: &[ProxySpec<'_>]) -> String {
     let mut s = format!(
