@@ -22,23 +22,17 @@ fn running(container: &str) -> bool {
 
 #[tokio::test]
 async fn item116_stopped_debian_container_gets_all_certificates_and_stays_stopped() {
-    require_docker();
-    let cleanup = Cleanup::default();
-    let name = unique();
-    let image = import_test_image(&cleanup, &name);
-    cleanup.exapp(&name);
-    let container = format!("nc_app_{name}");
-    let h = start_harp(Options {
+    let CreatedExApp {
+        cleanup: _cleanup,
+        name,
+        container,
+        h,
+        ..
+    } = create_test_exapp(Options {
         frp_certs: true,
         ..Options::default()
     })
     .await;
-    assert_eq!(
-        h.wrapper("create", appapi_create_body(&name, &image))
-            .await
-            .status,
-        201
-    );
     let r = h
         .wrapper(
             "install_certificates",
@@ -76,23 +70,17 @@ async fn item116_stopped_debian_container_gets_all_certificates_and_stays_stoppe
 
 #[tokio::test]
 async fn item117_running_container_stays_running() {
-    require_docker();
-    let cleanup = Cleanup::default();
-    let name = unique();
-    let image = import_test_image(&cleanup, &name);
-    cleanup.exapp(&name);
-    let container = format!("nc_app_{name}");
-    let h = start_harp(Options {
+    let CreatedExApp {
+        cleanup: _cleanup,
+        name,
+        container,
+        h,
+        ..
+    } = create_test_exapp(Options {
         frp_certs: true,
         ..Options::default()
     })
     .await;
-    assert_eq!(
-        h.wrapper("create", appapi_create_body(&name, &image))
-            .await
-            .status,
-        201
-    );
     assert_eq!(h.wrapper("start", json!({"name": name})).await.status, 204);
     let r = h
         .wrapper(
@@ -112,23 +100,17 @@ async fn item117_running_container_stays_running() {
 
 #[tokio::test]
 async fn item118_no_frp_certs_when_not_asked() {
-    require_docker();
-    let cleanup = Cleanup::default();
-    let name = unique();
-    let image = import_test_image(&cleanup, &name);
-    cleanup.exapp(&name);
-    let container = format!("nc_app_{name}");
-    let h = start_harp(Options {
+    let CreatedExApp {
+        cleanup: _cleanup,
+        name,
+        container,
+        h,
+        ..
+    } = create_test_exapp(Options {
         frp_certs: true,
         ..Options::default()
     })
     .await;
-    assert_eq!(
-        h.wrapper("create", appapi_create_body(&name, &image))
-            .await
-            .status,
-        201
-    );
     let r = h
         .wrapper(
             "install_certificates",
@@ -152,19 +134,13 @@ async fn item119_missing_container_is_404() {
 
 #[tokio::test]
 async fn missing_frp_certificates_are_skipped() {
-    require_docker();
-    let cleanup = Cleanup::default();
-    let name = unique();
-    let image = import_test_image(&cleanup, &name);
-    cleanup.exapp(&name);
-    let container = format!("nc_app_{name}");
-    let h = start_harp(Options::default()).await;
-    assert_eq!(
-        h.wrapper("create", appapi_create_body(&name, &image))
-            .await
-            .status,
-        201
-    );
+    let CreatedExApp {
+        cleanup: _cleanup,
+        name,
+        container,
+        h,
+        ..
+    } = create_test_exapp(Options::default()).await;
     let r = h
         .wrapper("install_certificates", json!({"name": name}))
         .await;

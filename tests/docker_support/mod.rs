@@ -427,3 +427,32 @@ pub async fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool 
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// An ExApp container created through harp's `create` wrapper from a fresh test image, with
+/// everything it made registered for cleanup.
+pub struct CreatedExApp {
+    pub cleanup: Cleanup,
+    pub name: String,
+    pub image: String,
+    pub container: String,
+    pub h: TestHarp,
+}
+
+pub async fn create_test_exapp(opts: Options) -> CreatedExApp {
+    require_docker();
+    let cleanup = Cleanup::default();
+    let name = unique();
+    let image = import_test_image(&cleanup, &name);
+    cleanup.exapp(&name);
+    let container = format!("nc_app_{name}");
+    let h = start_harp(opts).await;
+    let created = h.wrapper("create", appapi_create_body(&name, &image)).await;
+    assert_eq!(created.status, 201, "{created:?}");
+    CreatedExApp {
+        cleanup,
+        name,
+        image,
+        container,
+        h,
+    }
+}
