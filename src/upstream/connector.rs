@@ -2,7 +2,6 @@
 //! (a tunnel, the Docker socket) owns the loopback port being dialed.
 
 use futures_util::future::BoxFuture;
-use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::TokioIo;
 use std::io;
 use std::net::SocketAddr;
@@ -61,12 +60,6 @@ impl AsyncWrite for BoxedIo {
     }
 }
 
-impl Connection for BoxedIo {
-    fn connected(&self) -> Connected {
-        Connected::new()
-    }
-}
-
 /// Something that serves some loopback ports without TCP (an FRP tunnel, the Docker socket).
 pub trait LocalDialer: Send + Sync {
     /// `None` when this dialer does not own `port`; otherwise the connection attempt.
@@ -94,38 +87,23 @@ pub struct Connector {
     pub local: LocalDialers,
 }
 
-impl tower_service::Service<http::Uri> for Connector {
-    type Response = TokioIo<BoxedIo>;
-    type Error = io::Error;
-    type Future = BoxFuture<'static, io::Result<TokioIo<BoxedIo>>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, uri: http::Uri) -> Self::Future {
-        let this = self.clone();
-        Box::pin(async move {
-            let addr = uri
-                .authority()
-                .and_then(|a| a.as_str().parse::<SocketAddr>().ok())
-                .ok_or_else(|| {
-                    io::Error::new(io::ErrorKind::InvalidInput, "upstream URI is not ip:port")
-                })?;
-            let attempt = async {
-                if addr.ip().is_loopback() {
-                    if let Some(local) = this.local.dial(addr.port()) {
-                        return local.await;
-                    }
+impl Connector {
+    /// Opens a connection to `addr`: a local dialer's stream for the loopback ports it owns,
+    /// TCP with TCP_NODELAY otherwise, all within the connect timeout.
+    pub async fn dial(&self, addr: SocketAddr) -> io::Result<TokioIo<BoxedIo>> {
+        let attempt = async {
+            if addr.ip().is_loopback() {
+                if let Some(local) = self.local.dial(addr.port()) {
+                    return local.await;
                 }
-                let tcp = TcpStream::connect(addr).await?;
-                tcp.set_nodelay(true)?;
-                Ok(BoxedIo::new(tcp))
-            };
-            match tokio::time::timeout(this.connect_timeout, attempt).await {
-                Ok(result) => result.map(TokioIo::new),
-                Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "connect timeout")),
             }
-        })
+            let tcp = TcpStream::connect(addr).await?;
+            tcp.set_nodelay(true)?;
+            Ok(BoxedIo::new(tcp))
+        };
+        match tokio::time::timeout(self.connect_timeout, attempt).await {
+            Ok(result) => result.map(TokioIo::new),
+            Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "connect timeout")),
+        }
     }
 }

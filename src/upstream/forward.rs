@@ -2,19 +2,21 @@
 
 use super::body::{empty, Body, IdleTimeoutBody};
 use super::connector::{Connector, LocalDialers};
+use super::pool::{Pool, PoolError};
 use super::splice::splice;
 use super::{Target, UpstreamError};
 use http::header::HeaderName;
-use http::uri::{Authority, Scheme};
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
+use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
 use hyper::upgrade::OnUpgrade;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use parking_lot::Mutex;
-use std::collections::HashMap;
+use hyper_util::rt::TokioIo;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 /// Connection-scoped headers that must not be relayed (RFC 9110 §7.6.1). Constants, not
@@ -49,14 +51,10 @@ pub struct UpstreamRequest {
 
 #[derive(Clone)]
 pub struct Forwarder {
-    client: Client<Connector, Body>,
+    pool: Arc<Pool>,
     server_timeout: Duration,
     tunnel_timeout: Option<Duration>,
-    authorities: Arc<Mutex<HashMap<SocketAddr, Authority>>>,
 }
-
-/// Upstreams are few (one per ExApp and engine); the bound only guards against churn.
-const MAX_CACHED_AUTHORITIES: usize = 1024;
 
 impl Forwarder {
     pub fn new(
@@ -69,17 +67,10 @@ impl Forwarder {
             connect_timeout,
             local,
         };
-        let client = Client::builder(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .http1_writev(false)
-            .build(connector);
         Forwarder {
-            client,
+            pool: Arc::new(Pool::new(connector)),
             server_timeout,
             tunnel_timeout,
-            authorities: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
@@ -88,46 +79,35 @@ impl Forwarder {
         &self,
         addr: SocketAddr,
         req: Request<Body>,
-    ) -> Result<Response<hyper::body::Incoming>, UpstreamError> {
-        match tokio::time::timeout(self.server_timeout, self.client.request(req)).await {
+    ) -> Result<(Response<Incoming>, SendRequest<Body>), UpstreamError> {
+        match tokio::time::timeout(self.server_timeout, self.pool.send(addr, req)).await {
             Err(_) => Err(UpstreamError::Timeout(addr)),
-            Ok(Err(e)) if e.is_connect() => Err(UpstreamError::Connect(addr, root_cause(&e))),
-            Ok(Err(e)) => Err(UpstreamError::BadResponse(addr, root_cause(&e))),
-            Ok(Ok(r)) => Ok(r),
+            Ok(Err(PoolError::Connect(e))) => Err(UpstreamError::Connect(addr, e.to_string())),
+            Ok(Err(PoolError::Exchange(e))) => {
+                Err(UpstreamError::BadResponse(addr, root_cause(&e)))
+            }
+            Ok(Ok(pair)) => Ok(pair),
         }
-    }
-
-    /// `ip:port` as a URI authority, formatted once per upstream instead of once per request.
-    fn authority(&self, addr: SocketAddr) -> Authority {
-        let mut cache = self.authorities.lock();
-        if let Some(a) = cache.get(&addr) {
-            return a.clone();
-        }
-        if cache.len() >= MAX_CACHED_AUTHORITIES {
-            cache.clear();
-        }
-        let a = Authority::try_from(addr.to_string().as_str())
-            .expect("a socket address is a valid authority");
-        cache.insert(addr, a.clone());
-        a
     }
 
     pub async fn send(&self, req: UpstreamRequest) -> Result<Response<Body>, UpstreamError> {
         let addr = req.target.addr;
-        let uri = Uri::builder()
-            .scheme(Scheme::HTTP)
-            .authority(self.authority(addr))
-            .path_and_query(req.path_and_query)
-            .build()
-            .map_err(|e| {
-                UpstreamError::BadResponse(addr, format!("invalid request target: {e}"))
-            })?;
+        // Origin-form target: the pooled connection already knows where it goes.
+        let uri = Uri::try_from(req.path_and_query).map_err(|e| {
+            UpstreamError::BadResponse(addr, format!("invalid request target: {e}"))
+        })?;
         let mut out = Request::builder()
             .method(req.method)
             .uri(uri)
             .body(req.body)
             .map_err(|e| UpstreamError::BadResponse(addr, format!("cannot build request: {e}")))?;
         *out.headers_mut() = req.headers;
+        if !out.headers().contains_key(http::header::HOST) {
+            // HTTP/1.0 clients may omit it; HTTP/1.1 upstreams require one.
+            if let Ok(v) = http::HeaderValue::from_str(&addr.to_string()) {
+                out.headers_mut().insert(http::header::HOST, v);
+            }
+        }
         let upgrading = req.client_upgrade.is_some();
         if !upgrading {
             strip_hop_by_hop(out.headers_mut());
@@ -144,7 +124,7 @@ impl Forwarder {
             )
         });
 
-        let mut response = match self.exchange(addr, out).await {
+        let (mut response, sender) = match self.exchange(addr, out).await {
             Err(UpstreamError::BadResponse(..)) if replay.is_some() => {
                 let (method, uri, headers) = replay.expect("checked above");
                 let mut again = Request::new(empty());
@@ -178,6 +158,10 @@ impl Forwarder {
         }
         let (mut parts, body) = response.into_parts();
         strip_hop_by_hop(&mut parts.headers);
+        let body = ReturnToPool {
+            inner: body,
+            back: Some((self.pool.clone(), addr, sender)),
+        };
         let body = IdleTimeoutBody::new(body, self.server_timeout).boxed_unsync();
         Ok(Response::from_parts(parts, body))
     }
@@ -212,6 +196,54 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
         cur = next;
     }
     cur.to_string()
+}
+
+/// The upstream response body; gives its connection back to the pool once read to the end.
+/// A body dropped early leaves the connection to close with it (it is mid-message).
+struct ReturnToPool {
+    inner: Incoming,
+    back: Option<(Arc<Pool>, SocketAddr, SendRequest<Body>)>,
+}
+
+impl ReturnToPool {
+    fn give_back(&mut self) {
+        if let Some((pool, addr, sender)) = self.back.take() {
+            pool.put(addr, sender);
+        }
+    }
+}
+
+impl HttpBody for ReturnToPool {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<bytes::Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(None) = polled {
+            self.give_back();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for ReturnToPool {
+    fn drop(&mut self) {
+        // An empty body is complete without ever being polled (HEAD, 204, 304, length 0).
+        if self.inner.is_end_stream() {
+            self.give_back();
+        }
+    }
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@
 mod body;
 mod connector;
 mod forward;
+mod pool;
 mod splice;
 
 pub use body::{empty, full, Body, BoxError, IdleTimeoutBody};
