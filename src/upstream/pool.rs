@@ -15,9 +15,13 @@ use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 /// Idle connections kept per upstream; more are closed when they come back.
 const MAX_IDLE_PER_UPSTREAM: usize = 512;
+/// Idle connections older than this are closed instead of reused (a burst must not pin
+/// hundreds of descriptors to an upstream that never closes idle connections itself).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum PoolError {
@@ -27,9 +31,12 @@ pub enum PoolError {
     Exchange(hyper::Error),
 }
 
+/// An idle connection and since when it has been idle.
+type Idle = (Instant, SendRequest<Body>);
+
 pub struct Pool {
     connector: Connector,
-    idle: Mutex<HashMap<SocketAddr, Vec<SendRequest<Body>>>>,
+    idle: Mutex<HashMap<SocketAddr, Vec<Idle>>>,
 }
 
 impl Pool {
@@ -43,8 +50,8 @@ impl Pool {
     fn take(&self, addr: SocketAddr) -> Option<SendRequest<Body>> {
         let mut idle = self.idle.lock();
         let list = idle.get_mut(&addr)?;
-        while let Some(sender) = list.pop() {
-            if !sender.is_closed() {
+        while let Some((since, sender)) = list.pop() {
+            if !sender.is_closed() && since.elapsed() < IDLE_TIMEOUT {
                 return Some(sender);
             }
         }
@@ -58,8 +65,14 @@ impl Pool {
         }
         let mut idle = self.idle.lock();
         let list = idle.entry(addr).or_default();
+        // Newest at the end: the oldest sit at the front and are pruned from there.
+        let expired = list
+            .iter()
+            .take_while(|(since, _)| since.elapsed() >= IDLE_TIMEOUT)
+            .count();
+        list.drain(..expired);
         if list.len() < MAX_IDLE_PER_UPSTREAM {
-            list.push(sender);
+            list.push((Instant::now(), sender));
         }
     }
 
