@@ -8,18 +8,12 @@ use std::time::{Duration, Instant};
 
 #[tokio::test]
 async fn item109_running_without_health_check_starts_at_once() {
-    require_docker();
-    let cleanup = Cleanup::default();
-    let name = unique();
-    let image = import_test_image(&cleanup, &name);
-    cleanup.exapp(&name);
-    let h = start_harp(Options::default()).await;
-    assert_eq!(
-        h.wrapper("create", appapi_create_body(&name, &image))
-            .await
-            .status,
-        201
-    );
+    let CreatedExApp {
+        cleanup: _cleanup,
+        name,
+        h,
+        ..
+    } = create_test_exapp(Options::default()).await;
     assert_eq!(h.wrapper("start", json!({"name": name})).await.status, 204);
     let t0 = Instant::now();
     let r = h.wrapper("wait_for_start", json!({"name": name})).await;

@@ -238,18 +238,13 @@ async fn item104_read_only_bind_mount_and_resource_limits() {
 
 #[tokio::test]
 async fn item105_create_twice_is_a_conflict() {
-    require_docker();
-    let cleanup = Cleanup::default();
-    let name = unique();
-    let image = import_test_image(&cleanup, &name);
-    cleanup.exapp(&name);
-    let h = start_harp(Options::default()).await;
-    assert_eq!(
-        h.wrapper("create", appapi_create_body(&name, &image))
-            .await
-            .status,
-        201
-    );
+    let CreatedExApp {
+        cleanup: _cleanup,
+        name,
+        image,
+        h,
+        ..
+    } = create_test_exapp(Options::default()).await;
     let r = h.wrapper("create", appapi_create_body(&name, &image)).await;
     assert_eq!(r.status, 409);
     assert_eq!(
@@ -355,18 +350,12 @@ async fn remove_refuses_a_container_of_another_instance() {
 
 #[tokio::test]
 async fn item107_start_twice_reports_already_started() {
-    require_docker();
-    let cleanup = Cleanup::default();
-    let name = unique();
-    let image = import_test_image(&cleanup, &name);
-    cleanup.exapp(&name);
-    let h = start_harp(Options::default()).await;
-    assert_eq!(
-        h.wrapper("create", appapi_create_body(&name, &image))
-            .await
-            .status,
-        201
-    );
+    let CreatedExApp {
+        cleanup: _cleanup,
+        name,
+        h,
+        ..
+    } = create_test_exapp(Options::default()).await;
     let r = h.wrapper("start", json!({"name": name})).await;
     assert_eq!((r.status, r.body.as_str()), (204, ""));
     assert_eq!(
@@ -384,18 +373,12 @@ async fn item107_start_twice_reports_already_started() {
 
 #[tokio::test]
 async fn item108_stop_twice_reports_already_stopped() {
-    require_docker();
-    let cleanup = Cleanup::default();
-    let name = unique();
-    let image = import_test_image(&cleanup, &name);
-    cleanup.exapp(&name);
-    let h = start_harp(Options::default()).await;
-    assert_eq!(
-        h.wrapper("create", appapi_create_body(&name, &image))
-            .await
-            .status,
-        201
-    );
+    let CreatedExApp {
+        cleanup: _cleanup,
+        name,
+        h,
+        ..
+    } = create_test_exapp(Options::default()).await;
     assert_eq!(h.wrapper("start", json!({"name": name})).await.status, 204);
     let r = h.wrapper("stop", json!({"name": name})).await;
     assert_eq!((r.status, r.body.as_str()), (204, ""));
