@@ -24,17 +24,10 @@ const DRAIN_TIME: Duration = Duration::from_secs(10);
 
 /// Binds one ordinary listening socket (for listeners served by a single task, like FRP).
 pub async fn bind(addr: &BindAddr) -> io::Result<TcpListener> {
-    let mut last_err = io::Error::new(
-        io::ErrorKind::NotFound,
-        format!("{addr} resolves to no address"),
-    );
-    for sa in tokio::net::lookup_host((addr.host.as_str(), addr.port)).await? {
-        match TcpListener::bind(sa).await {
-            Ok(l) => return Ok(l),
-            Err(e) => last_err = e,
-        }
-    }
-    Err(last_err)
+    let socket = bind_sockets(addr, 1)?
+        .pop()
+        .expect("one socket was asked for");
+    TcpListener::from_std(socket)
 }
 
 /// Binds `workers` sockets to `addr` with SO_REUSEPORT so each worker thread accepts on its
@@ -60,7 +53,8 @@ fn bind_group(first: SocketAddr, n: usize) -> io::Result<Vec<std::net::TcpListen
     for _ in 0..n {
         let socket = Socket::new(Domain::for_address(at), Type::STREAM, Some(Protocol::TCP))?;
         socket.set_reuse_address(true)?;
-        socket.set_reuse_port(true)?;
+        // Only a group shares the port; a lone socket keeps it to itself.
+        socket.set_reuse_port(n > 1)?;
         socket.set_nonblocking(true)?;
         socket.bind(&at.into())?;
         socket.listen(LISTEN_BACKLOG)?;
