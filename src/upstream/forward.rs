@@ -79,8 +79,9 @@ impl Forwarder {
         &self,
         addr: SocketAddr,
         req: Request<Body>,
+        fresh: bool,
     ) -> Result<(Response<Incoming>, SendRequest<Body>), UpstreamError> {
-        match tokio::time::timeout(self.server_timeout, self.pool.send(addr, req)).await {
+        match tokio::time::timeout(self.server_timeout, self.pool.send(addr, req, fresh)).await {
             Err(_) => Err(UpstreamError::Timeout(addr)),
             Ok(Err(PoolError::Connect(e))) => Err(UpstreamError::Connect(addr, e.to_string())),
             Ok(Err(PoolError::Exchange(e))) => {
@@ -124,7 +125,7 @@ impl Forwarder {
             )
         });
 
-        let (mut response, sender) = match self.exchange(addr, out).await {
+        let (mut response, sender) = match self.exchange(addr, out, false).await {
             Err(UpstreamError::BadResponse(..)) if replay.is_some() => {
                 let (method, uri, headers) = replay.expect("checked above");
                 let mut again = Request::new(empty());
@@ -132,7 +133,7 @@ impl Forwarder {
                 *again.uri_mut() = uri;
                 *again.headers_mut() = headers;
                 tracing::debug!(%addr, "pooled connection was dead; retrying on a fresh one");
-                self.exchange(addr, again).await?
+                self.exchange(addr, again, true).await?
             }
             other => other?,
         };

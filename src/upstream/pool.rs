@@ -76,14 +76,15 @@ impl Pool {
         }
     }
 
-    /// Sends `req` on an idle connection, or on a new one. Returns the connection with the
-    /// response so the caller can give it back after the body.
+    /// Sends `req` on an idle connection (unless `fresh`), or on a new one. Returns the
+    /// connection with the response so the caller can give it back after the body.
     pub async fn send(
         &self,
         addr: SocketAddr,
         mut req: Request<Body>,
+        fresh: bool,
     ) -> Result<(Response<Incoming>, SendRequest<Body>), PoolError> {
-        while let Some(mut sender) = self.take(addr) {
+        while let Some(mut sender) = (!fresh).then(|| self.take(addr)).flatten() {
             if sender.ready().await.is_err() {
                 continue;
             }
