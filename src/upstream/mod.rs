@@ -12,10 +12,9 @@ mod forward;
 mod pool;
 mod splice;
 
-pub use body::{empty, full, Body, BoxError, IdleTimeoutBody};
-pub use connector::{BoxedIo, Connector, LocalDialer, LocalDialers};
-pub use forward::{Forwarder, UpstreamRequest, HOP_BY_HOP};
-pub use splice::splice;
+pub use body::{empty, full, Body, BoxError};
+pub use connector::{BoxedIo, LocalDialer, LocalDialers};
+pub use forward::{Forwarder, UpstreamRequest};
 
 use std::net::{IpAddr, SocketAddr};
 
