@@ -139,6 +139,8 @@ async fn item125_port_outside_ranges_and_second_proxy_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let h = start_harp(tmp.path(), &[]).await;
     let port = port_for(23000, "item125");
+    let second = port_for(23000, "second125");
+    let bad = port_for(23000, "badname125");
     let sock = tmp.path().join("exapp.sock");
     let _app = unix_app(&sock, "app125").await;
     let two = start_frpc(
@@ -156,14 +158,27 @@ async fn item125_port_outside_ranges_and_second_proxy_refused() {
                 },
                 ProxySpec {
                     name: "second",
-                    port: port + 1,
+                    port: second,
                     unix: &sock,
                 },
             ],
         ),
     );
     two.wait_log("exceed the max_ports_per_client", T).await;
-    h.wait_tunnel(port, T).await;
+    // frpc registers its proxies in no fixed order: whichever came first wins, the other is
+    // refused. Ports come from distinct tags so no other test's tunnel can sit on them.
+    let end = std::time::Instant::now() + T;
+    while h.tunnels.proxy(port).is_none() && h.tunnels.proxy(second).is_none() {
+        assert!(
+            std::time::Instant::now() < end,
+            "neither proxy was registered"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        h.tunnels.proxy(port).is_none() || h.tunnels.proxy(second).is_none(),
+        "one client may register only one proxy"
+    );
     let outside = start_frpc(
         tmp.path(),
         "outside",
@@ -173,11 +188,10 @@ async fn item125_port_outside_ranges_and_second_proxy_refused() {
     let bad_name = start_frpc(
         tmp.path(),
         "badname",
-        &single_proxy_toml(&h, "Not-An-App", port + 2, &sock),
+        &single_proxy_toml(&h, "Not-An-App", bad, &sock),
     );
     bad_name.wait_log("is not a valid app id", T).await;
-    assert!(h.tunnels.proxy(port + 1).is_none());
-    assert!(h.tunnels.proxy(port + 2).is_none());
+    assert!(h.tunnels.proxy(bad).is_none());
     h.stop().await;
 }
 
