@@ -330,11 +330,15 @@ async fn bad_input_table() {
     let big_header = format!("x-big: {}\r\n", "a".repeat(20 * 1024));
     let huge_header = format!("x-big: {}\r\n", "a".repeat(1024 * 1024));
     let k = format!("harp-shared-key: {KEY}\r\n");
+    // Header count: HAProxy, the reference, allows 101; harp allows 100.
+    let many_headers = |n: usize| (0..n).map(|i| format!("x-h{i}: v\r\n")).collect::<String>();
     let cases: Vec<(String, u16)> = vec![
         ("GARBAGE\r\n\r\n".into(), 400),
         ("GET /exapps/foo/x HTTP/9.9\r\nHost: x\r\n\r\n".into(), 400),
         (format!("GET /exapps/foo/x HTTP/1.1\r\nHost: x\r\n{big_header}\r\n"), 200),
         (format!("GET /exapps/foo/x HTTP/1.1\r\nHost: x\r\n{huge_header}\r\n"), 431),
+        (format!("GET /exapps/foo/x HTTP/1.1\r\nHost: x\r\n{}\r\n", many_headers(90)), 200),
+        (format!("GET /exapps/foo/x HTTP/1.1\r\nHost: x\r\n{}\r\n", many_headers(150)), 431),
         ("GET /exapps/foo/%zz HTTP/1.1\r\nHost: x\r\n\r\n".into(), 200),
         (format!("GET /exapps/app_api/containers/nc_app_%zz/json HTTP/1.1\r\nHost: x\r\n{k}docker-engine-port: 24000\r\n\r\n"), 403),
         (format!("POST /exapps/app_api/exapp_storage/foo HTTP/1.1\r\nHost: x\r\n{k}content-length: 5\r\n\r\n{{bad}}"), 400),

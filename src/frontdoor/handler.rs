@@ -49,7 +49,8 @@ pub async fn handle(
             headers: req.headers(),
             client_ip: ip,
         };
-        match tokio::time::timeout(DECISION_DEADLINE, decide(&facts, &**state)).await {
+        let deadline = tokio::time::Instant::from_std(started) + DECISION_DEADLINE;
+        match tokio::time::timeout_at(deadline, decide(&facts, &**state)).await {
             Ok(d) => d,
             Err(_) => {
                 tracing::warn!(
@@ -88,9 +89,9 @@ pub async fn handle(
         }
         Decision::Engine { port, target_path } => {
             app.push_str("app_api");
-            let t0 = Instant::now();
+            let t0 = access.is_some().then(Instant::now);
             let r = engine_call(&worker, req, port, &target_path).await;
-            upstream_time = Some(t0.elapsed());
+            upstream_time = t0.map(|t| t.elapsed());
             r
         }
         Decision::Forward(plan) => {
@@ -98,9 +99,9 @@ pub async fn handle(
                 app.push_str(&plan.app_id);
             }
             let upgrade = wants_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
-            let t0 = Instant::now();
+            let t0 = access.is_some().then(Instant::now);
             let r = forward(&worker, req, plan, upgrade, ip).await;
-            upstream_time = Some(t0.elapsed());
+            upstream_time = t0.map(|t| t.elapsed());
             r
         }
     };

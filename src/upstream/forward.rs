@@ -170,6 +170,11 @@ impl Forwarder {
 
 /// Removes hop-by-hop headers, including those the `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Nearly every message has none but `Connection`: one pass over the (few) names costs less
+    // than hashing all seven candidates for lookups.
+    if !headers.keys().any(|n| HOP_BY_HOP.contains(n)) {
+        return;
+    }
     // `Connection` usually says only keep-alive/close: skip the allocation unless it names more.
     let named: Vec<HeaderName> = headers
         .get_all(http::header::CONNECTION)
