@@ -95,7 +95,6 @@ impl Engine<'_> {
             headers,
             body,
             client_upgrade: None,
-            retry_stale: true,
         };
         let response = self
             .forwarder

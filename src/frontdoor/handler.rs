@@ -173,7 +173,6 @@ async fn engine_call(
         headers,
         body: body.map_err(Into::into).boxed_unsync(),
         client_upgrade: None,
-        retry_stale: true,
     };
     match worker.forwarder.send(upstream).await {
         Ok(r) => r,
@@ -229,7 +228,6 @@ async fn forward(
         headers,
         body: body.map_err(Into::into).boxed_unsync(),
         client_upgrade,
-        retry_stale: false,
     };
     match worker.forwarder.send(upstream).await {
         Ok(response) => {

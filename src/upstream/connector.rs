@@ -2,7 +2,6 @@
 //! (a tunnel, the Docker socket) owns the loopback port being dialed.
 
 use futures_util::future::BoxFuture;
-use hyper_util::rt::TokioIo;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -90,7 +89,7 @@ pub struct Connector {
 impl Connector {
     /// Opens a connection to `addr`: a local dialer's stream for the loopback ports it owns,
     /// TCP with TCP_NODELAY otherwise, all within the connect timeout.
-    pub async fn dial(&self, addr: SocketAddr) -> io::Result<TokioIo<BoxedIo>> {
+    pub async fn dial(&self, addr: SocketAddr) -> io::Result<BoxedIo> {
         let attempt = async {
             if addr.ip().is_loopback() {
                 if let Some(local) = self.local.dial(addr.port()) {
@@ -102,7 +101,7 @@ impl Connector {
             Ok(BoxedIo::new(tcp))
         };
         match tokio::time::timeout(self.connect_timeout, attempt).await {
-            Ok(result) => result.map(TokioIo::new),
+            Ok(result) => result,
             Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "connect timeout")),
         }
     }

@@ -2,6 +2,7 @@
 
 use super::body::{empty, Body, IdleTimeoutBody};
 use super::connector::{Connector, LocalDialers};
+use super::lean::{self, Lean, LeanError};
 use super::pool::{Pool, PoolError};
 use super::splice::splice;
 use super::{Target, UpstreamError};
@@ -43,14 +44,13 @@ pub struct UpstreamRequest {
     pub body: Body,
     /// Present when the client asked to upgrade; the tunnel starts after a 101.
     pub client_upgrade: Option<OnUpgrade>,
-    /// Retry a bodiless GET/HEAD once on a fresh connection when a pooled connection turns out
-    /// to be dead (the peer restarted while it sat idle). Costs a header copy per request, so
-    /// it is used for Docker engines (restarted daemons) and not on the ExApp hot path.
-    pub retry_stale: bool,
 }
 
 #[derive(Clone)]
 pub struct Forwarder {
+    /// Bodiless GET and HEAD: the in-task client.
+    lean: Arc<Lean>,
+    /// Everything else: hyper's client.
     pool: Arc<Pool>,
     server_timeout: Duration,
     tunnel_timeout: Option<Duration>,
@@ -68,20 +68,83 @@ impl Forwarder {
             local,
         };
         Forwarder {
+            lean: Arc::new(Lean::new(connector.clone(), server_timeout)),
             pool: Arc::new(Pool::new(connector)),
             server_timeout,
             tunnel_timeout,
         }
     }
 
-    /// One request/response with the server timeout, errors classified for the status mapping.
+    pub async fn send(&self, req: UpstreamRequest) -> Result<Response<Body>, UpstreamError> {
+        let addr = req.target.addr;
+        let mut headers = req.headers;
+        if !headers.contains_key(http::header::HOST) {
+            // HTTP/1.0 clients may omit it; HTTP/1.1 upstreams require one.
+            if let Ok(v) = http::HeaderValue::from_str(&addr.to_string()) {
+                headers.insert(http::header::HOST, v);
+            }
+        }
+        let upgrading = req.client_upgrade.is_some();
+        if !upgrading {
+            strip_hop_by_hop(&mut headers);
+        }
+        let mut response = if lean::eligible(&req.method, &req.body, upgrading) {
+            self.send_lean(addr, &req.method, &req.path_and_query, &headers)
+                .await?
+        } else {
+            // Origin-form target: the pooled connection already knows where it goes.
+            let uri = Uri::try_from(req.path_and_query).map_err(|e| {
+                UpstreamError::BadResponse(addr, format!("invalid request target: {e}"))
+            })?;
+            let mut out = Request::new(req.body);
+            *out.method_mut() = req.method;
+            *out.uri_mut() = uri;
+            *out.headers_mut() = headers;
+            let (response, sender) = self.exchange(addr, out).await?;
+            match req.client_upgrade {
+                Some(client_side) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
+                    return Ok(self.tunnel(addr, client_side, response));
+                }
+                _ => {}
+            }
+            let (parts, body) = response.into_parts();
+            let body = ReturnToPool {
+                inner: body,
+                back: Some((self.pool.clone(), addr, sender)),
+            };
+            let body = IdleTimeoutBody::new(body, self.server_timeout).boxed_unsync();
+            Response::from_parts(parts, body)
+        };
+        strip_hop_by_hop(response.headers_mut());
+        Ok(response)
+    }
+
+    async fn send_lean(
+        &self,
+        addr: SocketAddr,
+        method: &Method,
+        path_and_query: &str,
+        headers: &HeaderMap,
+    ) -> Result<Response<Body>, UpstreamError> {
+        let head = lean::request_head(method, path_and_query, headers)
+            .map_err(|e| UpstreamError::BadResponse(addr, e))?;
+        let sent = self.lean.send(addr, &head, *method == Method::HEAD);
+        match tokio::time::timeout(self.server_timeout, sent).await {
+            Err(_) => Err(UpstreamError::Timeout(addr)),
+            Ok(Err(LeanError::Connect(e))) => Err(UpstreamError::Connect(addr, e.to_string())),
+            Ok(Err(e)) => Err(UpstreamError::BadResponse(addr, e.to_string())),
+            Ok(Ok(response)) => Ok(response),
+        }
+    }
+
+    /// One hyper request/response with the server timeout, errors classified for the status
+    /// mapping.
     async fn exchange(
         &self,
         addr: SocketAddr,
         req: Request<Body>,
-        fresh: bool,
     ) -> Result<(Response<Incoming>, SendRequest<Body>), UpstreamError> {
-        match tokio::time::timeout(self.server_timeout, self.pool.send(addr, req, fresh)).await {
+        match tokio::time::timeout(self.server_timeout, self.pool.send(addr, req)).await {
             Err(_) => Err(UpstreamError::Timeout(addr)),
             Ok(Err(PoolError::Connect(e))) => Err(UpstreamError::Connect(addr, e.to_string())),
             Ok(Err(PoolError::Exchange(e))) => {
@@ -91,80 +154,28 @@ impl Forwarder {
         }
     }
 
-    pub async fn send(&self, req: UpstreamRequest) -> Result<Response<Body>, UpstreamError> {
-        let addr = req.target.addr;
-        // Origin-form target: the pooled connection already knows where it goes.
-        let uri = Uri::try_from(req.path_and_query).map_err(|e| {
-            UpstreamError::BadResponse(addr, format!("invalid request target: {e}"))
-        })?;
-        let mut out = Request::builder()
-            .method(req.method)
-            .uri(uri)
-            .body(req.body)
-            .map_err(|e| UpstreamError::BadResponse(addr, format!("cannot build request: {e}")))?;
-        *out.headers_mut() = req.headers;
-        if !out.headers().contains_key(http::header::HOST) {
-            // HTTP/1.0 clients may omit it; HTTP/1.1 upstreams require one.
-            if let Ok(v) = http::HeaderValue::from_str(&addr.to_string()) {
-                out.headers_mut().insert(http::header::HOST, v);
+    /// After a 101: splices client and upstream in a task of their own; the client gets the
+    /// 101 head now.
+    fn tunnel(
+        &self,
+        addr: SocketAddr,
+        client_side: OnUpgrade,
+        mut response: Response<Incoming>,
+    ) -> Response<Body> {
+        let upstream_side = hyper::upgrade::on(&mut response);
+        let idle = self.tunnel_timeout;
+        tokio::spawn(async move {
+            match tokio::try_join!(client_side, upstream_side) {
+                Ok((c, u)) => {
+                    let (up, down) =
+                        splice(TokioIo::new(c), TokioIo::new(u), idle, HALF_CLOSE_REAP).await;
+                    tracing::debug!(%addr, bytes_up = up, bytes_down = down, "upgraded connection closed");
+                }
+                Err(e) => tracing::debug!(%addr, error = %e, "upgrade did not complete"),
             }
-        }
-        let upgrading = req.client_upgrade.is_some();
-        if !upgrading {
-            strip_hop_by_hop(out.headers_mut());
-        }
-        let replay = (req.retry_stale
-            && !upgrading
-            && http_body::Body::is_end_stream(out.body())
-            && matches!(*out.method(), Method::GET | Method::HEAD))
-        .then(|| {
-            (
-                out.method().clone(),
-                out.uri().clone(),
-                out.headers().clone(),
-            )
         });
-
-        let (mut response, sender) = match self.exchange(addr, out, false).await {
-            Err(UpstreamError::BadResponse(..)) if replay.is_some() => {
-                let (method, uri, headers) = replay.expect("checked above");
-                let mut again = Request::new(empty());
-                *again.method_mut() = method;
-                *again.uri_mut() = uri;
-                *again.headers_mut() = headers;
-                tracing::debug!(%addr, "pooled connection was dead; retrying on a fresh one");
-                self.exchange(addr, again, true).await?
-            }
-            other => other?,
-        };
-
-        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-            if let Some(client_side) = req.client_upgrade {
-                let upstream_side = hyper::upgrade::on(&mut response);
-                let idle = self.tunnel_timeout;
-                tokio::spawn(async move {
-                    match tokio::try_join!(client_side, upstream_side) {
-                        Ok((c, u)) => {
-                            let (up, down) =
-                                splice(TokioIo::new(c), TokioIo::new(u), idle, HALF_CLOSE_REAP)
-                                    .await;
-                            tracing::debug!(%addr, bytes_up = up, bytes_down = down, "upgraded connection closed");
-                        }
-                        Err(e) => tracing::debug!(%addr, error = %e, "upgrade did not complete"),
-                    }
-                });
-                let (parts, _) = response.into_parts();
-                return Ok(Response::from_parts(parts, empty()));
-            }
-        }
-        let (mut parts, body) = response.into_parts();
-        strip_hop_by_hop(&mut parts.headers);
-        let body = ReturnToPool {
-            inner: body,
-            back: Some((self.pool.clone(), addr, sender)),
-        };
-        let body = IdleTimeoutBody::new(body, self.server_timeout).boxed_unsync();
-        Ok(Response::from_parts(parts, body))
+        let (parts, _) = response.into_parts();
+        Response::from_parts(parts, empty())
     }
 }
 

@@ -9,6 +9,7 @@
 mod body;
 mod connector;
 mod forward;
+mod lean;
 mod pool;
 mod splice;
 
