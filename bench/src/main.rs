@@ -26,7 +26,7 @@ enum Cmd {
         harp: PathBuf,
         #[arg(long, default_value_t = 5)]
         secs: u32,
-        #[arg(long, default_value_t = 2)]
+        #[arg(long, default_value_t = 3)]
         reps: u32,
         /// Each idle WebSocket costs harp two descriptors; machines of this kind cap a process
         /// at 20,000, so 9,000 is the most that fits beside harp's own.

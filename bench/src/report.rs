@@ -12,49 +12,61 @@ struct Agg {
     p50: f64,
     p99: f64,
     cpu: Option<f64>,
-    n: f64,
 }
 
-/// (target, connections) → mean over repetitions, plus the order targets first appeared in.
+/// (target, connections); each cell is the median over repetitions, so one run disturbed by
+/// the shared machine does not move it.
 type Key = (String, u32);
+
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    let mid = v.len() / 2;
+    if v.len().is_multiple_of(2) {
+        (v[mid - 1] + v[mid]) / 2.0
+    } else {
+        v[mid]
+    }
+}
 
 fn http_table(r: &Results) -> (Vec<Key>, BTreeMap<Key, Agg>) {
     let mut order = Vec::new();
-    let mut map: BTreeMap<Key, Agg> = BTreeMap::new();
+    let mut rows: BTreeMap<Key, Vec<&crate::run::HttpRow>> = BTreeMap::new();
     for row in &r.http {
         let key = (row.target.clone(), row.conns);
-        if !map.contains_key(&key) {
+        if !rows.contains_key(&key) {
             order.push(key.clone());
         }
-        let a = map.entry(key).or_default();
-        a.rps += row.wrk.req_per_sec;
-        a.p50 += row.wrk.p50_ms;
-        a.p99 += row.wrk.p99_ms;
-        a.cpu = match (a.cpu, row.proxy_cpu_us) {
-            (Some(x), Some(y)) => Some(x + y),
-            (None, y) => y,
-            (x, None) => x,
-        };
-        a.n += 1.0;
+        rows.entry(key).or_default().push(row);
     }
-    for a in map.values_mut() {
-        a.rps /= a.n;
-        a.p50 /= a.n;
-        a.p99 /= a.n;
-        a.cpu = a.cpu.map(|c| c / a.n);
-    }
+    let map = rows
+        .into_iter()
+        .map(|(key, rows)| {
+            let of =
+                |f: fn(&crate::run::HttpRow) -> f64| median(rows.iter().map(|r| f(r)).collect());
+            let cpus: Vec<f64> = rows.iter().filter_map(|r| r.proxy_cpu_us).collect();
+            let agg = Agg {
+                rps: of(|r| r.wrk.req_per_sec),
+                p50: of(|r| r.wrk.p50_ms),
+                p99: of(|r| r.wrk.p99_ms),
+                cpu: (!cpus.is_empty()).then(|| median(cpus)),
+            };
+            (key, agg)
+        })
+        .collect();
     (order, map)
 }
 
-fn ws_mean(r: &Results, target: &str, conns: usize) -> (f64, f64) {
+fn ws_median(r: &Results, target: &str, conns: usize) -> (f64, f64) {
     let rows: Vec<_> =
         r.ws.iter()
             .filter(|w| w.target == target && w.conns == conns)
             .collect();
-    let n = rows.len().max(1) as f64;
     (
-        rows.iter().map(|w| w.result.msgs_per_sec).sum::<f64>() / n,
-        rows.iter().map(|w| w.result.p99_us).sum::<f64>() / n,
+        median(rows.iter().map(|w| w.result.msgs_per_sec).collect()),
+        median(rows.iter().map(|w| w.result.p99_us).collect()),
     )
 }
 
@@ -70,7 +82,7 @@ pub fn markdown(r: &Results) -> String {
     let (order, map) = http_table(r);
     let mut s = String::new();
     let _ = writeln!(s, "# harp benchmark — {}\n", r.date);
-    let _ = writeln!(s, "Machine: {}. {}. Each HTTP cell is the mean of {} runs of wrk (2 threads); targets alternate within each repetition.\n", r.machine, r.haproxy_version, r.http.iter().filter(|h| h.target == "direct" && h.conns == 32).count());
+    let _ = writeln!(s, "Machine: {}. {}. Each cell is the median of {} runs (HTTP: wrk with 2 threads); targets alternate within each repetition.\n", r.machine, r.haproxy_version, r.http.iter().filter(|h| h.target == "direct" && h.conns == 32).count());
     let _ = writeln!(
         s,
         "| target | conns | req/s | p50 ms | p99 ms | proxy CPU µs/req | × HAProxy | × direct |"
@@ -91,15 +103,18 @@ pub fn markdown(r: &Results) -> String {
             key.0, key.1, a.rps, a.p50, a.p99, cpu, hap, direct
         );
     }
-    let _ = writeln!(s, "\n| WebSocket echo | conns | direct msg/s | harp msg/s | × direct | direct p99 µs | harp p99 µs |");
-    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(s, "\n| WebSocket echo | conns | direct msg/s | HAProxy msg/s | harp msg/s | HAProxy × direct | harp × direct | harp × HAProxy | direct p99 µs | HAProxy p99 µs | harp p99 µs |");
+    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for conns in [32usize, 256] {
-        let (d, dp) = ws_mean(r, "direct", conns);
-        let (h, hp) = ws_mean(r, "harp", conns);
+        let (d, dp) = ws_median(r, "direct", conns);
+        let (x, xp) = ws_median(r, "haproxy", conns);
+        let (h, hp) = ws_median(r, "harp", conns);
         let _ = writeln!(
             s,
-            "| 32-byte text | {conns} | {d:.0} | {h:.0} | {:.2} | {dp:.0} | {hp:.0} |",
-            h / d
+            "| 32-byte text | {conns} | {d:.0} | {x:.0} | {h:.0} | {:.2} | {:.2} | {:.2} | {dp:.0} | {xp:.0} | {hp:.0} |",
+            x / d,
+            h / d,
+            h / x
         );
     }
     let idle_mb = r.rss_idle_kib as f64 / 1024.0;
@@ -115,11 +130,14 @@ pub fn markdown(r: &Results) -> String {
     let cpu_user = get("harp user (cookie)", 128).cpu.unwrap_or(f64::NAN);
     let bf = get("harp user + bruteforce", 128).cpu.unwrap_or(f64::NAN);
     let p99_gap = get("harp user (cookie)", 32).p99 - get("haproxy", 32).p99;
-    let (wd, _) = ws_mean(r, "direct", 32);
-    let (wh, _) = ws_mean(r, "harp", 32);
-    let (wd2, _) = ws_mean(r, "direct", 256);
-    let (wh2, _) = ws_mean(r, "harp", 256);
+    let (wd, _) = ws_median(r, "direct", 32);
+    let (wh, _) = ws_median(r, "harp", 32);
+    let (wd2, _) = ws_median(r, "direct", 256);
+    let (wh2, _) = ws_median(r, "harp", 256);
     let ws_ratio = (wh / wd).min(wh2 / wd2);
+    let (xd, _) = ws_median(r, "haproxy", 32);
+    let (xd2, _) = ws_median(r, "haproxy", 256);
+    let ws_haproxy = (xd / wd).min(xd2 / wd2);
     let _ = writeln!(s, "\n## Targets (issue #5)\n");
     let _ = writeln!(s, "| target | measured | |\n|---|---|---|");
     let _ = writeln!(
@@ -151,7 +169,7 @@ pub fn markdown(r: &Results) -> String {
     );
     let _ = writeln!(
         s,
-        "| WebSocket ≥ 0.9× direct msg/s | {ws_ratio:.2}× | {} |",
+        "| WebSocket ≥ 0.9× direct msg/s | {ws_ratio:.2}× (HAProxy: {ws_haproxy:.2}×) | {} |",
         mark(ws_ratio >= 0.9)
     );
     let _ = writeln!(
@@ -204,4 +222,16 @@ pub fn chart(r: &Results, dir: &Path, png: &Path) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(&gp);
     anyhow::ensure!(status.success(), "gnuplot failed");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::median;
+
+    #[test]
+    fn median_ignores_one_outlier_and_averages_the_middle_pair() {
+        assert_eq!(median(vec![30.0, 10.0, 1000.0]), 30.0);
+        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert!(median(vec![]).is_nan());
+    }
 }

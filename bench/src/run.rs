@@ -319,6 +319,8 @@ pub fn run(opts: &Options) -> anyhow::Result<Results> {
         for conns in [32usize, 256] {
             for (name, url) in [
                 ("direct", format!("ws://127.0.0.1:{echo_port}/ws")),
+                // The ceiling for any proxy: the same hop with no decision at all.
+                ("haproxy", format!("ws://127.0.0.1:{haproxy_port}/ws")),
                 (
                     "harp",
                     format!("ws://127.0.0.1:{harp_port}/exapps/bench/public/ws"),

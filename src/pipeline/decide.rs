@@ -107,7 +107,12 @@ pub async fn decide<C: Context>(facts: &RequestFacts<'_>, ctx: &C) -> Decision {
     if app.app_id == "app_api" {
         return app_api(facts, app.target_path, trusted, ctx);
     }
-    let app_lower = app.app_id.to_ascii_lowercase();
+    // App ids are nearly always lower case already: borrow unless one is not.
+    let app_lower: std::borrow::Cow<str> = if app.app_id.bytes().any(|b| b.is_ascii_uppercase()) {
+        app.app_id.to_ascii_lowercase().into()
+    } else {
+        app.app_id.into()
+    };
 
     let (record, appapi_auth) = if is_signed(facts.headers) {
         if !trusted {
