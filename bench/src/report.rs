@@ -154,7 +154,8 @@ pub fn markdown(r: &Results) -> String {
     );
     let _ = writeln!(
         s,
-        "| proxy CPU per request ≤ 30 µs | {cpu_user:.1} µs | {} |",
+        "| proxy CPU per request ≤ 30 µs | {cpu_user:.1} µs (HAProxy: {:.1} µs) | {} |",
+        get("haproxy", 128).cpu.unwrap_or(f64::NAN),
         mark(cpu_user <= 30.0)
     );
     let _ = writeln!(
@@ -189,6 +190,21 @@ pub fn markdown(r: &Results) -> String {
         r.burst_user_info_calls,
         r.burst_cookies,
         mark(r.burst_user_info_calls as usize == r.burst_cookies)
+    );
+    let tunnel_vs_plain = |c| get("harp user via tunnel", c).rps / get("harp user (cookie)", c).rps;
+    let tunnel_ratio = tunnel_vs_plain(32).min(tunnel_vs_plain(128));
+    let bulk_ratio = bt / bd;
+    let _ = writeln!(
+        s,
+        "| tunnel path ≥ 0.8× non-tunnel: USER route (32 / 128 conns) | {:.2}× / {:.2}× | {} |",
+        tunnel_vs_plain(32),
+        tunnel_vs_plain(128),
+        mark(tunnel_ratio >= 0.8)
+    );
+    let _ = writeln!(
+        s,
+        "| tunnel path ≥ 0.8× non-tunnel: bulk upload | {bulk_ratio:.2}× | {} |",
+        mark(bulk_ratio >= 0.8)
     );
     s
 }
