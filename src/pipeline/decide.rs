@@ -189,8 +189,12 @@ pub async fn decide<C: Context>(facts: &RequestFacts<'_>, ctx: &C) -> Decision {
         }
     };
     let user_id = user.map(|u| u.user_id).unwrap_or_default();
-    let authorization =
-        base64::engine::general_purpose::STANDARD.encode(format!("{user_id}:{}", record.token));
+    // Concatenated by hand: `format!` here cost more than the base64 encoding itself.
+    let mut credentials = String::with_capacity(user_id.len() + 1 + record.token.len());
+    credentials.push_str(&user_id);
+    credentials.push(':');
+    credentials.push_str(&record.token);
+    let authorization = base64::engine::general_purpose::STANDARD.encode(credentials);
     Decision::Forward(ForwardPlan {
         record,
         app_id: app.app_id.to_string(),

@@ -66,27 +66,38 @@ fn dot_unit(b: &[u8], i: usize) -> Option<usize> {
 
 /// Contract §2.2 step 3: the first `exapps/` at the start or after a `/`, then a non-empty id.
 pub fn extract_app(raw_path: &str) -> Option<AppPath<'_>> {
-    const MARK: &str = "exapps/";
+    let pos = first_mark(raw_path)?;
+    let rest = &raw_path[pos + MARK.len()..];
+    let id_len = rest.bytes().position(|b| b == b'/').unwrap_or(rest.len());
+    if id_len == 0 {
+        return None;
+    }
+    let app_id = &rest[..id_len];
+    // Only a path that *starts* with `/exapps/<id>` loses the prefix (reference quirk).
+    let target_path = if pos == 1 {
+        &raw_path[1 + MARK.len() + id_len..]
+    } else {
+        raw_path
+    };
+    Some(AppPath {
+        app_id,
+        target_path,
+    })
+}
+
+const MARK: &str = "exapps/";
+
+/// Where the first `exapps/` at the start or right after a `/` begins.
+fn first_mark(raw_path: &str) -> Option<usize> {
+    // Nearly every path starts `/exapps/`; `str::find` sets up a substring searcher each call,
+    // which cost more than the rest of the path checks together.
+    if raw_path.as_bytes().first() == Some(&b'/') && raw_path[1..].starts_with(MARK) {
+        return Some(1);
+    }
     let mut search_from = 0;
     while let Some(pos) = raw_path[search_from..].find(MARK).map(|p| p + search_from) {
         if pos == 0 || raw_path.as_bytes()[pos - 1] == b'/' {
-            let rest = &raw_path[pos + MARK.len()..];
-            let id_len = rest.find('/').unwrap_or(rest.len());
-            if id_len == 0 {
-                return None;
-            }
-            let app_id = &rest[..id_len];
-            let prefix_len = 1 + MARK.len() + id_len; // "/exapps/<id>"
-                                                      // Only a path that *starts* with `/exapps/<id>` loses the prefix (reference quirk).
-            let target_path = if pos == 1 {
-                &raw_path[prefix_len..]
-            } else {
-                raw_path
-            };
-            return Some(AppPath {
-                app_id,
-                target_path,
-            });
+            return Some(pos);
         }
         search_from = pos + 1;
     }
@@ -145,6 +156,7 @@ mod tests {
         assert_eq!(extract_app("/other/path"), None);
         assert_eq!(extract_app("/exapps//x"), None);
         assert_eq!(extract_app("/myexapps/x"), None);
+        assert_eq!(extract_app("xexapps/x"), None);
     }
 
     #[test]
