@@ -1,5 +1,6 @@
 //! Upstream forwarding: the only module that moves request and response bytes to ExApps and
-//! Docker engines. Pooled HTTP/1.1 keep-alive connections, streamed bodies in both directions,
+//! Docker engines. Pooled HTTP/1.1 keep-alive connections (`lean` for bodiless GET/HEAD inside
+//! the request's task, hyper's client for bodies and upgrades), streamed bodies in both directions,
 //! upgrades (WebSocket) turned into idle-timed byte tunnels, and upstream faults mapped to
 //! 502/503/504 quickly.
 //!
