@@ -82,6 +82,45 @@ async fn item95_sse_events_arrive_one_by_one() {
     );
 }
 
+/// HEAD answers carry the length of the body they do not have: harp must not wait for one,
+/// and the upstream connection must stay usable for the requests after it.
+#[tokio::test]
+async fn head_requests_end_at_the_head_and_keep_the_connection_usable() {
+    let (_nc, app, h) = setup(&[("HP_WORKERS", "1")]).await;
+    let c = client();
+    for round in 0..3 {
+        let r = tokio::time::timeout(
+            Duration::from_secs(5),
+            c.head(h.url("/exapps/foo/x")).send(),
+        )
+        .await
+        .expect("HEAD answered without waiting for a body")
+        .unwrap();
+        assert_eq!(r.status(), 200, "round {round}");
+        let length: u64 = r.headers()["content-length"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(length > 0, "the ExApp's length is passed on");
+        assert!(r.bytes().await.unwrap().is_empty());
+        let doc: serde_json::Value = c
+            .get(h.url("/exapps/foo/x"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(doc["method"], "GET", "round {round}");
+    }
+    assert_eq!(
+        app.connections.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "every HEAD and GET went over one kept-alive upstream connection"
+    );
+}
+
 #[tokio::test]
 async fn item97_exapp_down_is_503_and_not_recorded() {
     let nc = StubNextcloud::start().await;

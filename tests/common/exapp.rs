@@ -22,6 +22,8 @@ type Body = BoxBody<Bytes, Infallible>;
 pub struct StubExApp {
     pub addr: SocketAddr,
     pub requests: Arc<AtomicUsize>,
+    /// TCP connections accepted (shows whether harp reuses its upstream connections).
+    pub connections: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -37,11 +39,14 @@ impl StubExApp {
         let addr = listener.local_addr().unwrap();
         let requests = Arc::new(AtomicUsize::new(0));
         let counter = requests.clone();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let accepted = connections.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
+                accepted.fetch_add(1, Ordering::SeqCst);
                 let counter = counter.clone();
                 tokio::spawn(async move {
                     let svc = service_fn(move |req| {
@@ -58,6 +63,7 @@ impl StubExApp {
         StubExApp {
             addr,
             requests,
+            connections,
             task,
         }
     }
