@@ -39,7 +39,10 @@ async fn item18_start_generates_ca_server_client_with_names_and_validity() {
     }
     let infos = harp::certs::describe(&dir).unwrap();
     let subjects: Vec<_> = infos.iter().map(|i| i.subject.as_str()).collect();
-    assert_eq!(subjects, ["CN=harp.nc", "CN=harp.nc", "CN=harp.client.nc"]);
+    assert_eq!(
+        subjects,
+        ["CN=harp.nc CA", "CN=harp.nc", "CN=harp.client.nc"]
+    );
     assert!(
         infos.iter().all(|i| (99..=100).contains(&i.days_left)),
         "{infos:?}"

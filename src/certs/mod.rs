@@ -5,10 +5,16 @@
 //!
 //! Keys are ECDSA P-256 (SHA-256 signatures), not the reference's RSA 2048: `rcgen` with the
 //! `ring` backend cannot generate RSA keys, and Go's TLS stack (frpc 0.61+) and rustls both
-//! accept ECDSA P-256 for server and client authentication. Certificates carry only the SAN
-//! extension (no EKU), which Go accepts for both roles.
+//! accept ECDSA P-256 for server and client authentication. Server and client certificates
+//! carry the SAN (no EKU, which Go accepts for both roles), `CA:FALSE`, and the Subject and
+//! Authority Key Identifiers that OpenSSL-made certificates have: OpenSSL (`openssl verify`,
+//! curl, Python `ssl`) picks a certificate's issuer by those identifiers and by subject, so a
+//! leaf without them whose issuer name equals its own subject looks self-signed and is refused.
+//! For the same reason the CA's subject differs from the server's.
 
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, SerialNumber};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose, SerialNumber,
+};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::path::{Path, PathBuf};
@@ -25,6 +31,10 @@ pub const REQUIRED: [&str; 5] = [
 ];
 pub const SERVER_NAME: &str = "harp.nc";
 pub const CLIENT_NAME: &str = "harp.client.nc";
+/// The CA's common name. The reference's CA shares `CN=harp.nc` with its server certificate
+/// (only the key identifiers OpenSSL adds keep that chain verifiable); a distinct name keeps
+/// issuer and leaf apart for every verifier, and names the CA for what it is.
+pub(crate) const CA_NAME: &str = "harp.nc CA";
 /// Expiry closer than this is logged at warning level on start.
 pub const EXPIRY_WARNING_DAYS: i64 = 30;
 
@@ -109,17 +119,24 @@ fn generate(dir: &Path, days: u32) -> Result<(), CertError> {
     })?;
 
     let ca_key = KeyPair::generate()?;
-    let mut ca_params = params(SERVER_NAME, None, days)?;
+    let mut ca_params = params(CA_NAME, None, days)?;
+    // rcgen writes the Subject Key Identifier for every certificate that states its CA flag.
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     let ca = ca_params.self_signed(&ca_key)?;
     write(&tmp, "ca.key", &ca_key.serialize_pem())?;
     write(&tmp, "ca.crt", &ca.pem())?;
     write(&tmp, "ca.srl", "02\n")?;
     for (stem, cn) in [("server", SERVER_NAME), ("client", CLIENT_NAME)] {
         let key = KeyPair::generate()?;
-        let p = params(cn, Some(cn), days)?;
+        let mut p = params(cn, Some(cn), days)?;
+        p.is_ca = IsCa::ExplicitNoCa;
+        p.use_authority_key_identifier_extension = true;
+        // The CSR is kept for reference only; rcgen puts none of these in a request.
         let mut csr_params = p.clone();
         csr_params.serial_number = None;
+        csr_params.is_ca = IsCa::NoCa;
+        csr_params.use_authority_key_identifier_extension = false;
         let csr = csr_params.serialize_request(&key)?;
         let cert = p.signed_by(&key, &ca, &ca_key)?;
         write(&tmp, &format!("{stem}.key"), &key.serialize_pem())?;
