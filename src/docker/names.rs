@@ -1,4 +1,5 @@
-//! Container and volume names (contract §4.5) and the ownership labels harp adds (§7 #15).
+//! Container and volume names (contract §4.5), the rules their parts follow before anything
+//! reaches an engine, and the ownership labels harp adds (§7 #15).
 
 use super::DockerError;
 
@@ -15,28 +16,18 @@ pub struct Names {
 }
 
 impl Names {
-    /// Rejects anything that could escape a URL path segment or a Docker name.
+    /// Checks each part by the rules of [`check_part`]; `name` must not be empty.
     pub fn new(
         name: String,
         instance_id: String,
         role_suffix: String,
     ) -> Result<Names, DockerError> {
         if name.is_empty() {
-            return Err(DockerError::BadRequest(
-                "Payload validation error: 'name' must not be empty".into(),
-            ));
+            return Err(invalid("name", "must not be empty"));
         }
-        for (field, value) in [
-            ("name", &name),
-            ("instance_id", &instance_id),
-            ("role_suffix", &role_suffix),
-        ] {
-            if let Some(c) = value.chars().find(|c| !is_name_char(*c)) {
-                return Err(DockerError::BadRequest(format!(
-                    "Payload validation error: '{field}' contains {c:?}; only A-Z a-z 0-9 _ . - are allowed"
-                )));
-            }
-        }
+        check_part("name", &name)?;
+        check_part("instance_id", &instance_id)?;
+        check_part("role_suffix", &role_suffix)?;
         Ok(Names {
             name,
             instance_id,
@@ -58,6 +49,40 @@ impl Names {
             LABEL_INSTANCE: self.instance_id,
         })
     }
+}
+
+/// Longest `name`, `instance_id` or `role_suffix`: the reference's limit, which is also a DNS
+/// label's (the bare `name` becomes the container's hostname).
+pub(crate) const MAX_NAME_PART: usize = 63;
+
+fn invalid(field: &str, what: &str) -> DockerError {
+    DockerError::BadRequest(format!("Payload validation error: '{field}' {what}"))
+}
+
+/// A non-empty part is 1–[`MAX_NAME_PART`] characters of `A–Z a–z 0–9 _ . -` starting with a
+/// letter or digit: it cannot leave a URL path segment (`/`, `?`, `%`, `#`, `..`), cannot be
+/// read as a command-line option (`-`), and is a valid Docker container and volume name part.
+fn check_part(field: &str, value: &str) -> Result<(), DockerError> {
+    let Some(first) = value.chars().next() else {
+        return Ok(());
+    };
+    if let Some(c) = value.chars().find(|c| !is_name_char(*c)) {
+        return Err(invalid(
+            field,
+            &format!("contains {c:?}; only A-Z a-z 0-9 _ . - are allowed"),
+        ));
+    }
+    if !first.is_ascii_alphanumeric() {
+        return Err(invalid(field, "must start with a letter or digit"));
+    }
+    // All characters are ASCII here, so bytes count characters.
+    if value.len() > MAX_NAME_PART {
+        return Err(invalid(
+            field,
+            &format!("is longer than {MAX_NAME_PART} characters"),
+        ));
+    }
+    Ok(())
 }
 
 fn is_name_char(c: char) -> bool {
@@ -115,17 +140,65 @@ mod tests {
 
     #[test]
     fn bad_names_are_rejected_with_the_field_named() {
-        for (n, i, r, field) in [
-            ("a/b", "", "", "name"),
-            ("a", "x y", "", "instance_id"),
-            ("a", "", "r?", "role_suffix"),
-            ("ä", "", "", "name"),
+        let long = "x".repeat(MAX_NAME_PART + 1);
+        for bad in [
+            "../etc",
+            "a/b",
+            "a b",
+            "a?force=true",
+            "a%2Fb",
+            "a#b",
+            "a:b",
+            "-a",
+            ".a",
+            "_a",
+            "a\n",
+            "a\0",
+            "ä",
+            long.as_str(),
         ] {
-            let e = Names::new(n.into(), i.into(), r.into()).unwrap_err();
-            assert!(e.to_string().contains(field), "{e}");
+            let e = Names::new(bad.into(), String::new(), String::new()).unwrap_err();
+            assert!(e.to_string().contains("'name'"), "{bad:?}: {e}");
+            for (i, r, field) in [(bad, "", "'instance_id'"), ("", bad, "'role_suffix'")] {
+                let e = Names::new("app".into(), i.into(), r.into()).unwrap_err();
+                assert!(e.to_string().contains(field), "{bad:?}: {e}");
+            }
         }
-        assert!(Names::new(String::new(), String::new(), String::new()).is_err());
-        assert!(Names::new("A-z_0.9".into(), String::new(), String::new()).is_ok());
+        let e = Names::new(String::new(), String::new(), String::new()).unwrap_err();
+        assert!(e.to_string().contains("'name' must not be empty"), "{e}");
+        let e = Names::new("-a".into(), String::new(), String::new()).unwrap_err();
+        assert!(
+            e.to_string().contains("start with a letter or digit"),
+            "{e}"
+        );
+        let e = Names::new(long.clone(), String::new(), String::new()).unwrap_err();
+        assert!(e.to_string().contains("longer than 63"), "{e}");
+    }
+
+    #[test]
+    fn good_names_are_accepted() {
+        let longest = "x".repeat(MAX_NAME_PART);
+        for good in [
+            "app-skeleton-python",
+            "context_chat_backend",
+            "llm2",
+            "a.b",
+            "A1",
+            "A-z_0.9",
+            "0",
+            longest.as_str(),
+        ] {
+            assert!(
+                Names::new(good.into(), String::new(), String::new()).is_ok(),
+                "{good:?}"
+            );
+        }
+        for part in ["", "oc1a2b3c4d5e", "rp", "idx_1", longest.as_str()] {
+            assert!(
+                Names::new("app".into(), part.into(), part.into()).is_ok(),
+                "{part:?}"
+            );
+        }
     }
 
     #[test]

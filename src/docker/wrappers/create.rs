@@ -1,6 +1,7 @@
 //! `create` (§4.6): data volume first, then the container, both labelled as harp's (§7 #15).
 
-use super::{lenient_int, parse_field_err, NameFields};
+use super::fields::{self, present, BindMount, Limits};
+use super::{parse_field_err, NameFields};
 use crate::control::ControlReply;
 use crate::docker::engine::Engine;
 use crate::docker::names::Names;
@@ -9,36 +10,27 @@ use http::StatusCode;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
+/// The body as sent; [`plan`] validates every field before the engine is touched.
 #[derive(Debug, Deserialize)]
 pub struct CreateBody {
     #[serde(flatten)]
     names: NameFields,
-    image_id: Option<String>,
-    image: Option<String>,
-    network_mode: Option<String>,
-    #[serde(default)]
-    environment_variables: Option<Vec<String>>,
-    restart_policy: Option<String>,
-    compute_device: Option<String>,
-    #[serde(default)]
-    mount_points: Option<Vec<MountPoint>>,
-    #[serde(default)]
-    resource_limits: Option<ResourceLimits>,
-}
-
-#[derive(Debug, Deserialize)]
-struct MountPoint {
-    source: String,
-    target: String,
-    mode: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct ResourceLimits {
-    #[serde(default, deserialize_with = "lenient_int")]
-    memory: Option<i64>,
-    #[serde(default, rename = "nanoCPUs", deserialize_with = "lenient_int")]
-    nano_cpus: Option<i64>,
+    #[serde(default, deserialize_with = "present")]
+    image_id: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    image: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    network_mode: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    environment_variables: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    restart_policy: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    compute_device: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    mount_points: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    resource_limits: Option<Value>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,18 +49,23 @@ struct Plan {
     env: Vec<String>,
     restart_policy: String,
     device: ComputeDevice,
-    mounts: Vec<MountPoint>,
-    limits: ResourceLimits,
+    mounts: Vec<BindMount>,
+    limits: Limits,
 }
 
 fn plan(body: CreateBody) -> Result<Plan, DockerError> {
     let names = body.names.names()?;
-    let image = body
-        .image_id
-        .or(body.image)
-        .filter(|s| !s.is_empty())
-        .ok_or_else(|| parse_field_err("'image_id' is required"))?;
-    let device = match body.compute_device.as_deref().unwrap_or("cpu") {
+    // `image` is the alias Kubernetes-style payloads use when `image_id` is absent.
+    let image = match fields::string("image_id", body.image_id)? {
+        Some(id) => Some(id),
+        None => fields::string("image", body.image)?,
+    }
+    .filter(|s| !s.is_empty())
+    .ok_or_else(|| parse_field_err("'image_id' is required"))?;
+    let device = match fields::string("compute_device", body.compute_device)?
+        .as_deref()
+        .unwrap_or("cpu")
+    {
         "cpu" => ComputeDevice::Cpu,
         "cuda" => ComputeDevice::Cuda,
         "rocm" => ComputeDevice::Rocm,
@@ -78,29 +75,32 @@ fn plan(body: CreateBody) -> Result<Plan, DockerError> {
             )))
         }
     };
-    let mounts = body.mount_points.unwrap_or_default();
-    for m in &mounts {
-        match m.mode.as_deref() {
-            None | Some("rw") | Some("ro") => {}
-            Some(other) => {
-                return Err(parse_field_err(&format!(
-                    "mount mode must be rw or ro, not {other:?}"
-                )))
-            }
-        }
-    }
     Ok(Plan {
         names,
         image,
-        network_mode: body.network_mode.unwrap_or_else(|| "bridge".into()),
-        env: body.environment_variables.unwrap_or_default(),
-        restart_policy: body
-            .restart_policy
-            .unwrap_or_else(|| "unless-stopped".into()),
+        network_mode: fields::network_mode(body.network_mode)?,
+        env: environment(body.environment_variables)?,
+        restart_policy: fields::restart_policy(body.restart_policy)?,
         device,
-        mounts,
-        limits: body.resource_limits.unwrap_or_default(),
+        mounts: fields::mount_points(body.mount_points)?,
+        limits: fields::resource_limits(body.resource_limits)?,
     })
+}
+
+/// `KEY=VALUE` strings passed verbatim; absent or `null` is none.
+fn environment(v: Option<Value>) -> Result<Vec<String>, DockerError> {
+    let refuse = || parse_field_err("'environment_variables' must be a list of strings");
+    match v {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(list)) => list
+            .into_iter()
+            .map(|e| match e {
+                Value::String(s) => Ok(s),
+                _ => Err(refuse()),
+            })
+            .collect(),
+        Some(_) => Err(refuse()),
+    }
 }
 
 /// The `POST /containers/create` body.
@@ -110,10 +110,7 @@ fn container_spec(p: &Plan) -> Value {
         "Type": "volume", "Source": volume, "Target": format!("/{volume}"), "ReadOnly": false,
     })];
     mounts.extend(p.mounts.iter().map(|m| {
-        json!({
-            "Type": "bind", "Source": m.source, "Target": m.target,
-            "ReadOnly": m.mode.as_deref() == Some("ro"),
-        })
+        json!({"Type": "bind", "Source": m.source, "Target": m.target, "ReadOnly": m.read_only})
     }));
     let mut host = Map::new();
     host.insert("NetworkMode".into(), json!(p.network_mode));
@@ -242,8 +239,8 @@ mod tests {
     fn limits_devices_aliases_and_image_alias() {
         let s = spec_of(json!({
             "name": "app", "image": "img:2", "network_mode": "mynet", "compute_device": "rocm",
-            "resource_limits": {"memory": 1048576, "nanoCPUs": "500000000"},
-            "mount_points": [{"source": "/a", "target": "/b", "mode": "ro"}, {"source": "/c", "target": "/d"}],
+            "resource_limits": {"memory": 1048576, "nanoCPUs": 500000000},
+            "mount_points": [{"source": "/a/", "target": "/b", "mode": "ro"}, {"source": "/c", "target": "/d"}],
         }))
         .unwrap();
         assert_eq!(s["Image"], "img:2");
@@ -256,6 +253,7 @@ mod tests {
         assert_eq!(s["HostConfig"]["Devices"][0]["PathOnHost"], "/dev/kfd");
         assert_eq!(s["HostConfig"]["Devices"][1]["CgroupPermissions"], "rwm");
         assert_eq!(s["HostConfig"]["Mounts"][1]["ReadOnly"], true);
+        assert_eq!(s["HostConfig"]["Mounts"][1]["Source"], "/a");
         assert_eq!(s["HostConfig"]["Mounts"][2]["ReadOnly"], false);
         let cuda =
             spec_of(json!({"name": "a", "image_id": "i", "compute_device": "cuda"})).unwrap();
@@ -265,16 +263,136 @@ mod tests {
         assert!(host.get("NetworkingConfig").is_none());
     }
 
+    /// The AppAPI payload with one field changed.
+    fn appapi_with(key: &str, value: Value) -> Value {
+        let mut body = json!({
+            "name": "app-skeleton-python", "instance_id": "",
+            "image_id": "ghcr.io/nextcloud/app-skeleton-python:latest", "network_mode": "host",
+            "environment_variables": ["APP_ID=app-skeleton-python", "APP_PORT=23000"],
+            "restart_policy": "unless-stopped", "compute_device": "cpu", "mount_points": [],
+            "start_container": true,
+            "resource_limits": {"memory": 536870912, "nanoCPUs": 1500000000},
+        });
+        body[key] = value;
+        body
+    }
+
     #[test]
-    fn invalid_create_bodies_are_rejected() {
-        for body in [
-            json!({"name": "a"}),
-            json!({"name": "a", "image_id": ""}),
-            json!({"name": "a", "image_id": "i", "compute_device": "tpu"}),
-            json!({"name": "a", "image_id": "i", "mount_points": [{"source": "/a", "target": "/b", "mode": "x"}]}),
+    fn invalid_create_bodies_are_rejected_naming_the_field() {
+        let mount = |source: &str, mode: Value| json!([{"source": source, "target": "/models", "mode": mode}]);
+        for (key, value, field) in [
+            ("name", json!(null), "name"),
+            ("image_id", json!(""), "image_id"),
+            ("image_id", json!(5), "image_id"),
+            ("compute_device", json!("tpu"), "compute_device"),
+            (
+                "network_mode",
+                json!("container:nc_app_other"),
+                "network_mode",
+            ),
+            ("network_mode", json!("ns:/proc/1/ns/net"), "network_mode"),
+            ("network_mode", json!("my net"), "network_mode"),
+            ("network_mode", json!(""), "network_mode"),
+            (
+                "mount_points",
+                mount("/mnt/../etc", json!("ro")),
+                "mount_points[0].source",
+            ),
+            (
+                "mount_points",
+                mount("models", json!("ro")),
+                "mount_points[0].source",
+            ),
+            (
+                "mount_points",
+                mount("/mnt/a:b", json!("ro")),
+                "mount_points[0].source",
+            ),
+            (
+                "mount_points",
+                mount("/mnt/a", json!(null)),
+                "mount_points[0].mode",
+            ),
+            (
+                "mount_points",
+                mount("/mnt/a", json!("x")),
+                "mount_points[0].mode",
+            ),
+            ("restart_policy", json!("on-failure:3"), "restart_policy"),
+            ("restart_policy", json!("Always"), "restart_policy"),
+            ("restart_policy", json!("sometimes"), "restart_policy"),
+            ("restart_policy", json!(null), "restart_policy"),
+            ("name", json!("-a"), "name"),
+            ("name", json!(".a"), "name"),
+            ("name", json!("_a"), "name"),
+            ("name", json!("x".repeat(64)), "name"),
+            ("instance_id", json!("-i"), "instance_id"),
+            ("role_suffix", json!("r/x"), "role_suffix"),
+            (
+                "resource_limits",
+                json!({"memory": -1}),
+                "resource_limits.memory",
+            ),
+            (
+                "resource_limits",
+                json!({"nanoCPUs": "2"}),
+                "resource_limits.nanoCPUs",
+            ),
+            (
+                "resource_limits",
+                json!({"memory": 1.5}),
+                "resource_limits.memory",
+            ),
+            (
+                "environment_variables",
+                json!("A=1"),
+                "environment_variables",
+            ),
+            ("environment_variables", json!([1]), "environment_variables"),
         ] {
-            let e = spec_of(body).unwrap_err();
-            assert!(matches!(e, DockerError::BadRequest(_)), "{e}");
+            let e = spec_of(appapi_with(key, value.clone())).unwrap_err();
+            assert!(
+                matches!(&e, DockerError::BadRequest(m) if m.contains(&format!("'{field}'"))),
+                "{key} = {value}: {e}"
+            );
         }
+        let e = spec_of(json!({"name": "a"})).unwrap_err();
+        assert!(e.to_string().contains("'image_id' is required"), "{e}");
+    }
+
+    #[test]
+    fn the_reference_payload_and_its_accepted_variants_build() {
+        let s = spec_of(appapi_with(
+            "mount_points",
+            json!([
+                {"source": "/mnt/AI models//", "target": "/models/./llm", "mode": "ro"},
+            ]),
+        ))
+        .unwrap();
+        assert_eq!(s["HostConfig"]["NetworkMode"], "host");
+        assert_eq!(s["HostConfig"]["Mounts"][1]["Source"], "/mnt/AI models");
+        assert_eq!(s["HostConfig"]["Mounts"][1]["Target"], "/models/llm");
+        for (key, value) in [
+            ("network_mode", json!("my.net")),
+            ("restart_policy", json!("")),
+            ("restart_policy", json!("on-failure")),
+            ("resource_limits", json!({"memory": 0, "cpu": "500m"})),
+            ("resource_limits", json!(null)),
+            ("mount_points", json!(null)),
+            ("environment_variables", json!(null)),
+            ("instance_id", json!(null)),
+            ("compute_device", json!(null)),
+        ] {
+            assert!(
+                spec_of(appapi_with(key, value.clone())).is_ok(),
+                "{key} = {value}"
+            );
+        }
+        let mut no_policy = appapi_with("name", json!("a"));
+        no_policy.as_object_mut().unwrap().remove("restart_policy");
+        no_policy.as_object_mut().unwrap().remove("network_mode");
+        let s = spec_of(no_policy).unwrap();
+        assert_eq!(s["HostConfig"]["RestartPolicy"]["Name"], "unless-stopped");
+        assert_eq!(s["HostConfig"]["NetworkMode"], "bridge");
     }
 }

@@ -1,8 +1,11 @@
 //! `/docker/exapp/<op>` (contract §4.5–§4.6): request parsing, per-operation time budgets and
-//! dispatch. Each operation lives in its own file and speaks only [`DockerError`].
+//! dispatch. Each operation lives in its own file and speaks only [`DockerError`]; every body is
+//! validated completely (names here and in `names.rs`, `create`'s engine settings in `fields.rs`)
+//! before the first engine call, so a refused payload never reaches an engine.
 
 mod certificates;
 mod create;
+mod fields;
 mod images;
 mod lifecycle;
 mod remove;
@@ -15,7 +18,7 @@ use crate::control::{ControlError, ControlReply};
 use crate::state::AppState;
 use http::HeaderMap;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 use std::future::Future;
 use std::time::Duration;
 
@@ -98,42 +101,27 @@ pub fn parse_field_err(msg: &str) -> DockerError {
     DockerError::BadRequest(format!("Payload validation error: {msg}"))
 }
 
-/// The naming fields of every body; unknown fields are ignored by serde's default.
+/// The naming fields of every body; unknown fields are ignored by serde's default. They are kept
+/// as sent so that a wrong type is refused with the field named (serde's own message would not
+/// name a field of a flattened struct).
 #[derive(Debug, Deserialize)]
 pub struct NameFields {
-    name: String,
-    #[serde(default, deserialize_with = "null_as_empty")]
-    instance_id: String,
-    #[serde(default, deserialize_with = "null_as_empty")]
-    role_suffix: String,
+    #[serde(default, deserialize_with = "fields::present")]
+    name: Option<serde_json::Value>,
+    #[serde(default, deserialize_with = "fields::present")]
+    instance_id: Option<serde_json::Value>,
+    #[serde(default, deserialize_with = "fields::present")]
+    role_suffix: Option<serde_json::Value>,
 }
 
 impl NameFields {
+    /// `instance_id` and `role_suffix` given as `null` count as empty (§4.1).
     pub fn names(self) -> Result<Names, DockerError> {
-        Names::new(self.name, self.instance_id, self.role_suffix)
-    }
-}
-
-fn null_as_empty<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    Ok(Option::<String>::deserialize(d)?.unwrap_or_default())
-}
-
-/// An optional integer that may also arrive as `null` or as a numeric string (§4.1).
-pub fn lenient_int<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
-    use serde::de::Error;
-    match Option::<serde_json::Value>::deserialize(d)? {
-        None | Some(serde_json::Value::Null) => Ok(None),
-        Some(serde_json::Value::Number(n)) => n
-            .as_i64()
-            .or_else(|| n.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64))
-            .map(Some)
-            .ok_or_else(|| D::Error::custom(format!("{n} is not an integer"))),
-        Some(serde_json::Value::String(s)) => s
-            .trim()
-            .parse::<i64>()
-            .map(Some)
-            .map_err(|_| D::Error::custom(format!("{s:?} is not an integer"))),
-        Some(other) => Err(D::Error::custom(format!("{other} is not an integer"))),
+        let name = fields::string("name", self.name)?
+            .ok_or_else(|| parse_field_err("'name' is required"))?;
+        let instance_id = fields::string("instance_id", self.instance_id)?.unwrap_or_default();
+        let role_suffix = fields::string("role_suffix", self.role_suffix)?.unwrap_or_default();
+        Names::new(name, instance_id, role_suffix)
     }
 }
 
@@ -141,17 +129,13 @@ pub fn lenient_int<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Er
 mod tests {
     use super::*;
 
-    #[derive(Debug, Deserialize)]
-    struct Limits {
-        #[serde(default, deserialize_with = "lenient_int")]
-        memory: Option<i64>,
-    }
-
     #[test]
     fn bodies_distinguish_bad_json_from_bad_shape() {
         let e = parse::<NameFields>(b"{nope").unwrap_err();
         assert_eq!(e.to_string(), "Invalid JSON body");
-        let e = parse::<NameFields>(b"{\"instance_id\": \"\"}").unwrap_err();
+        let e = parse::<NameFields>(b"{\"instance_id\": \"\"}")
+            .and_then(NameFields::names)
+            .unwrap_err();
         assert!(
             e.to_string().starts_with("Payload validation error:"),
             "{e}"
@@ -170,15 +154,26 @@ mod tests {
     }
 
     #[test]
-    fn integers_accept_null_numbers_and_numeric_strings() {
-        let l: Limits = parse(br#"{"memory": null}"#).unwrap();
-        assert_eq!(l.memory, None);
-        let l: Limits = parse(br#"{"memory": "1024"}"#).unwrap();
-        assert_eq!(l.memory, Some(1024));
-        let l: Limits = parse(br#"{"memory": 2048}"#).unwrap();
-        assert_eq!(l.memory, Some(2048));
-        assert!(parse::<Limits>(br#"{"memory": "lots"}"#).is_err());
-        assert!(parse::<Limits>(br#"{"memory": 1.5}"#).is_err());
+    fn name_fields_of_the_wrong_type_are_refused_by_name() {
+        for (body, field) in [
+            (r#"{"name": 5}"#, "'name'"),
+            (r#"{"name": null}"#, "'name'"),
+            (r#"{"name": ["a"]}"#, "'name'"),
+            (r#"{"name": "a", "instance_id": 1}"#, "'instance_id'"),
+            (r#"{"name": "a", "role_suffix": {}}"#, "'role_suffix'"),
+        ] {
+            let e = parse::<NameFields>(body.as_bytes())
+                .and_then(NameFields::names)
+                .unwrap_err();
+            assert!(
+                matches!(&e, DockerError::BadRequest(m) if m.contains(field)),
+                "{body}: {e}"
+            );
+        }
+        let n = parse::<NameFields>(br#"{"name":"a","instance_id":"i","role_suffix":null}"#)
+            .and_then(NameFields::names)
+            .unwrap();
+        assert_eq!(n.container(), "nc_app_i_a");
     }
 
     #[tokio::test(start_paused = true)]
