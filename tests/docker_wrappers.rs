@@ -32,11 +32,36 @@ async fn bad_bodies_and_names_are_400_with_a_message() {
     let r = h.wrapper("exists", json!({"instance_id": ""})).await;
     assert_eq!(r.status, 400);
     assert!(r.body.starts_with("Payload validation error"), "{r:?}");
-    for bad in ["../etc", "a b", "x/y", "a?b", ""] {
-        let r = h.wrapper("start", json!({"name": bad})).await;
-        assert_eq!(r.status, 400, "{bad:?}: {r:?}");
-        assert!(r.body.contains("name"), "{r:?}");
+    let long = "x".repeat(64);
+    for bad in [
+        "../etc",
+        "a b",
+        "x/y",
+        "a?b",
+        "",
+        "-a",
+        ".a",
+        "_a",
+        long.as_str(),
+    ] {
+        for op in [
+            "exists",
+            "start",
+            "stop",
+            "remove",
+            "wait_for_start",
+            "install_certificates",
+        ] {
+            let r = h.wrapper(op, json!({"name": bad})).await;
+            assert_eq!(r.status, 400, "{op} {bad:?}: {r:?}");
+            assert!(r.body.contains("'name'"), "{op}: {r:?}");
+        }
     }
+    let r = h
+        .wrapper("remove", json!({"name": "a", "instance_id": "-i"}))
+        .await;
+    assert_eq!(r.status, 400, "{r:?}");
+    assert!(r.body.contains("'instance_id'"), "{r:?}");
     let r = h.wrapper("create", json!({"name": "a"})).await;
     assert_eq!(r.status, 400);
     assert!(r.body.contains("image_id"), "{r:?}");
@@ -218,7 +243,7 @@ async fn item104_read_only_bind_mount_and_resource_limits() {
         {"source": src.path(), "target": "/ro", "mode": "ro"},
         {"source": src.path(), "target": "/rw"},
     ]);
-    body["resource_limits"] = json!({"memory": 268435456, "nanoCPUs": "500000000"});
+    body["resource_limits"] = json!({"memory": 268435456, "nanoCPUs": 500000000});
     let r = h.wrapper("create", body).await;
     assert_eq!(r.status, 201, "{r:?}");
     let c = container_inspect(&format!("nc_app_{name}")).unwrap();
@@ -524,4 +549,139 @@ async fn remove_data_refuses_a_volume_of_another_instance() {
         "{r:?}"
     );
     assert!(inspect("volume", &volume).is_some());
+}
+
+/// Payloads the reference's own tests refuse: each is a `400` naming the field, and the engine
+/// never hears of it — not even the data volume, which is `create`'s first engine call, exists
+/// afterwards. The image is real, so a payload that slipped through would make a container.
+#[tokio::test]
+async fn hostile_create_payloads_are_400_and_reach_no_engine() {
+    require_docker();
+    let cleanup = Cleanup::default();
+    let base = unique();
+    let image = import_test_image(&cleanup, &base);
+    let victim = format!("nc_app_{base}v");
+    cleanup.container(&victim);
+    docker_ok(&["create", "--name", &victim, &image]);
+    let h = start_harp(Options::default()).await;
+    let mount = |source: &str, mode: serde_json::Value| json!([{"source": source, "target": "/models", "mode": mode}]);
+    let cases = [
+        (
+            "network_mode",
+            json!(format!("container:{victim}")),
+            "network_mode",
+        ),
+        ("network_mode", json!("ns:/proc/1/ns/net"), "network_mode"),
+        ("network_mode", json!("bridge net"), "network_mode"),
+        (
+            "mount_points",
+            mount("/mnt/../etc", json!("ro")),
+            "mount_points[0].source",
+        ),
+        (
+            "mount_points",
+            mount("models", json!("ro")),
+            "mount_points[0].source",
+        ),
+        (
+            "mount_points",
+            mount("/mnt/a:b", json!("ro")),
+            "mount_points[0].source",
+        ),
+        (
+            "mount_points",
+            mount("/tmp", json!(null)),
+            "mount_points[0].mode",
+        ),
+        ("restart_policy", json!("on-failure:3"), "restart_policy"),
+        ("restart_policy", json!("Always"), "restart_policy"),
+        ("restart_policy", json!("sometimes"), "restart_policy"),
+        ("restart_policy", json!(null), "restart_policy"),
+        (
+            "resource_limits",
+            json!({"memory": -1}),
+            "resource_limits.memory",
+        ),
+        (
+            "resource_limits",
+            json!({"nanoCPUs": "2"}),
+            "resource_limits.nanoCPUs",
+        ),
+    ];
+    for (i, (key, value, field)) in cases.into_iter().enumerate() {
+        let name = format!("{base}x{i}");
+        cleanup.exapp(&name);
+        let mut body = appapi_create_body(&name, &image);
+        body[key] = value.clone();
+        let r = h.wrapper("create", body).await;
+        assert_eq!(r.status, 400, "{key} = {value}: {r:?}");
+        assert!(r.body.contains(&format!("'{field}'")), "{key}: {r:?}");
+        assert!(
+            container_inspect(&format!("nc_app_{name}")).is_none(),
+            "{key}"
+        );
+        assert!(
+            inspect("volume", &format!("nc_app_{name}_data")).is_none(),
+            "{key}"
+        );
+    }
+    for name in [
+        format!("-{base}"),
+        format!(".{base}"),
+        format!("_{base}"),
+        format!("{base}{}", "x".repeat(64 - base.len() + 1)),
+    ] {
+        cleanup.exapp(&name);
+        let r = h.wrapper("create", appapi_create_body(&name, &image)).await;
+        assert_eq!(r.status, 400, "{name}: {r:?}");
+        assert!(r.body.contains("'name'"), "{r:?}");
+        assert!(container_inspect(&format!("nc_app_{name}")).is_none());
+        assert!(inspect("volume", &format!("nc_app_{name}_data")).is_none());
+    }
+}
+
+/// Accepted forms reach the engine as validated: mount paths normalised, every restart policy
+/// name, a zero limit.
+#[tokio::test]
+async fn accepted_create_fields_reach_the_engine_normalised() {
+    require_docker();
+    let cleanup = Cleanup::default();
+    let name = unique();
+    let image = import_test_image(&cleanup, &name);
+    let src = tempfile::tempdir().unwrap();
+    let blank = src.path().join("AI models");
+    std::fs::create_dir(&blank).unwrap();
+    let h = start_harp(Options::default()).await;
+    for (i, policy) in ["", "no", "always", "unless-stopped", "on-failure"]
+        .into_iter()
+        .enumerate()
+    {
+        let app = format!("{name}p{i}");
+        cleanup.exapp(&app);
+        let mut body = appapi_create_body(&app, &image);
+        body["restart_policy"] = json!(policy);
+        body["resource_limits"] = json!({"memory": 0, "nanoCPUs": null, "cpu": "500m"});
+        body["mount_points"] = json!([{
+            "source": format!("/{}//./AI models/", src.path().display()),
+            "target": "/data/./models/",
+            "mode": "ro",
+        }]);
+        let r = h.wrapper("create", body).await;
+        assert_eq!(r.status, 201, "{policy:?}: {r:?}");
+        let c = container_inspect(&format!("nc_app_{app}")).unwrap();
+        let want = if policy.is_empty() { "no" } else { policy };
+        let got = c["HostConfig"]["RestartPolicy"]["Name"].as_str().unwrap();
+        assert!(got == want || got == policy, "{policy:?}: {got}");
+        let bind = c["Mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["Type"] == "bind")
+            .unwrap_or_else(|| panic!("no bind mount: {c}"))
+            .clone();
+        assert_eq!(bind["Source"], blank.display().to_string());
+        assert_eq!(bind["Destination"], "/data/models");
+        assert_eq!(bind["RW"], false);
+        assert_eq!(c["HostConfig"]["Memory"], 0);
+    }
 }
