@@ -593,6 +593,16 @@ async fn hostile_create_payloads_are_400_and_reach_no_engine() {
             mount("/tmp", json!(null)),
             "mount_points[0].mode",
         ),
+        (
+            "mount_points",
+            mount("/var/run/docker.sock", json!("rw")),
+            "mount_points[0].source",
+        ),
+        (
+            "mount_points",
+            mount("/", json!("ro")),
+            "mount_points[0].source",
+        ),
         ("restart_policy", json!("on-failure:3"), "restart_policy"),
         ("restart_policy", json!("Always"), "restart_policy"),
         ("restart_policy", json!("sometimes"), "restart_policy"),

@@ -107,6 +107,57 @@ pub(crate) struct BindMount {
     pub read_only: bool,
 }
 
+/// Host paths no ExApp may bind, nor any directory that contains one: the kernel's views of the
+/// host (`/proc`, `/sys`), the boot loader, container engines' sockets and state (a mounted engine
+/// socket or `/var/lib/docker` is root on the host), and the host's login secrets. These are the
+/// entries the reference enforces by default; its `HP_EXAPP_BIND_MOUNTS_*` settings, which can
+/// widen or narrow them, are not implemented, so here they always apply. The match is on the
+/// normalised path, by whole segments (`/var/lib/dockerfiles` is not `/var/lib/docker`).
+const NEVER_MOUNTED: [&str; 14] = [
+    "/proc",
+    "/sys",
+    "/boot",
+    "/var/run/docker.sock",
+    "/run/docker.sock",
+    "/run/containerd",
+    "/var/run/containerd",
+    "/run/podman",
+    "/run/crio",
+    "/var/lib/docker",
+    "/var/lib/containerd",
+    "/etc/shadow",
+    "/etc/sudoers.d",
+    "/etc/ssh",
+];
+
+/// `path` is `base` or lies below it (both normalised).
+fn at_or_below(path: &str, base: &str) -> bool {
+    base == "/" || path == base || path.strip_prefix(base).is_some_and(|r| r.starts_with('/'))
+}
+
+/// Refuses a bind source that is, lies below, or contains a [`NEVER_MOUNTED`] path.
+fn check_host_path(field: &str, source: &str) -> Result<(), DockerError> {
+    for denied in NEVER_MOUNTED {
+        if at_or_below(source, denied) {
+            return Err(refuse(
+                field,
+                &format!(
+                    "'{source}' is refused: ExApps may not mount '{denied}' or anything below it"
+                ),
+            ));
+        }
+        if at_or_below(denied, source) {
+            return Err(refuse(
+                field,
+                &format!(
+                    "'{source}' is refused: it contains '{denied}', which ExApps may not mount"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// `mount_points`: absent or `null` is none; otherwise a list of `{source, target, mode}`.
 pub(crate) fn mount_points(v: Option<Value>) -> Result<Vec<BindMount>, DockerError> {
     let list = match v {
@@ -129,6 +180,7 @@ pub(crate) fn mount_points(v: Option<Value>) -> Result<Vec<BindMount>, DockerErr
                 }
             };
             let source = path("source", m.remove("source"))?;
+            check_host_path(&format!("mount_points[{i}].source"), &source)?;
             let target = path("target", m.remove("target"))?;
             // Absent is read-write, as it always was; anything else but the two words is refused
             // (the reference once treated every value but "ro" as read-write).
@@ -421,6 +473,71 @@ mod tests {
         }
         let m = message(mount_points(Some(json!({"source": "/s"}))).unwrap_err());
         assert!(m.contains("'mount_points' must be a list"), "{m}");
+    }
+
+    #[test]
+    fn host_paths_that_reach_the_host_are_never_mounted() {
+        for source in [
+            "/",
+            "/var",
+            "/var/lib",
+            "/var/run/docker.sock",
+            "//var//run/docker.sock",
+            "/var/./run/docker.sock/",
+            "/run/docker.sock",
+            "/run",
+            "/var/run",
+            "/run/containerd/containerd.sock",
+            "/var/run/containerd",
+            "/run/podman/podman.sock",
+            "/run/crio/crio.sock",
+            "/proc",
+            "/proc/1/root",
+            "/sys/fs/cgroup",
+            "/boot",
+            "/var/lib/docker",
+            "/var/lib/docker/volumes",
+            "/var/lib/containerd",
+            "/etc",
+            "/etc/shadow",
+            "/etc/sudoers.d/exapp",
+            "/etc/ssh/sshd_config",
+        ] {
+            for mode in ["ro", "rw"] {
+                let m = message(
+                    mount_points(Some(
+                        json!([{"source": source, "target": "/t", "mode": mode}]),
+                    ))
+                    .unwrap_err(),
+                );
+                assert!(m.contains("'mount_points[0].source'"), "{source}: {m}");
+                assert!(m.contains("ExApps may not mount"), "{source}: {m}");
+            }
+        }
+    }
+
+    #[test]
+    fn ordinary_host_paths_may_be_mounted() {
+        for source in [
+            "/mnt/models",
+            "/srv/exapps/data",
+            "/home/user/models",
+            "/var/lib/exapps",
+            "/var/lib/dockerfiles",
+            "/runner",
+            "/opt/models",
+            "/etc/localtime",
+            "/etc/ssl/certs",
+            "/usr/share/models",
+            "/dev/shm",
+            "/dev/dri",
+            "/var/run/mysqld/mysqld.sock",
+            "/sysroot",
+            "/processes",
+        ] {
+            let got = mount_points(Some(json!([{"source": source, "target": "/proc"}])));
+            assert!(got.is_ok(), "{source}: {got:?}");
+        }
     }
 
     #[test]
