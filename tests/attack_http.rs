@@ -61,9 +61,10 @@ async fn attack01_abandoned_lookups_release_their_fds() {
             let addr = harp.http;
             set.spawn(async move {
                 let mut s = TcpStream::connect(addr).await.unwrap();
+                // Distinct app ids: every request starts its own lookup.
                 let req = format!(
                     "GET /exapps/app{}/x HTTP/1.1\r\nHost: x\r\n\r\n",
-                    (batch * BATCH + i) % 7
+                    batch * BATCH + i
                 );
                 s.write_all(req.as_bytes()).await.unwrap();
                 // Dropped here: the client is gone before harp can answer.

@@ -416,7 +416,7 @@ where
     Box::pin(async move {
         let svc = service_fn(move |req| {
             let rec = rec.clone();
-            async move { Ok::<_, Infallible>(record(req, rec)) }
+            async move { Ok::<_, Infallible>(record(req, rec).await) }
         });
         let _ = hyper::server::conn::http1::Builder::new()
             .serve_connection(io, svc)
@@ -425,7 +425,11 @@ where
     })
 }
 
-fn record(mut req: Request<Incoming>, rec: Arc<Mutex<Vec<Seen>>>) -> Response<Body> {
+/// Largest request body the recording ExApp reads before answering (it reads bodies so a
+/// stalled upload keeps the upstream request open, as a real app would).
+const RECORD_BODY_LIMIT: usize = 16 * 1024 * 1024;
+
+async fn record(mut req: Request<Incoming>, rec: Arc<Mutex<Vec<Seen>>>) -> Response<Body> {
     let target = req
         .uri()
         .path_and_query()
@@ -450,6 +454,14 @@ fn record(mut req: Request<Incoming>, rec: Arc<Mutex<Vec<Seen>>>) -> Response<Bo
         r.headers_mut()
             .insert("connection", "Upgrade".parse().unwrap());
         return r;
+    }
+    let mut read = 0usize;
+    let body = req.body_mut();
+    while let Some(Ok(frame)) = body.frame().await {
+        read += frame.data_ref().map_or(0, |d| d.len());
+        if read > RECORD_BODY_LIMIT {
+            break;
+        }
     }
     let mut r = Response::new(Full::new(Bytes::from_static(b"{\"ok\":true}")).boxed());
     r.headers_mut()
