@@ -34,7 +34,12 @@ fn yamux(ty: u8, flags: u16, stream: u32, length: u32) -> [u8; 12] {
 
 /// frpc's first frame: SYN for stream 1, raising its window to frp's 6 MiB.
 fn open_stream_1() -> [u8; 12] {
-    yamux(TYPE_WINDOW_UPDATE, FLAG_SYN, 1, 6 * 1024 * 1024 - 256 * 1024)
+    yamux(
+        TYPE_WINDOW_UPDATE,
+        FLAG_SYN,
+        1,
+        6 * 1024 * 1024 - 256 * 1024,
+    )
 }
 
 /// Largest number of bytes a flood may send, so a vulnerable harp cannot take the box down.
@@ -142,7 +147,9 @@ async fn attack03_oversized_data_frame_is_refused() {
     let baseline = harp.rss_kib();
     let mut s = TcpStream::connect(harp.frp).await.unwrap();
     s.write_all(&open_stream_1()).await.unwrap();
-    s.write_all(&yamux(TYPE_DATA, 0, 1, u32::MAX)).await.unwrap();
+    s.write_all(&yamux(TYPE_DATA, 0, 1, u32::MAX))
+        .await
+        .unwrap();
     let chunk = vec![0x41u8; 1024 * 1024];
     let f = flood(&harp, &mut s, &chunk, baseline).await;
     harp.assert_alive();
@@ -159,7 +166,8 @@ async fn attack03_oversized_data_frame_is_refused() {
         f.sent >> 20
     );
     drop(s);
-    harp.fds_settle(baseline_fds, "after the oversized frame").await;
+    harp.fds_settle(baseline_fds, "after the oversized frame")
+        .await;
 }
 
 /// Connections the flood opens.

@@ -36,7 +36,8 @@ async fn world(vars: &[(&str, &str)]) -> World {
 
 /// A PUBLIC request through harp to the ExApp must succeed (the world works).
 async fn assert_public_reaches(w: &World) {
-    let req = format!("GET /exapps/{APP}/public/ok HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let req =
+        format!("GET /exapps/{APP}/public/ok HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     let (status, _) = timed_status(w.harp.http, req.as_bytes()).await;
     assert_eq!(status, 200, "a PUBLIC request must reach the ExApp");
     assert!(w.app.saw("/public/ok"));
@@ -71,21 +72,23 @@ async fn attack01_abandoned_lookups_release_their_fds() {
             });
         }
         while set.join_next().await.is_some() {}
-        assert!(started.elapsed() < Duration::from_secs(10), "attack too slow");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "attack too slow"
+        );
     }
     assert_normal_fast(harp.http, "during abandoned lookups").await;
     harp.fds_settle(baseline, "after 1,200 abandoned lookups")
         .await;
 }
 
-/// Attack 6 (authorization on undecoded paths): internal endpoints spelled with escapes or
-/// extra segments (`%65nabled`, `//enabled`, `/./enabled`) never reach the ExApp unsigned; a
-/// USER's `/api/%61dmin/` is not let past `^/api/admin`; `%2F`, `%5C`, `%00` answer 400.
+/// Attack 6a (authorization on undecoded paths): internal endpoints spelled with escapes or
+/// extra segments (`%65nabled`, `//enabled`, `/./enabled`, `/%2e/enabled`) are decided as
+/// `/enabled`: an anonymous PUT never reaches the ExApp.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn attack06_undecoded_paths_are_decided_on_their_normal_form() {
+async fn attack06_escaped_internal_endpoints_never_reach_the_exapp() {
     let _g = serial();
     let w = world(&[]).await;
-    w.nc.add_session("user-cookie", "alice", 1);
     assert_public_reaches(&w).await;
     for path in ["/%65nabled", "//enabled", "/./enabled", "/%2e/enabled"] {
         let req = format!(
@@ -98,6 +101,15 @@ async fn attack06_undecoded_paths_are_decided_on_their_normal_form() {
             w.app.targets()
         );
     }
+}
+
+/// Attack 6b: a USER's `/api/%61dmin/` is matched as `/api/admin/` and refused by the ADMIN
+/// route `^/api/admin`, instead of falling through to the USER route `^/api`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack06_escaped_admin_path_is_not_a_user_route() {
+    let _g = serial();
+    let w = world(&[]).await;
+    w.nc.add_session("user-cookie", "alice", 1);
     let req = format!(
         "GET /exapps/{APP}/api/%61dmin/ HTTP/1.1\r\nHost: x\r\nCookie: oc_sessionPassphrase=user-cookie\r\nConnection: close\r\n\r\n"
     );
@@ -107,6 +119,20 @@ async fn attack06_undecoded_paths_are_decided_on_their_normal_form() {
         "a USER passed ^/api/admin with an escaped path: {:?}",
         w.app.targets()
     );
+    // Control: the same user does reach the USER route.
+    let req = format!(
+        "GET /exapps/{APP}/api/list HTTP/1.1\r\nHost: x\r\nCookie: oc_sessionPassphrase=user-cookie\r\nConnection: close\r\n\r\n"
+    );
+    let (status, _) = timed_status(w.harp.http, req.as_bytes()).await;
+    assert_eq!(status, 200, "the USER reaches ^/api");
+}
+
+/// Attack 6c: an escaped separator or NUL (`%2F`, `%5C`, `%00`) in a path has no single meaning
+/// for every ExApp framework; harp answers 400 and the ExApp never sees it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack06_escaped_separators_and_nul_are_400() {
+    let _g = serial();
+    let w = world(&[]).await;
     for esc in ["%2F", "%2f", "%5C", "%5c", "%00"] {
         let req =
             format!("GET /exapps/{APP}/a{esc}b HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
@@ -145,8 +171,9 @@ async fn attack08_h2c_upgrade_does_not_open_a_tunnel() {
         "harp relayed an h2c 101: {}",
         String::from_utf8_lossy(&head)
     );
-    let second =
-        format!("GET /exapps/{APP}/admin/smuggled HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let second = format!(
+        "GET /exapps/{APP}/admin/smuggled HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    );
     let _ = s.write_all(second.as_bytes()).await;
     let mut rest = Vec::new();
     let _ = tokio::time::timeout(ANSWER, s.read_to_end(&mut rest)).await;
@@ -225,11 +252,10 @@ async fn attack12_stalled_upload_times_out_on_the_client_timeout() {
     );
 }
 
-/// Attack 13 (framing): a duplicate `Host` and a malformed chunked body are the client's fault
-/// (400, not 502), and an ExApp answer carrying both `Content-Length` and chunked encoding
-/// reaches the client without the contradicting `Content-Length`.
+/// Attack 13a (framing): a duplicate `Host` is ambiguous (which authority was meant?) and is
+/// refused 400 instead of being forwarded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn attack13_framing_errors() {
+async fn attack13_duplicate_host_is_refused() {
     let _g = serial();
     let w = world(&[]).await;
     let req = format!(
@@ -239,7 +265,18 @@ async fn attack13_framing_errors() {
         .await
         .unwrap_or_else(|o| o);
     assert_eq!(status_of(&out), BAD_REQUEST, "duplicate Host");
+    assert!(
+        !w.app.saw("/public/dup"),
+        "a duplicate Host reached the ExApp"
+    );
+}
 
+/// Attack 13b (framing): a malformed chunked request body is the client's fault: 400, not a
+/// 502 blamed on the ExApp.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack13_malformed_chunked_body_is_400() {
+    let _g = serial();
+    let w = world(&[]).await;
     let req = format!(
         "POST /exapps/{APP}/public/chunk HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\nZZ\r\nhello\r\n0\r\n\r\n"
     );
@@ -252,7 +289,15 @@ async fn attack13_framing_errors() {
         "malformed chunked body: {}",
         String::from_utf8_lossy(&out)
     );
+}
 
+/// Attack 13c (framing): an ExApp answer carrying both `Content-Length` and chunked encoding
+/// reaches the client without the contradicting `Content-Length` (a downstream cache or proxy
+/// would otherwise split the response differently).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack13_response_with_cl_and_te_drops_content_length() {
+    let _g = serial();
+    let w = world(&[]).await;
     let (raw, _task) = fixed_response_server(
         b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
     )
@@ -267,12 +312,12 @@ async fn attack13_framing_errors() {
     .unwrap_or_else(|o| o);
     let text = String::from_utf8_lossy(&out).to_ascii_lowercase();
     let head = text.split("\r\n\r\n").next().unwrap_or("");
-    assert!(
-        !(head.contains("content-length:") && head.contains("transfer-encoding:")),
-        "client got both Content-Length and Transfer-Encoding: {text}"
-    );
-    if head.contains("content-length: 3") {
-        panic!("client got the ExApp's contradicting Content-Length: {text}");
+    // Refusing the ambiguous answer outright (502) is also safe.
+    if status_of(&out) != 502 {
+        assert!(
+            !head.contains("content-length:") && text.contains("hello"),
+            "client got the ExApp's contradicting Content-Length (or lost the body): {text}"
+        );
     }
 }
 
@@ -298,9 +343,7 @@ async fn attack14_docker_create_rejects_hostile_payloads() {
             "compute_device": "cpu",
         })
     };
-    let mount = |source: &str, mode: serde_json::Value| {
-        serde_json::json!([{"source": source, "target": "/data", "mode": mode}])
-    };
+    let mount = |source: &str, mode: serde_json::Value| serde_json::json!([{"source": source, "target": "/data", "mode": mode}]);
     let long = "a".repeat(64);
     let cases: Vec<(&str, &str, serde_json::Value)> = vec![
         ("network_mode", "container:x", "container:x".into()),
@@ -308,7 +351,11 @@ async fn attack14_docker_create_rejects_hostile_payloads() {
         ("mount_points", "dotdot", mount("/mnt/../etc", "rw".into())),
         ("mount_points", "relative", mount("models", "rw".into())),
         ("mount_points", "colon", mount("/mnt/a:b", "rw".into())),
-        ("mount_points", "null mode", mount("/mnt/a", serde_json::Value::Null)),
+        (
+            "mount_points",
+            "null mode",
+            mount("/mnt/a", serde_json::Value::Null),
+        ),
         ("restart_policy", "on-failure:3", "on-failure:3".into()),
         ("restart_policy", "Always", "Always".into()),
         ("restart_policy", "sometimes", "sometimes".into()),
@@ -349,7 +396,10 @@ async fn attack14_docker_create_rejects_hostile_payloads() {
             ));
         }
     }
-    assert!(wrong.is_empty(), "payloads not refused with {BAD_REQUEST}: {wrong:#?}");
+    assert!(
+        wrong.is_empty(),
+        "payloads not refused with {BAD_REQUEST}: {wrong:#?}"
+    );
 }
 
 /// Attack 15 (engine port outside the plan): a signed Docker pass-through call naming
@@ -403,9 +453,8 @@ async fn attack17_request_smuggling_variants_never_reach_the_exapp() {
         "{post}Content-Length: 0\r\nContent-Length: {}\r\n\r\n{SMUGGLED}",
         SMUGGLED.len()
     );
-    let te_identity = format!(
-        "{post}Transfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n{SMUGGLED}"
-    );
+    let te_identity =
+        format!("{post}Transfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n{SMUGGLED}");
     let obs_fold = format!(
         "{post}X-Pad: a\r\n Transfer-Encoding: chunked\r\nContent-Length: {}\r\n\r\n0\r\n\r\n{SMUGGLED}",
         5 + SMUGGLED.len()
@@ -459,7 +508,12 @@ async fn attack17_spoofed_identity_headers_never_pass() {
         .unwrap_or_else(|o| o);
     let seen = w.app.seen.lock().clone();
     if let Some(got) = seen.iter().find(|s| s.target.contains("/public/spoof")) {
-        let h = |n: &str| got.headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let h = |n: &str| {
+            got.headers
+                .get(n)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+        };
         assert_ne!(h("authorization-app-api"), "c3B5OnNweQ==");
         assert_ne!(h("ex-app-id"), "evil");
         assert_ne!(h("aa-version"), "99.0.0");
@@ -475,5 +529,8 @@ async fn attack17_spoofed_identity_headers_never_pass() {
         .await
         .unwrap_or_else(|o| o);
     assert_ne!(status_of(&out), 200);
-    assert!(!w.app.saw("/admin/spoof"), "spoofed headers passed an ADMIN route");
+    assert!(
+        !w.app.saw("/admin/spoof"),
+        "spoofed headers passed an ADMIN route"
+    );
 }
