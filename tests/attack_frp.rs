@@ -278,9 +278,9 @@ async fn frp_peer(harp: &Harp, login: bool) -> FrpPeer {
 
 /// Registers a tcp proxy on the control stream (encrypted with the empty auth token's key).
 async fn register_proxy(peer: &mut FrpPeer, name: &str, port: u16, compression: bool) {
-    use harp::tunnel::wire::crypto::{derive_key, CryptoWriter};
+    use harp::tunnel::wire::crypto::{derive_key, CryptoReader, CryptoWriter};
     let ctl = peer.control.as_mut().expect("logged in");
-    let mut w = CryptoWriter::new(ctl, derive_key(""));
+    let mut w = CryptoWriter::new(&mut *ctl, derive_key(""));
     let msg = Message::NewProxy(NewProxy {
         proxy_name: name.into(),
         proxy_type: "tcp".into(),
@@ -289,6 +289,16 @@ async fn register_proxy(peer: &mut FrpPeer, name: &str, port: u16, compression: 
         ..Default::default()
     });
     write_msg(&mut w, &msg).await.unwrap();
+    // Synchronise on harp's answer (the control stream's first encrypted message).
+    let mut r = CryptoReader::new(ctl, derive_key(""));
+    let resp = tokio::time::timeout(Duration::from_secs(5), read_msg(&mut r))
+        .await
+        .expect("NewProxyResp in time")
+        .unwrap();
+    match resp {
+        Message::NewProxyResp(p) => assert!(p.error.is_empty(), "proxy refused: {}", p.error),
+        other => panic!("expected NewProxyResp, got {other:?}"),
+    }
 }
 
 /// A tunnel port for this process, spread so parallel suites rarely collide.
@@ -338,3 +348,115 @@ async fn attack16_foreign_run_id_work_connection_is_refused() {
     request.abort();
     drop(a);
 }
+
+/// Snappy framing: the stream identifier chunk every compressed stream starts with.
+const SNAPPY_STREAM_ID: &[u8] = b"\xff\x06\x00\x00sNaPpY";
+/// Largest compressed chunk body the framing format allows (compressed worst case + CRC).
+const SNAPPY_MAX_CHUNK: usize = 4 + 76_490;
+
+/// A compressed chunk (type 0) whose snappy block claims 4 GiB − 1 of output and holds as many
+/// 64-byte back-references as fit: the most a single chunk can ask a decoder to allocate and
+/// write.
+fn snappy_bomb_chunk() -> Vec<u8> {
+    let mut block = vec![0xff, 0xff, 0xff, 0xff, 0x0f]; // varint u32::MAX
+    block.extend_from_slice(&[0x00, b'a']); // 1-byte literal
+    while 4 + block.len() + 3 <= SNAPPY_MAX_CHUNK {
+        block.extend_from_slice(&[(63 << 2) | 2, 0x01, 0x00]); // copy 64 bytes at offset 1
+    }
+    let len = 4 + block.len();
+    let mut chunk = vec![0x00, len as u8, (len >> 8) as u8, (len >> 16) as u8];
+    chunk.extend_from_slice(&[0, 0, 0, 0]); // CRC: never reached, the block is refused first
+    chunk.extend_from_slice(&block);
+    chunk
+}
+
+/// Bomb rounds (each a fresh work connection and request).
+const BOMB_ROUNDS: usize = 8;
+
+/// Attack 4 (snappy bomb after login): a logged-in client registers a `useCompression` proxy
+/// and answers harp's work connections with a snappy chunk claiming 4 GiB − 1 of output.
+/// Proves harp refuses the chunk before allocating for it: the work stream is closed, RSS stays
+/// within the margin over repeated bombs, and no 4 GiB of address space is reserved (`VmPeak`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack04_snappy_bomb_is_refused_with_bounded_memory() {
+    let _g = serial();
+    let (nc, mut harp) = frp_harp(&[("HP_TIMEOUT_SERVER", "5s")]).await;
+    let port = tunnel_port(4);
+    let mut a = frp_peer(&harp, true).await;
+    register_proxy(&mut a, "atkzip", port, true).await;
+    nc.add_app("atkzip", meta(port, attack_routes()));
+    let baseline = harp.rss_kib();
+    let vm_baseline = vm_peak_kib(harp.pid);
+    let mut peak = baseline;
+    let bomb = snappy_bomb_chunk();
+    for round in 0..BOMB_ROUNDS {
+        let mut work = a.session.open().unwrap();
+        let ts = now_secs();
+        let msg = Message::NewWorkConn(NewWorkConn {
+            run_id: a.run_id.clone(),
+            privilege_key: privilege_key("", ts),
+            timestamp: ts,
+        });
+        write_msg(&mut work, &msg).await.unwrap();
+        let url = harp.url(&format!("/exapps/atkzip/public/{round}"));
+        let request = tokio::spawn(async move {
+            let c = reqwest::Client::builder().no_proxy().build().unwrap();
+            tokio::time::timeout(Duration::from_secs(8), c.get(url).send())
+                .await
+                .ok()
+                .and_then(|r| r.ok())
+                .map(|r| r.status().as_u16())
+        });
+        let start = tokio::time::timeout(Duration::from_secs(5), read_msg(&mut work))
+            .await
+            .expect("harp uses the work connection")
+            .unwrap();
+        assert!(matches!(start, Message::StartWorkConn(_)), "{start:?}");
+        work.write_all(SNAPPY_STREAM_ID).await.unwrap();
+        let _ = work.write_all(&bomb).await;
+        let _ = work.flush().await;
+        let pid = harp.pid;
+        let mut sampled = baseline;
+        let _ = wait_until(Duration::from_millis(300), || {
+            sampled = sampled.max(rss_kib(pid));
+            false
+        })
+        .await;
+        peak = peak.max(sampled);
+        harp.assert_alive();
+        let mut buf = vec![0u8; 64 * 1024];
+        let closed = tokio::time::timeout(Duration::from_secs(3), async {
+            loop {
+                match work.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        assert!(
+            closed.is_ok(),
+            "round {round}: harp kept the bombed work stream open"
+        );
+        let status = request.await.unwrap();
+        assert_ne!(
+            status,
+            Some(200),
+            "round {round}: a bomb was served as a response"
+        );
+    }
+    assert!(
+        peak <= baseline + RSS_MARGIN_KIB,
+        "snappy bombs: RSS peaked at {peak} KiB, baseline {baseline} KiB"
+    );
+    harp.rss_settle(baseline, "after snappy bombs").await;
+    let vm_peak = vm_peak_kib(harp.pid);
+    assert!(
+        vm_peak <= vm_baseline + BOMB_VM_MARGIN_KIB,
+        "snappy bombs: harp reserved {} MiB of address space for them (VmPeak {vm_baseline} -> {vm_peak} KiB); under strict overcommit that allocation aborts harp",
+        (vm_peak - vm_baseline) >> 10
+    );
+}
+
+/// Address-space growth allowed during the bombs: far below one bomb's claimed 4 GiB.
+const BOMB_VM_MARGIN_KIB: u64 = 1024 * 1024;
