@@ -145,7 +145,7 @@ fn churn_request(i: usize) -> String {
 /// full: sampled normal requests keep a p99 under 500 ms throughout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attack07_ban_churn_keeps_normal_requests_fast() {
-    let _g = serial();
+    let _g = serial().await;
     let nc = StubNextcloud::start().await;
     let mut harp = Harp::spawn(
         &nc.url(),
@@ -177,7 +177,7 @@ async fn attack07_ban_churn_keeps_normal_requests_fast() {
 /// limit, so a busy proxy is not capped at 1024 connections by a container default.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attack10_soft_nofile_limit_is_raised_to_the_hard_limit() {
-    let _g = serial();
+    let _g = serial().await;
     let nc = StubNextcloud::start().await;
     let (_, hard) = nofile_limits(std::process::id());
     let arg = format!("--nofile=1024:{hard}");
@@ -202,7 +202,7 @@ const EXHAUSTED_CPU_TICKS: u64 = 40;
 /// (CPU time over 2 s of exhaustion stays low) and harp serves again once the connections go.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attack11_fd_exhaustion_backs_off_and_recovers() {
-    let _g = serial();
+    let _g = serial().await;
     let nc = StubNextcloud::start().await;
     let mut harp = Harp::spawn_wrapped(&["prlimit", TIGHT_NOFILE, "--"], &nc.url(), &[]);
     assert_normal_fast(harp.http, "before").await;
@@ -252,7 +252,7 @@ const SLOW_CLIENT_TIMEOUT: Duration = Duration::from_secs(2);
 /// closed within the timeout plus slack, fds return to baseline, normal requests stay fast.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attack17_slowloris_is_closed_after_the_client_timeout() {
-    let _g = serial();
+    let _g = serial().await;
     let nc = StubNextcloud::start().await;
     let mut harp = Harp::spawn(&nc.url(), &[("HP_TIMEOUT_CLIENT", "2s")]);
     let baseline = harp.fds();
@@ -272,9 +272,12 @@ async fn attack17_slowloris_is_closed_after_the_client_timeout() {
                 if s.write_all(b"a").await.is_err() {
                     return Some(opened.elapsed());
                 }
-                match tokio::time::timeout(SLOW_PACE, s.read(&mut buf)).await {
-                    Ok(_) => return Some(opened.elapsed()),
-                    Err(_) => {}
+                // Data (a 408) or EOF both mean harp is done with us.
+                if tokio::time::timeout(SLOW_PACE, s.read(&mut buf))
+                    .await
+                    .is_ok()
+                {
+                    return Some(opened.elapsed());
                 }
             }
             None
@@ -317,7 +320,7 @@ fn cookie_request(i: usize) -> String {
 /// requests stay fast meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attack17_cookie_flood_keeps_memory_bounded() {
-    let _g = serial();
+    let _g = serial().await;
     let nc = StubNextcloud::start().await;
     let app = RecordingExApp::start().await;
     nc.add_app("atk", meta(app.port(), attack_routes()));

@@ -109,7 +109,7 @@ async fn frp_harp(vars: &[(&str, &str)]) -> (StubNextcloud, Harp) {
 /// connection and its RSS stays within the margin (bounded flood: ≤ 200 MB or 5 s).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attack02_prelogin_ping_flood_is_closed_with_bounded_memory() {
-    let _g = serial();
+    let _g = serial().await;
     let (_nc, mut harp) = frp_harp(&[]).await;
     let baseline_fds = harp.fds();
     let baseline = harp.rss_kib();
@@ -141,7 +141,7 @@ async fn attack02_prelogin_ping_flood_is_closed_with_bounded_memory() {
 /// window: it closes the connection, and memory stays bounded while the body streams in.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attack03_oversized_data_frame_is_refused() {
-    let _g = serial();
+    let _g = serial().await;
     let (_nc, mut harp) = frp_harp(&[]).await;
     let baseline_fds = harp.fds();
     let baseline = harp.rss_kib();
@@ -182,7 +182,7 @@ const LOGIN_DEADLINE: Duration = Duration::from_secs(13);
 /// the cap) and closes them all by the login deadline, with HTTP unaffected meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attack05_prelogin_connection_flood_is_capped_and_expires() {
-    let _g = serial();
+    let _g = serial().await;
     let (_nc, mut harp) = frp_harp(&[]).await;
     let baseline = harp.fds();
     let started = Instant::now();
@@ -312,7 +312,7 @@ fn tunnel_port(salt: u16) -> u16 {
 /// even while a request for A's proxy is waiting for a work connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attack16_foreign_run_id_work_connection_is_refused() {
-    let _g = serial();
+    let _g = serial().await;
     let (nc, harp) = frp_harp(&[("HP_TIMEOUT_SERVER", "5s")]).await;
     let port = tunnel_port(16);
     let mut a = frp_peer(&harp, true).await;
@@ -379,7 +379,7 @@ const BOMB_ROUNDS: usize = 8;
 /// within the margin over repeated bombs, and no 4 GiB of address space is reserved (`VmPeak`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attack04_snappy_bomb_is_refused_with_bounded_memory() {
-    let _g = serial();
+    let _g = serial().await;
     let (nc, mut harp) = frp_harp(&[("HP_TIMEOUT_SERVER", "5s")]).await;
     let port = tunnel_port(4);
     let mut a = frp_peer(&harp, true).await;

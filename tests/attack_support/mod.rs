@@ -40,9 +40,11 @@ pub const SETTLE: Duration = Duration::from_secs(5);
 
 /// Serialises the tests of one binary: they measure one process each, but share 2 CPU cores,
 /// and a neighbour's flood would make "a normal request stays fast" meaningless.
-pub fn serial() -> parking_lot::MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock()
+pub async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::OnceLock<tokio::sync::Mutex<()>> = std::sync::OnceLock::new();
+    LOCK.get_or_init(|| tokio::sync::Mutex::new(()))
+        .lock()
+        .await
 }
 
 /// The harp binary running as a child; killed on drop.
