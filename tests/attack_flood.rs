@@ -13,36 +13,50 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// Requests written per pipelined batch on one keep-alive connection.
-const BATCH: usize = 256;
-/// Parallel keep-alive connections of a request flood.
-const FLOOD_CONNS: usize = 4;
+/// Shape of a request flood: parallel keep-alive connections, requests pipelined per batch.
+#[derive(Clone, Copy)]
+struct Shape {
+    conns: usize,
+    batch: usize,
+}
 
-/// Sends up to `total` requests made by `make(i)` over [`FLOOD_CONNS`] keep-alive connections
-/// (pipelined in batches), until `time` passes; reconnects when harp closes. Returns how many
-/// requests were answered.
+/// Cheap, locally decided requests: few connections, deep pipelines (throughput).
+const DEEP: Shape = Shape {
+    conns: 4,
+    batch: 256,
+};
+/// Requests that each wait on Nextcloud: many connections, short pipelines (concurrency).
+const WIDE: Shape = Shape {
+    conns: 32,
+    batch: 16,
+};
+
+/// Sends up to `total` requests made by `make(i)` in `shape`, until `time` passes; reconnects
+/// when harp closes. Returns how many requests were answered.
 async fn request_flood(
     addr: SocketAddr,
     total: usize,
     time: Duration,
+    shape: Shape,
     make: fn(usize) -> String,
 ) -> usize {
+    let Shape { conns, batch } = shape;
     let next = Arc::new(AtomicUsize::new(0));
     let answered = Arc::new(AtomicUsize::new(0));
     let end = Instant::now() + time;
     let mut set = tokio::task::JoinSet::new();
-    for _ in 0..FLOOD_CONNS {
+    for _ in 0..conns {
         let next = next.clone();
         let answered = answered.clone();
         set.spawn(async move {
             let mut conn: Option<TcpStream> = None;
             let mut buf = vec![0u8; 256 * 1024];
             while Instant::now() < end {
-                let first = next.fetch_add(BATCH, Ordering::Relaxed);
+                let first = next.fetch_add(batch, Ordering::Relaxed);
                 if first >= total {
                     return;
                 }
-                let n = BATCH.min(total - first);
+                let n = batch.min(total - first);
                 let mut out = String::new();
                 for i in first..first + n {
                     out.push_str(&make(i));
@@ -155,7 +169,7 @@ async fn attack07_ban_churn_keeps_normal_requests_fast() {
     let stop = Arc::new(AtomicBool::new(false));
     let sampler = sample_normal(harp.http, stop.clone());
     let started = Instant::now();
-    let answered = request_flood(harp.http, CHURN_IPS, CHURN_TIME, churn_request).await;
+    let answered = request_flood(harp.http, CHURN_IPS, CHURN_TIME, DEEP, churn_request).await;
     let took = started.elapsed();
     stop.store(true, Ordering::Relaxed);
     let lat = sampler.await.unwrap();
@@ -329,7 +343,7 @@ async fn attack17_cookie_flood_keeps_memory_bounded() {
     let stop = Arc::new(AtomicBool::new(false));
     let sampler = sample_normal(harp.http, stop.clone());
     let started = Instant::now();
-    let answered = request_flood(harp.http, COOKIES, COOKIE_TIME, cookie_request).await;
+    let answered = request_flood(harp.http, COOKIES, COOKIE_TIME, WIDE, cookie_request).await;
     let took = started.elapsed();
     stop.store(true, Ordering::Relaxed);
     let p = p99(sampler.await.unwrap());

@@ -175,7 +175,7 @@ const PRELOGIN_FLOOD: usize = 2_000;
 /// Most pre-login connections harp may hold at once (its cap must be at or below this).
 const PRELOGIN_CAP_MAX: usize = 1_024;
 /// harp's login deadline plus slack for closing them.
-const LOGIN_DEADLINE: Duration = Duration::from_secs(13);
+const LOGIN_DEADLINE: Duration = Duration::from_secs(15);
 
 /// Attack 5 (pre-login connection flood): 2,000 TCP connections open a yamux session and
 /// never log in. Proves harp caps pre-login connections (its fd count never grows by more than
