@@ -76,8 +76,11 @@ async fn attack01_abandoned_lookups_release_their_fds() {
             started.elapsed() < Duration::from_secs(10),
             "attack too slow"
         );
+        // Between batches, so the measure is harp's, not a 1,200-deep accept backlog's.
+        if batch % 3 == 2 {
+            assert_normal_fast(harp.http, "during abandoned lookups").await;
+        }
     }
-    assert_normal_fast(harp.http, "during abandoned lookups").await;
     harp.fds_settle(baseline, "after 1,200 abandoned lookups")
         .await;
 }
