@@ -23,7 +23,7 @@ struct Shape {
 /// Cheap, locally decided requests: few connections, deep pipelines (throughput).
 const DEEP: Shape = Shape {
     conns: 4,
-    batch: 256,
+    batch: 64,
 };
 /// Requests that each wait on Nextcloud: many connections, short pipelines (concurrency).
 const WIDE: Shape = Shape {
