@@ -14,9 +14,9 @@ mod lean;
 mod pool;
 mod splice;
 
-pub use body::{empty, full, Body, BoxError};
+pub use body::{client_body, empty, full, Body, BoxError, ClientBodyError, IdleTimeoutBody};
 pub use connector::{BoxedIo, LocalDialer, LocalDialers};
-pub use forward::{Forwarder, UpstreamRequest};
+pub use forward::{prepare_client_headers, websocket_upgrade, Forwarder, UpstreamRequest};
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -43,4 +43,8 @@ pub enum UpstreamError {
     Timeout(SocketAddr),
     #[error("{0} closed the connection or sent an invalid response: {1}")]
     BadResponse(SocketAddr, String),
+    /// The client's request body failed (stalled or malformed) before a response arrived: the
+    /// client's fault (408 / 400), nothing is blamed on the upstream.
+    #[error("{0}")]
+    ClientBody(#[from] ClientBodyError),
 }
