@@ -12,8 +12,8 @@ use crate::pipeline::{decide, Decision, ForwardPlan, Refusal, RequestFacts};
 use crate::security::client_ip;
 use crate::state::AppState;
 use crate::upstream::{
-    client_body, prepare_client_headers, IdleTimeoutBody, websocket_upgrade, Body, ClientBodyError, Forwarder,
-    Target, UpstreamError, UpstreamRequest,
+    client_body, prepare_client_headers, websocket_upgrade, Body, ClientBodyError, Forwarder,
+    IdleTimeoutBody, Target, UpstreamError, UpstreamRequest,
 };
 use http::{HeaderName, HeaderValue, Request, Response};
 use http_body_util::{BodyExt, Limited};

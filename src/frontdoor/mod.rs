@@ -11,6 +11,6 @@ mod stall;
 mod tls;
 
 pub use handler::{handle, Worker};
-pub use stall::StallDisarm;
 pub use listener::{accept_loop, bind, bind_sockets, drain, Listener};
+pub use stall::StallDisarm;
 pub use tls::{load_tls_acceptor, TlsError, TlsReloader};

@@ -189,7 +189,10 @@ mod tests {
         guard.write_all(&[0; 64]).await.unwrap();
         disarm.disarm();
         let blocked = tokio::time::timeout(limit * 10, guard.write_all(&[0; 1])).await;
-        assert!(blocked.is_err(), "a disarmed guard waits like the bare stream");
+        assert!(
+            blocked.is_err(),
+            "a disarmed guard waits like the bare stream"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -134,7 +134,8 @@ where
     B: HttpBody<Data = Bytes> + Send + 'static,
     B::Error: std::fmt::Display,
 {
-    let inner = inner.map_err(|e| -> BoxError { Box::new(ClientBodyError::Invalid(e.to_string())) });
+    let inner =
+        inner.map_err(|e| -> BoxError { Box::new(ClientBodyError::Invalid(e.to_string())) });
     IdleTimeoutBody::with_error(inner, idle, |idle| Box::new(ClientBodyError::Stalled(idle)))
         .boxed_unsync()
 }

@@ -114,8 +114,12 @@ impl Forwarder {
             }
             // Both framings at once is a smuggling attempt or a confused server (RFC 9112
             // §6.3): the body is read as chunked below, and the connection is not reused.
-            let ambiguous = response.headers().contains_key(http::header::TRANSFER_ENCODING)
-                && response.headers().contains_key(http::header::CONTENT_LENGTH);
+            let ambiguous = response
+                .headers()
+                .contains_key(http::header::TRANSFER_ENCODING)
+                && response
+                    .headers()
+                    .contains_key(http::header::CONTENT_LENGTH);
             let (parts, body) = response.into_parts();
             let body = ReturnToPool {
                 inner: body,
@@ -351,7 +355,10 @@ mod tests {
             "Upgrade, HTTP2-Settings, host, x-private".parse().unwrap(),
         );
         h.insert("upgrade", "h2c".parse().unwrap());
-        h.insert("http2-settings", "AAMAAABkAAQCAAAAAAIAAAAA".parse().unwrap());
+        h.insert(
+            "http2-settings",
+            "AAMAAABkAAQCAAAAAAIAAAAA".parse().unwrap(),
+        );
         h.insert("x-private", "1".parse().unwrap());
         assert!(!websocket_upgrade(&h));
         prepare_client_headers(&mut h, false);
@@ -359,7 +366,10 @@ mod tests {
         assert_eq!(h["host"], "x");
 
         let mut h = HeaderMap::new();
-        h.insert("connection", "keep-alive, Upgrade, x-private".parse().unwrap());
+        h.insert(
+            "connection",
+            "keep-alive, Upgrade, x-private".parse().unwrap(),
+        );
         h.insert("upgrade", "WebSocket".parse().unwrap());
         h.insert("x-private", "1".parse().unwrap());
         h.insert("sec-websocket-key", "k".parse().unwrap());
