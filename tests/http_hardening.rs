@@ -493,3 +493,53 @@ async fn content_length_beside_chunked_request_cannot_smuggle() {
     }
     assert_eq!(app.requests.load(Ordering::SeqCst), 2);
 }
+
+#[tokio::test]
+async fn stalled_control_body_is_408() {
+    let nc = StubNextcloud::start().await;
+    let h = start_harp(&nc.url(), &SHORT_CLIENT).await;
+    let mut s = TcpStream::connect(h.addr).await.unwrap();
+    let head = format!(
+        "POST /exapps/app_api/exapp_storage/foo HTTP/1.1\r\nHost: x\r\nharp-shared-key: {KEY}\r\nContent-Length: 100\r\n\r\n{{\"exapp"
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(DEADLINE, s.read_to_end(&mut out))
+        .await
+        .expect("harp closes the connection")
+        .unwrap();
+    assert_eq!(status_of(&out), 408, "{:?}", String::from_utf8_lossy(&out));
+}
+
+/// The stalled-reader timeout ends with the switch to a WebSocket: from then on only the
+/// tunnel timeout applies, so a client may leave an echo unread longer than the client timeout.
+#[tokio::test]
+async fn websocket_client_that_reads_late_is_not_cut_by_the_client_timeout() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let app = StubExApp::start().await;
+    let (_nc, h) = harp_for(app.port(), &SHORT_CLIENT).await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(64 << 10).unwrap();
+    let tcp = socket.connect(h.addr).await.unwrap();
+    let (ws, _) =
+        tokio_tungstenite::client_async(format!("ws://{}/exapps/foo/public/ws", h.addr), tcp)
+            .await
+            .unwrap();
+    let (mut tx, mut rx) = ws.split();
+    // Far more than the socket buffers hold: harp's writes to this client block.
+    let message = Message::binary(vec![7u8; 8 << 20]);
+    let sender = tokio::spawn(async move {
+        tx.send(message).await.unwrap();
+        tx
+    });
+    // Unread for several client timeouts (the point of the test, not a synchronisation).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let echo = tokio::time::timeout(DEADLINE, rx.next())
+        .await
+        .expect("an echo in time")
+        .expect("the connection is still open")
+        .expect("a valid frame");
+    assert_eq!(echo.into_data().len(), 8 << 20);
+    drop(sender.await.unwrap());
+}
