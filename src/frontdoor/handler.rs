@@ -111,7 +111,10 @@ pub async fn handle(
             if access.is_some() {
                 app.push_str(&plan.app_id);
             }
-            let upgrade = websocket_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
+            // hyper upgrades HTTP/1.1 connections only; an HTTP/1.0 offer is dropped like h2c.
+            let websocket =
+                req.version() == http::Version::HTTP_11 && websocket_upgrade(req.headers());
+            let upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
             let t0 = access.is_some().then(Instant::now);
             let r = forward(&worker, req, plan, upgrade, ip).await;
             upstream_time = t0.map(|t| t.elapsed());

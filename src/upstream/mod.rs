@@ -1,8 +1,9 @@
 //! Upstream forwarding: the only module that moves request and response bytes to ExApps and
 //! Docker engines. Pooled HTTP/1.1 keep-alive connections (`lean` for bodiless GET/HEAD inside
 //! the request's task, hyper's client for bodies and upgrades), streamed bodies in both directions,
-//! upgrades (WebSocket) turned into idle-timed byte tunnels, and upstream faults mapped to
-//! 502/503/504 quickly.
+//! upgrades (WebSocket only) turned into idle-timed byte tunnels, upstream faults mapped to
+//! 502/503/504 quickly, and a client's stalled or malformed request body reported as the
+//! client's fault ([`ClientBodyError`]), never the upstream's.
 //!
 //! Where bytes go is decided elsewhere: callers pass a [`Target`]; tunnels and the Docker socket
 //! plug in through [`LocalDialer`] for loopback ports they own.
