@@ -189,7 +189,7 @@ pub const VARIABLES: &[VarDoc] = &[
     VarDoc {
         name: "HP_TIMEOUT_CLIENT",
         default: "30s",
-        meaning: "time a client may take to send a request head",
+        meaning: "client inactivity: sending a request head or body, or reading a response",
     },
     VarDoc {
         name: "HP_TIMEOUT_SERVER",

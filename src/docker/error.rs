@@ -40,6 +40,8 @@ impl DockerError {
                 "Docker Engine on port {port} did not answer in time"
             )),
             UpstreamError::BadResponse(_, detail) => DockerError::BadResponse { port, detail },
+            // Engine calls send harp's own bodies, which cannot stall or be malformed.
+            UpstreamError::ClientBody(e) => DockerError::Internal(e.to_string()),
         }
     }
 }

@@ -1,6 +1,8 @@
-//! One request through the pipeline: client IP → decision (30 s cap) → act → access log.
+//! One request through the pipeline: framing checks → client IP → decision (30 s cap) → act →
+//! access log.
 
 use super::respond;
+use super::stall::StallDisarm;
 use crate::control::{self, ControlError, ControlRequest, MAX_BODY};
 use crate::pipeline::facts::{
     AA_VERSION, AUTHORIZATION_APP_API, DOCKER_ENGINE_PORT, EX_APP_ID, EX_APP_VERSION,
@@ -9,8 +11,11 @@ use crate::pipeline::facts::{
 use crate::pipeline::{decide, Decision, ForwardPlan, Refusal, RequestFacts};
 use crate::security::client_ip;
 use crate::state::AppState;
-use crate::upstream::{Body, Forwarder, Target, UpstreamError, UpstreamRequest};
-use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
+use crate::upstream::{
+    client_body, prepare_client_headers, websocket_upgrade, Body, ClientBodyError, Forwarder,
+    IdleTimeoutBody, Target, UpstreamError, UpstreamRequest,
+};
+use http::{HeaderName, HeaderValue, Request, Response};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -34,13 +39,21 @@ pub struct Worker {
     pub forwarder: Forwarder,
 }
 
+/// Serves one request of the connection from `peer`; `stall` lets a WebSocket that switched
+/// protocols leave the connection's stalled-reader timeout behind (the tunnel timeout governs
+/// it from then on).
 pub async fn handle(
     worker: Arc<Worker>,
     peer: SocketAddr,
     mut req: Request<Incoming>,
+    stall: StallDisarm,
 ) -> Result<Response<Body>, Dropped> {
     let state = &worker.state;
     let started = Instant::now();
+    if ambiguous_host(&req) {
+        tracing::info!(%peer, "request with an ambiguous Host refused");
+        return Ok(respond::bad_request());
+    }
     let (ip, _) = client_ip(peer.ip(), req.headers(), &state.config.trusted_proxies);
     let decision = {
         let facts = RequestFacts {
@@ -98,10 +111,16 @@ pub async fn handle(
             if access.is_some() {
                 app.push_str(&plan.app_id);
             }
-            let upgrade = wants_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
+            // hyper upgrades HTTP/1.1 connections only; an HTTP/1.0 offer is dropped like h2c.
+            let websocket =
+                req.version() == http::Version::HTTP_11 && websocket_upgrade(req.headers());
+            let upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
             let t0 = access.is_some().then(Instant::now);
             let r = forward(&worker, req, plan, upgrade, ip).await;
             upstream_time = t0.map(|t| t.elapsed());
+            if r.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+                stall.disarm();
+            }
             r
         }
     };
@@ -112,8 +131,21 @@ pub async fn handle(
     Ok(response)
 }
 
-fn wants_upgrade(headers: &HeaderMap) -> bool {
-    headers.contains_key(http::header::UPGRADE)
+/// RFC 9112 §3.2: more than one `Host`, or a `Host` that names another authority than an
+/// absolute-form target, leaves open which site is meant (and harp forwards `Host` as sent).
+fn ambiguous_host(req: &Request<Incoming>) -> bool {
+    let mut hosts = req.headers().get_all(http::header::HOST).iter();
+    let first = hosts.next();
+    if hosts.next().is_some() {
+        return true;
+    }
+    match (req.uri().authority(), first) {
+        (Some(target), Some(host)) => !target
+            .as_str()
+            .as_bytes()
+            .eq_ignore_ascii_case(host.as_bytes().trim_ascii()),
+        _ => false,
+    }
 }
 
 async fn control_call(
@@ -122,7 +154,14 @@ async fn control_call(
     target_path: &str,
 ) -> Response<Body> {
     let (parts, body) = req.into_parts();
-    let body = match Limited::new(body, MAX_BODY).collect().await {
+    // Concrete types, not `client_body`'s boxed one: with the box, rustc 1.95 could no longer
+    // prove the connection's future `Send` (a higher-ranked lifetime in tokio's `Notified`).
+    let body = IdleTimeoutBody::with_error(
+        Limited::new(body, MAX_BODY),
+        state.config.timeouts.client,
+        |idle| Box::new(ClientBodyError::Stalled(idle)),
+    );
+    let body = match body.collect().await {
         Ok(b) => b.to_bytes(),
         Err(e)
             if e.downcast_ref::<http_body_util::LengthLimitError>()
@@ -130,11 +169,17 @@ async fn control_call(
         {
             return respond::control(Err(ControlError::TooLarge));
         }
-        Err(_) => {
-            return respond::control(Err(ControlError::BadRequest(
-                "could not read the request body".into(),
-            )))
-        }
+        Err(e) => match ClientBodyError::find(&*e) {
+            Some(fault @ ClientBodyError::Stalled(_)) => {
+                tracing::info!(error = %fault, "control request body timed out");
+                return respond::client_body(&fault);
+            }
+            _ => {
+                return respond::control(Err(ControlError::BadRequest(
+                    "could not read the request body".into(),
+                )))
+            }
+        },
     };
     let reply = control::handle(
         state,
@@ -159,6 +204,7 @@ async fn engine_call(
     let path_and_query = with_query(target_path, req.uri().query());
     let (parts, body) = req.into_parts();
     let mut headers = parts.headers;
+    prepare_client_headers(&mut headers, false);
     for h in [
         HARP_SHARED_KEY,
         DOCKER_ENGINE_PORT,
@@ -171,11 +217,12 @@ async fn engine_call(
         target: Target::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port),
         path_and_query,
         headers,
-        body: body.map_err(Into::into).boxed_unsync(),
+        body: client_body(body, worker.state.config.timeouts.client),
         client_upgrade: None,
     };
     match worker.forwarder.send(upstream).await {
         Ok(r) => r,
+        Err(UpstreamError::ClientBody(fault)) => client_fault(&fault),
         Err(e) => {
             tracing::warn!(error = %e, "Docker Engine pass-through failed");
             respond::upstream_error(&e)
@@ -205,6 +252,8 @@ async fn forward(
     let path_and_query = with_query(target_path, req.uri().query());
     let (parts, body) = req.into_parts();
     let mut headers = parts.headers;
+    // Before harp adds its own headers, so `Connection` cannot name them away.
+    prepare_client_headers(&mut headers, client_upgrade.is_some());
     headers.remove(HARP_SHARED_KEY);
     // Grow the map once for the injected headers, not once per insert.
     headers.reserve(INJECTED.len());
@@ -228,7 +277,7 @@ async fn forward(
         target: Target::new(ip, plan.record.port),
         path_and_query,
         headers,
-        body: body.map_err(Into::into).boxed_unsync(),
+        body: client_body(body, worker.state.config.timeouts.client),
         client_upgrade,
     };
     match worker.forwarder.send(upstream).await {
@@ -239,6 +288,7 @@ async fn forward(
             }
             response
         }
+        Err(UpstreamError::ClientBody(fault)) => client_fault(&fault),
         Err(e) => {
             if matches!(e, UpstreamError::Connect(..)) {
                 plan.record.forget_resolution();
@@ -247,6 +297,12 @@ async fn forward(
             respond::upstream_error(&e)
         }
     }
+}
+
+/// The client's request body failed before any response: its fault, logged as such.
+fn client_fault(fault: &ClientBodyError) -> Response<Body> {
+    tracing::info!(error = %fault, "request ended: the client's request body failed");
+    respond::client_body(fault)
 }
 
 fn with_query(path: &str, query: Option<&str>) -> String {

@@ -1,7 +1,9 @@
 //! Listening sockets and the accept loop: connection cap, HTTP/1.1 keep-alive with upgrades,
-//! the client timeout on request heads, optional TLS, graceful shutdown.
+//! the client timeout on request heads and on clients that stop reading, optional TLS, graceful
+//! shutdown.
 
 use super::handler::{handle, Worker};
+use super::stall::StallGuard;
 use super::tls::TlsReloader;
 use crate::config::BindAddr;
 use hyper::service::service_fn;
@@ -150,7 +152,9 @@ async fn serve_connection<S>(
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
     let client_timeout = worker.state.config.timeouts.client;
-    let service = service_fn(move |req| handle(worker.clone(), peer, req));
+    // The client timeout also covers a client that stops reading a response.
+    let (stream, stall) = StallGuard::new(stream, client_timeout);
+    let service = service_fn(move |req| handle(worker.clone(), peer, req, stall.clone()));
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(client_timeout)

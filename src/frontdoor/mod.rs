@@ -7,8 +7,10 @@
 mod handler;
 mod listener;
 pub mod respond;
+mod stall;
 mod tls;
 
 pub use handler::{handle, Worker};
 pub use listener::{accept_loop, bind, bind_sockets, drain, Listener};
+pub use stall::StallDisarm;
 pub use tls::{load_tls_acceptor, TlsError, TlsReloader};

@@ -2,7 +2,7 @@
 
 use crate::control::{ControlError, ControlReply};
 use crate::pipeline::Refusal;
-use crate::upstream::{full, Body, UpstreamError};
+use crate::upstream::{full, Body, ClientBodyError, UpstreamError};
 use http::{header, HeaderValue, Response, StatusCode};
 
 pub fn text(status: StatusCode, body: impl Into<String>) -> Response<Body> {
@@ -61,7 +61,37 @@ pub fn upstream_error(e: &UpstreamError) -> Response<Body> {
             "502 Bad Gateway",
             "The server returned an invalid or incomplete response.",
         ),
+        UpstreamError::ClientBody(fault) => client_body(fault),
     }
+}
+
+/// The client's request body failed: 408 when it stalled, 400 when it was malformed. The
+/// connection closes after it (the rest of the body is unread, its framing unknown).
+pub fn client_body(fault: &ClientBodyError) -> Response<Body> {
+    let mut r = match fault {
+        ClientBodyError::Stalled(_) => html(
+            StatusCode::REQUEST_TIMEOUT,
+            "408 Request Time-out",
+            "Your browser didn't send a complete request in time.",
+        ),
+        ClientBodyError::Invalid(_) => return bad_request(),
+    };
+    r.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    r
+}
+
+/// A request harp will not interpret (ambiguous `Host`, malformed body); the connection closes
+/// after it, since what follows on it cannot be trusted to be framed as the client meant.
+pub fn bad_request() -> Response<Body> {
+    let mut r = html(
+        StatusCode::BAD_REQUEST,
+        "400 Bad request",
+        "Your browser sent an invalid request.",
+    );
+    r.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    r
 }
 
 pub fn control(result: Result<ControlReply, ControlError>) -> Response<Body> {

@@ -1,6 +1,7 @@
-//! One request/response exchange with an upstream over the pooled client.
+//! One request/response exchange with an upstream over the pooled client, and which client
+//! headers may travel with it (hop-by-hop stripping, the one upgrade harp forwards).
 
-use super::body::{empty, Body, IdleTimeoutBody};
+use super::body::{empty, Body, ClientBodyError, IdleTimeoutBody};
 use super::connector::{Connector, LocalDialers};
 use super::lean::{self, Lean, LeanError};
 use super::pool::{Pool, PoolError};
@@ -75,6 +76,8 @@ impl Forwarder {
         }
     }
 
+    /// Sends `req` and returns the upstream's response. The caller has already passed the
+    /// client's headers through [`prepare_client_headers`] (before adding its own).
     pub async fn send(&self, req: UpstreamRequest) -> Result<Response<Body>, UpstreamError> {
         let addr = req.target.addr;
         let mut headers = req.headers;
@@ -85,9 +88,6 @@ impl Forwarder {
             }
         }
         let upgrading = req.client_upgrade.is_some();
-        if !upgrading {
-            strip_hop_by_hop(&mut headers);
-        }
         let mut response = if lean::eligible(&req.method, &req.body, upgrading) {
             self.send_lean(addr, &req.method, &req.path_and_query, &headers)
                 .await?
@@ -101,21 +101,44 @@ impl Forwarder {
             *out.uri_mut() = uri;
             *out.headers_mut() = headers;
             let (response, sender) = self.exchange(addr, out).await?;
-            match req.client_upgrade {
-                Some(client_side) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
-                    return Ok(self.tunnel(addr, client_side, response));
-                }
-                _ => {}
+            if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+                return match req.client_upgrade {
+                    Some(client_side) => Ok(self.tunnel(addr, client_side, response)),
+                    // Switching would hand the client a connection to the ExApp on which no
+                    // later request is decided; the upstream connection is dropped with it.
+                    None => Err(UpstreamError::BadResponse(
+                        addr,
+                        "101 to a request that did not upgrade".into(),
+                    )),
+                };
             }
+            // Both framings at once is a smuggling attempt or a confused server (RFC 9112
+            // §6.3): the body is read as chunked below, and the connection is not reused.
+            let ambiguous = response
+                .headers()
+                .contains_key(http::header::TRANSFER_ENCODING)
+                && response
+                    .headers()
+                    .contains_key(http::header::CONTENT_LENGTH);
             let (parts, body) = response.into_parts();
             let body = ReturnToPool {
                 inner: body,
-                back: Some((self.pool.clone(), addr, sender)),
+                back: if ambiguous {
+                    None
+                } else {
+                    Some((self.pool.clone(), addr, sender))
+                },
             };
             let body = IdleTimeoutBody::new(body, self.server_timeout).boxed_unsync();
             Response::from_parts(parts, body)
         };
-        strip_hop_by_hop(response.headers_mut());
+        let headers = response.headers_mut();
+        // RFC 9112 §6.3: a Content-Length next to a Transfer-Encoding must be removed before
+        // forwarding; harp re-frames the decoded body itself.
+        if headers.contains_key(http::header::TRANSFER_ENCODING) {
+            headers.remove(http::header::CONTENT_LENGTH);
+        }
+        strip_hop_by_hop(headers);
         Ok(response)
     }
 
@@ -147,9 +170,10 @@ impl Forwarder {
         match tokio::time::timeout(self.server_timeout, self.pool.send(addr, req)).await {
             Err(_) => Err(UpstreamError::Timeout(addr)),
             Ok(Err(PoolError::Connect(e))) => Err(UpstreamError::Connect(addr, e.to_string())),
-            Ok(Err(PoolError::Exchange(e))) => {
-                Err(UpstreamError::BadResponse(addr, root_cause(&e)))
-            }
+            Ok(Err(PoolError::Exchange(e))) => match ClientBodyError::find(&e) {
+                Some(fault) => Err(UpstreamError::ClientBody(fault)),
+                None => Err(UpstreamError::BadResponse(addr, root_cause(&e))),
+            },
             Ok(Ok(pair)) => Ok(pair),
         }
     }
@@ -179,11 +203,53 @@ impl Forwarder {
     }
 }
 
+/// Sent only with an h2c upgrade, which harp never forwards (RFC 9113 §3.2.1).
+const HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
+
+/// Whether the client asks for a WebSocket upgrade: exactly one `Upgrade` protocol, `websocket`
+/// in any case (RFC 6455 §4.1). The only upgrade harp forwards: after any other 101 (h2c, TLS,
+/// a custom protocol) the ExApp would get requests that no access decision saw.
+pub fn websocket_upgrade(headers: &HeaderMap) -> bool {
+    let mut values = headers.get_all(http::header::UPGRADE).iter();
+    match (values.next(), values.next()) {
+        (Some(v), None) => v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"websocket"),
+        _ => false,
+    }
+}
+
+/// Readies the client's headers for the upstream; called *before* harp adds its own headers,
+/// so the names a client lists in `Connection` can never remove them. Removes the hop-by-hop
+/// headers, the names `Connection` lists (except `Host`, which is never removable), and any
+/// upgrade offer; a WebSocket upgrade (`websocket`) is then offered again in canonical form.
+pub fn prepare_client_headers(headers: &mut HeaderMap, websocket: bool) {
+    let upgrade = if websocket {
+        headers.get(http::header::UPGRADE).cloned()
+    } else {
+        None
+    };
+    strip(headers, &[HTTP2_SETTINGS], &[http::header::HOST]);
+    if let Some(protocol) = upgrade {
+        headers.insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("upgrade"),
+        );
+        headers.insert(http::header::UPGRADE, protocol);
+    }
+}
+
 /// Removes hop-by-hop headers, including those the `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    strip(headers, &[], &[]);
+}
+
+/// Removes [`HOP_BY_HOP`], `also`, and the names `Connection` lists unless they are in `keep`.
+fn strip(headers: &mut HeaderMap, also: &[HeaderName], keep: &[HeaderName]) {
     // Nearly every message has none but `Connection`: one pass over the (few) names costs less
     // than hashing all seven candidates for lookups.
-    if !headers.keys().any(|n| HOP_BY_HOP.contains(n)) {
+    if !headers
+        .keys()
+        .any(|n| HOP_BY_HOP.contains(n) || also.contains(n))
+    {
         return;
     }
     // `Connection` usually says only keep-alive/close: skip the allocation unless it names more.
@@ -199,8 +265,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
                 && !s.is_empty()
         })
         .filter_map(|s| HeaderName::from_bytes(s.as_bytes()).ok())
+        .filter(|n| !keep.contains(n))
         .collect();
-    for name in HOP_BY_HOP.iter().chain(named.iter()) {
+    for name in HOP_BY_HOP.iter().chain(also).chain(named.iter()) {
         if headers.contains_key(name) {
             headers.remove(name);
         }
@@ -277,5 +344,50 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn client_connection_header_cannot_remove_host_and_only_websocket_is_offered() {
+        let mut h = HeaderMap::new();
+        h.insert("host", "x".parse().unwrap());
+        h.insert(
+            "connection",
+            "Upgrade, HTTP2-Settings, host, x-private".parse().unwrap(),
+        );
+        h.insert("upgrade", "h2c".parse().unwrap());
+        h.insert(
+            "http2-settings",
+            "AAMAAABkAAQCAAAAAAIAAAAA".parse().unwrap(),
+        );
+        h.insert("x-private", "1".parse().unwrap());
+        assert!(!websocket_upgrade(&h));
+        prepare_client_headers(&mut h, false);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(h["host"], "x");
+
+        let mut h = HeaderMap::new();
+        h.insert(
+            "connection",
+            "keep-alive, Upgrade, x-private".parse().unwrap(),
+        );
+        h.insert("upgrade", "WebSocket".parse().unwrap());
+        h.insert("x-private", "1".parse().unwrap());
+        h.insert("sec-websocket-key", "k".parse().unwrap());
+        assert!(websocket_upgrade(&h));
+        prepare_client_headers(&mut h, true);
+        assert_eq!(h["connection"], "upgrade");
+        assert_eq!(h["upgrade"], "WebSocket");
+        assert!(!h.contains_key("x-private"));
+        assert!(h.contains_key("sec-websocket-key"));
+
+        for offer in ["websocket, h2c", "h2c", ""] {
+            let mut h = HeaderMap::new();
+            h.insert("upgrade", offer.parse().unwrap());
+            assert!(!websocket_upgrade(&h), "{offer:?}");
+        }
+        let mut h = HeaderMap::new();
+        h.append("upgrade", "websocket".parse().unwrap());
+        h.append("upgrade", "h2c".parse().unwrap());
+        assert!(!websocket_upgrade(&h), "two Upgrade lines");
     }
 }

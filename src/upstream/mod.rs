@@ -1,8 +1,9 @@
 //! Upstream forwarding: the only module that moves request and response bytes to ExApps and
 //! Docker engines. Pooled HTTP/1.1 keep-alive connections (`lean` for bodiless GET/HEAD inside
 //! the request's task, hyper's client for bodies and upgrades), streamed bodies in both directions,
-//! upgrades (WebSocket) turned into idle-timed byte tunnels, and upstream faults mapped to
-//! 502/503/504 quickly.
+//! upgrades (WebSocket only) turned into idle-timed byte tunnels, upstream faults mapped to
+//! 502/503/504 quickly, and a client's stalled or malformed request body reported as the
+//! client's fault ([`ClientBodyError`]), never the upstream's.
 //!
 //! Where bytes go is decided elsewhere: callers pass a [`Target`]; tunnels and the Docker socket
 //! plug in through [`LocalDialer`] for loopback ports they own.
@@ -14,9 +15,9 @@ mod lean;
 mod pool;
 mod splice;
 
-pub use body::{empty, full, Body, BoxError};
+pub use body::{client_body, empty, full, Body, BoxError, ClientBodyError, IdleTimeoutBody};
 pub use connector::{BoxedIo, LocalDialer, LocalDialers};
-pub use forward::{Forwarder, UpstreamRequest};
+pub use forward::{prepare_client_headers, websocket_upgrade, Forwarder, UpstreamRequest};
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -43,4 +44,8 @@ pub enum UpstreamError {
     Timeout(SocketAddr),
     #[error("{0} closed the connection or sent an invalid response: {1}")]
     BadResponse(SocketAddr, String),
+    /// The client's request body failed (stalled or malformed) before a response arrived: the
+    /// client's fault (408 / 400), nothing is blamed on the upstream.
+    #[error("{0}")]
+    ClientBody(#[from] ClientBodyError),
 }

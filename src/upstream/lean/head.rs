@@ -119,6 +119,13 @@ pub(super) fn parse_head(
             }
             headers.append(name, value);
         }
+        // RFC 9112 §6.3: with a Transfer-Encoding the Content-Length is ignored and must not be
+        // forwarded (the client would frame the decoded body by it); having both is a
+        // smuggling attempt or a confused server, so the connection is not reused either.
+        let ambiguous = coding.is_some() && length.is_some();
+        if coding.is_some() {
+            headers.remove(http::header::CONTENT_LENGTH);
+        }
         let mut framing = match (coding, length) {
             (Some(true), _) => Framing::Chunked,
             (Some(false), _) | (None, None) => Framing::UntilClose,
@@ -132,7 +139,7 @@ pub(super) fn parse_head(
             framing = Framing::Empty;
         }
         buf.advance(len);
-        let keep_alive = !close && framing != Framing::UntilClose;
+        let keep_alive = !close && !ambiguous && framing != Framing::UntilClose;
         return Ok(Some(Head {
             status,
             headers,

@@ -47,10 +47,10 @@ fn framing_follows_rfc9112() {
             "HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n\r\n",
             (Framing::Chunked, true),
         ),
-        // Transfer-Encoding wins over Content-Length.
+        // Transfer-Encoding wins over Content-Length; the connection is not reused after.
         (
             "HTTP/1.1 200 OK\r\ncontent-length: 9\r\ntransfer-encoding: chunked\r\n\r\n",
-            (Framing::Chunked, true),
+            (Framing::Chunked, false),
         ),
         // A final coding other than chunked: the body runs until the close.
         (
@@ -87,6 +87,22 @@ fn framing_follows_rfc9112() {
         .unwrap()
         .unwrap();
     assert_eq!(head.framing, Framing::Empty, "a HEAD response has no body");
+}
+
+#[test]
+fn content_length_beside_transfer_encoding_is_not_forwarded() {
+    for raw in [
+        "HTTP/1.1 200 OK\r\ncontent-length: 3\r\ntransfer-encoding: chunked\r\n\r\n",
+        "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 3\r\n\r\n",
+        "HTTP/1.1 200 OK\r\ncontent-length: 3\r\ntransfer-encoding: gzip\r\n\r\n",
+    ] {
+        let head = parsed(raw, false).unwrap().unwrap();
+        assert!(
+            !head.headers.contains_key(http::header::CONTENT_LENGTH),
+            "{raw:?}"
+        );
+        assert!(!head.keep_alive, "{raw:?}");
+    }
 }
 
 #[test]
