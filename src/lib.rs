@@ -10,6 +10,7 @@ pub mod control;
 pub mod docker;
 pub mod frontdoor;
 pub mod health;
+pub(crate) mod net;
 pub mod nextcloud;
 pub mod pipeline;
 pub mod security;
