@@ -1,8 +1,11 @@
 //! The loopback TCP listener on 127.0.0.1:24000 that relays to the local Docker socket
 //! (project decision 2: documented troubleshooting `curl 127.0.0.1:24000/_ping` keeps working).
 
+use crate::net::accept::accept_loop;
+use crate::upstream::splice::{splice, HALF_CLOSE_IDLE};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 use tokio::net::{TcpListener, UnixStream};
 
 pub struct LocalEngineListener {
@@ -29,28 +32,29 @@ impl LocalEngineListener {
         self.tcp.local_addr().ok()
     }
 
-    /// Accepts until the task is aborted; each connection dials the socket fresh.
-    pub async fn serve(self) {
-        loop {
-            let (mut client, peer) = match self.tcp.accept().await {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!(error = %e, "local engine relay accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            let path = self.socket.clone();
-            tokio::spawn(async move {
-                match UnixStream::connect(&path).await {
-                    Ok(mut engine) => {
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut engine).await;
+    /// Accepts until the task is aborted; each connection dials the socket fresh and is
+    /// relayed by the shared relay with `idle` (`HP_TIMEOUT_TUNNEL`) as its idle limit.
+    pub async fn serve(self, idle: Option<Duration>) {
+        let path = self.socket;
+        accept_loop(
+            self.tcp,
+            "local engine relay",
+            None,
+            || async { Some(()) },
+            move |client, peer, ()| {
+                let path = path.clone();
+                async move {
+                    match UnixStream::connect(&path).await {
+                        Ok(engine) => {
+                            splice(client, engine, idle, HALF_CLOSE_IDLE).await;
+                        }
+                        Err(e) => {
+                            tracing::warn!(%peer, socket = %path.display(), error = %e, "local Docker engine unreachable");
+                        }
                     }
-                    Err(e) => {
-                        tracing::warn!(%peer, socket = %path.display(), error = %e, "local Docker engine unreachable");
-                    }
                 }
-            });
-        }
+            },
+        )
+        .await;
     }
 }

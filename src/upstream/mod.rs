@@ -12,7 +12,7 @@ mod connector;
 mod forward;
 mod lean;
 mod pool;
-mod splice;
+pub(crate) mod splice;
 
 pub use body::{empty, full, Body, BoxError};
 pub use connector::{BoxedIo, LocalDialer, LocalDialers};

@@ -158,7 +158,8 @@ fn new_proxy(
             tracing::info!(client = %peer, proxy = %proxy.name, port = proxy.port, kind, "FRP proxy registered: {} <-> 127.0.0.1:{}", proxy.name, proxy.port);
             resp.remote_addr = format!(":{}", proxy.port);
             if let Some(ip) = ctx.loopback_listeners {
-                let handle = loopback::spawn(registry.clone(), ip, proxy.port);
+                let idle = ctx.state.config.timeouts.tunnel;
+                let handle = loopback::spawn(registry.clone(), ip, proxy.port, idle);
                 if let Some(h) = handle {
                     registry.set_listener(&proxy, h);
                 }
