@@ -704,8 +704,20 @@ mod tests {
         assert!(high >= QUEUE_LIMIT, "the flood did fill the queue: {high}");
     }
 
+    /// The process's peak virtual size (Linux), which grows with any large allocation even
+    /// when its pages are never touched.
+    fn vm_peak_kib() -> u64 {
+        let status = std::fs::read_to_string("/proc/self/status").expect("Linux /proc");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmPeak:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmPeak line")
+    }
+
     #[tokio::test(start_paused = true)]
     async fn data_beyond_the_window_is_refused_before_allocation() {
+        let peak_before = vm_peak_kib();
         for window in [INITIAL_WINDOW, MAX_WINDOW] {
             let (ours, mut peer) = tokio::io::duplex(64 * 1024);
             let cfg = SessionConfig {
@@ -749,6 +761,11 @@ mod tests {
                 .await
                 .expect("window + 1 is refused");
         }
+        let grown_mib = (vm_peak_kib() - peak_before) / 1024;
+        assert!(
+            grown_mib < 1024,
+            "peak virtual size grew by {grown_mib} MiB"
+        );
     }
 
     #[tokio::test(start_paused = true)]
