@@ -5,7 +5,7 @@
 
 use super::listener::LoginGrant;
 use super::loopback;
-use super::registry::{Registry, MAX_POOL};
+use super::registry::{Registry, CONTROL_QUEUE, MAX_POOL};
 use super::ServerCtx;
 use crate::control::{check_login, FrpLoginVerdict};
 use crate::tunnel::mux::MuxStream;
@@ -87,7 +87,7 @@ pub async fn run(
     tracing::info!(client = %peer, run_id = %run_id, version = %login.version, "FRP client logged in");
 
     let pool = (login.pool_count.max(0) as usize).min(MAX_POOL);
-    let (tx, rx) = mpsc::unbounded_channel();
+    let (tx, rx) = mpsc::channel(CONTROL_QUEUE);
     let control = ctx
         .registry
         .add_control(run_id, peer, session.id(), pool, tx);
@@ -175,7 +175,7 @@ fn new_proxy(
 
 async fn write_loop<W: tokio::io::AsyncWrite + Unpin>(
     mut w: CryptoWriter<W>,
-    mut rx: mpsc::UnboundedReceiver<Message>,
+    mut rx: mpsc::Receiver<Message>,
 ) {
     while let Some(msg) = rx.recv().await {
         if write_msg(&mut w, &msg).await.is_err() {

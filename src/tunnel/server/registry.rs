@@ -24,6 +24,11 @@ use tokio::sync::{mpsc, watch, Notify};
 const WORK_CONN_WAIT: Duration = Duration::from_secs(10);
 /// frps `maxPoolCount`.
 pub const MAX_POOL: usize = 5;
+/// Control messages queued for one client. Pongs answer the client's Pings, so a client that
+/// pings without reading must not grow the queue: beyond this many, messages are dropped (the
+/// write-stall deadline of the mux session disconnects such a client soon anyway). A burst of
+/// ReqWorkConn for every connection the front door admits at once stays far below it.
+pub(crate) const CONTROL_QUEUE: usize = 1024;
 
 /// One logged-in frpc session's control.
 pub struct Control {
@@ -32,7 +37,7 @@ pub struct Control {
     /// The mux session whose control stream logged in: work streams must arrive on it.
     session_id: u64,
     serial: u64,
-    to_client: mpsc::UnboundedSender<Message>,
+    to_client: mpsc::Sender<Message>,
     pool: Mutex<VecDeque<MuxStream>>,
     pool_cap: usize,
     pool_ready: Notify,
@@ -40,9 +45,12 @@ pub struct Control {
 }
 
 impl Control {
-    /// Queues a message on the (encrypted) control stream.
+    /// Queues a message on the (encrypted) control stream; dropped when [`CONTROL_QUEUE`]
+    /// messages are already waiting (the client is not reading).
     pub fn send(&self, msg: Message) {
-        let _ = self.to_client.send(msg);
+        if let Err(mpsc::error::TrySendError::Full(m)) = self.to_client.try_send(msg) {
+            tracing::debug!(run_id = %self.run_id, "control queue full; {} dropped", m.name());
+        }
     }
 
     /// Asks the client for one more work stream.
@@ -154,7 +162,7 @@ impl Registry {
         client: SocketAddr,
         session_id: u64,
         pool_count: usize,
-        to_client: mpsc::UnboundedSender<Message>,
+        to_client: mpsc::Sender<Message>,
     ) -> Arc<Control> {
         let control = Arc::new(Control {
             run_id: run_id.clone(),
@@ -408,7 +416,7 @@ mod tests {
         let (owner, owner_stream, _p1) = stream_on_new_session();
         let (intruder, intruder_stream, _p2) = stream_on_new_session();
         assert_ne!(owner.id(), intruder.id());
-        let (tx, _rx) = mpsc::unbounded_channel();
+        let (tx, _rx) = mpsc::channel(CONTROL_QUEUE);
         let control = registry.add_control(
             "ea197c1226270fe4".into(),
             "127.0.0.1:5000".parse().unwrap(),
@@ -423,5 +431,21 @@ mod tests {
         assert_eq!(control.pool.lock().len(), 0, "nothing pooled");
         assert!(registry.add_work_conn("ea197c1226270fe4", owner.id(), owner_stream));
         assert_eq!(control.pool.lock().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn control_queue_of_a_client_that_does_not_read_stays_bounded() {
+        let registry = Registry::new();
+        let (tx, mut rx) = mpsc::channel(CONTROL_QUEUE);
+        let control = registry.add_control("r".into(), "127.0.0.1:5000".parse().unwrap(), 1, 0, tx);
+        // What a Ping flood makes the control loop answer, without the client reading.
+        for _ in 0..4 * CONTROL_QUEUE {
+            control.send(Message::Pong(Default::default()));
+        }
+        let mut queued = 0;
+        while rx.try_recv().is_ok() {
+            queued += 1;
+        }
+        assert_eq!(queued, CONTROL_QUEUE);
     }
 }
