@@ -10,6 +10,7 @@ pub mod control;
 pub mod docker;
 pub mod frontdoor;
 pub mod health;
+pub(crate) mod net;
 pub mod nextcloud;
 pub mod pipeline;
 pub mod security;
@@ -222,7 +223,8 @@ impl Harp {
         let (done_tx, done_rx) = watch::channel(false);
         let limit = Arc::new(Semaphore::new(self.state.config.max_connections));
         let sweeper = tokio::spawn(sweep(self.state.clone()));
-        let relay = self.local_engine.map(|l| tokio::spawn(l.serve()));
+        let relay_idle = self.state.config.timeouts.tunnel;
+        let relay = self.local_engine.map(|l| tokio::spawn(l.serve(relay_idle)));
         let frp = tokio::spawn(tunnel::server::serve(
             self.frp,
             tunnel::server::ServerCtx {

@@ -1,6 +1,6 @@
-//! Listening sockets and the accept loop: connection cap, HTTP/1.1 keep-alive with upgrades,
-//! the client timeout on request heads and on clients that stop reading, optional TLS, graceful
-//! shutdown.
+//! Listening sockets and the per-connection work of the shared accept loop
+//! ([`crate::net::accept`]): connection cap, HTTP/1.1 keep-alive with upgrades, the client
+//! timeout on request heads and on clients that stop reading, optional TLS, graceful shutdown.
 
 use super::handler::{handle, Worker};
 use super::stall::StallGuard;
@@ -97,28 +97,16 @@ pub async fn accept_loop(
             return;
         }
     };
-    let mut stop_accepting = stop.clone();
-    loop {
-        let permit = tokio::select! {
-            p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-            _ = stopped(&mut stop_accepting) => break,
-        };
-        let (stream, peer) = tokio::select! {
-            r = tcp.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = stopped(&mut stop_accepting) => break,
-        };
+    let stop_accepting = stop.clone();
+    let permits = move || {
+        let limit = limit.clone();
+        async move { limit.acquire_owned().await.ok() }
+    };
+    let serve = move |stream: tokio::net::TcpStream, peer: SocketAddr, permit| {
         let _ = stream.set_nodelay(true);
         let (worker, stop) = (worker.clone(), stop.clone());
         let acceptor = tls.as_ref().map(|t| t.current.load_full());
-        tokio::spawn(async move {
+        async move {
             match acceptor {
                 None => serve_connection(worker, peer, stream, stop).await,
                 Some(acceptor) => {
@@ -133,8 +121,9 @@ pub async fn accept_loop(
                 }
             }
             drop(permit);
-        });
-    }
+        }
+    };
+    crate::net::accept::accept_loop(tcp, "front door", Some(stop_accepting), permits, serve).await;
 }
 
 /// Waits until every connection has returned its permit, or the drain time is over.

@@ -13,7 +13,7 @@ mod connector;
 mod forward;
 mod lean;
 mod pool;
-mod splice;
+pub(crate) mod splice;
 
 pub use body::{client_body, empty, full, Body, BoxError, ClientBodyError, IdleTimeoutBody};
 pub use connector::{BoxedIo, LocalDialer, LocalDialers};

@@ -1,5 +1,9 @@
-//! Byte tunnel between two upgraded connections (contract §6.1): ends after `idle` without
-//! traffic in either direction (None = never), and `half_close` after one side finished.
+//! The one byte relay of harp: upgraded connections (WebSockets, contract §6.1), the FRP
+//! loopback listeners, `harp tunnel`'s work connections and the Docker 24000 relay all use
+//! [`splice`]. It ends after `idle` without traffic in either direction (None = never); when
+//! one side finished, its end of stream is passed on (half-close propagated) and the other
+//! direction may go on, but only until it stays silent for `half_close`, so a peer that
+//! half-closes and then goes quiet cannot hold the relay open even with no idle limit.
 //!
 //! Hand-written instead of `tokio::io::copy_bidirectional` for memory: that keeps a heap buffer
 //! per direction for the tunnel's whole life (16 KiB per idle WebSocket with 8 KiB buffers).
@@ -15,6 +19,11 @@ use std::task::{ready, Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
+
+/// Longest silence allowed on a relay once one side has finished sending: long enough for a
+/// server to compute and send its answer after the request's end, short enough that
+/// half-closed relays do not pile up.
+pub(crate) const HALF_CLOSE_IDLE: Duration = Duration::from_secs(30);
 
 /// Largest single read: big enough for bulk transfers, small enough for a worker's stack.
 const READ_CHUNK: usize = 16 * 1024;
@@ -134,9 +143,9 @@ impl Pipe {
     }
 }
 
-/// Copies both ways until both sides finished, or a timeout ends the tunnel. Returns bytes
-/// moved (a→b, b→a).
-pub async fn splice<A, B>(
+/// Copies both ways until both sides finished, or a timeout ends the tunnel (dropping both
+/// sides closes them). Returns bytes moved (a→b, b→a).
+pub(crate) async fn splice<A, B>(
     mut a: A,
     mut b: B,
     idle: Option<Duration>,
@@ -183,7 +192,8 @@ where
             continue;
         }
         let idle_deadline = idle.map(|d| last_activity + d);
-        let half_deadline = half_closed_at.map(|t| t + half_close);
+        // Silence is measured from the half-close or the last byte, whichever is later.
+        let half_deadline = half_closed_at.map(|t| t.max(last_activity) + half_close);
         let deadline = match (idle_deadline, half_deadline) {
             (Some(x), Some(y)) => Some(x.min(y)),
             (x, y) => x.or(y),
@@ -304,5 +314,33 @@ mod tests {
         let started = Instant::now();
         splice(a, b, None, Duration::from_secs(30)).await;
         assert_eq!(started.elapsed().as_secs(), 30);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn half_closed_side_may_stream_on_but_not_stay_silent() {
+        let (client, a) = duplex(64);
+        let (b, mut server) = duplex(64);
+        let (mut client_r, mut client_w) = tokio::io::split(client);
+        client_w.shutdown().await.unwrap();
+        let started = Instant::now();
+        let tunnel = tokio::spawn(splice(a, b, None, Duration::from_secs(30)));
+        // The server learns of the half-close...
+        let mut buf = [0u8; 8];
+        assert_eq!(server.read(&mut buf).await.unwrap(), 0, "EOF passed on");
+        // ...and answers for 100 s in 20 s steps: never silent for 30 s, so the relay stays.
+        for _ in 0..5 {
+            tokio::time::sleep(Duration::from_secs(20)).await;
+            server.write_all(b"x").await.unwrap();
+            let mut one = [0u8; 1];
+            client_r.read_exact(&mut one).await.unwrap();
+        }
+        // Then it goes quiet: closed 30 s after the last byte.
+        tunnel.await.unwrap();
+        assert_eq!(started.elapsed().as_secs(), 130);
+        assert_eq!(
+            client_r.read(&mut buf).await.unwrap(),
+            0,
+            "client side closed"
+        );
     }
 }

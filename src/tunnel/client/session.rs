@@ -242,19 +242,13 @@ async fn work_conn(mut stream: MuxStream, run_id: String, cfg: Arc<ClientConfig>
     }
 }
 
-/// frp's join: the first EOF or error in either direction closes both sides.
+/// Joins a work stream and its local target through the shared relay: half-close passed on
+/// (where frp's join ends both sides at the first EOF), no idle limit (the server enforces
+/// `HP_TIMEOUT_TUNNEL`), and a half-closed pair that then stays silent is closed.
 async fn join<A, B>(a: A, b: B)
 where
-    A: AsyncRead + AsyncWrite,
-    B: AsyncRead + AsyncWrite,
+    A: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
 {
-    use tokio::io::AsyncWriteExt;
-    let (mut ar, mut aw) = tokio::io::split(a);
-    let (mut br, mut bw) = tokio::io::split(b);
-    tokio::select! {
-        _ = tokio::io::copy(&mut ar, &mut bw) => {}
-        _ = tokio::io::copy(&mut br, &mut aw) => {}
-    }
-    let _ = aw.shutdown().await;
-    let _ = bw.shutdown().await;
+    crate::upstream::splice::splice(a, b, None, crate::upstream::splice::HALF_CLOSE_IDLE).await;
 }

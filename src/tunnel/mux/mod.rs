@@ -10,5 +10,6 @@ mod frame;
 mod session;
 mod stream;
 
-pub use session::{Role, Session, SessionConfig};
+pub use frame::{INITIAL_WINDOW, MAX_WINDOW};
+pub use session::{Role, Session, SessionConfig, DEFAULT_MAX_STREAMS};
 pub use stream::MuxStream;

@@ -1,15 +1,22 @@
 //! One yamux session: a reader task (dispatches frames, ACKs new streams at once, answers
 //! pings), a writer task (serialises frames from every stream), and a keep-alive task.
-//! Owns the stream table; stream I/O itself lives in `stream.rs`.
+//! Owns the stream table and the bounded write queue; stream I/O itself lives in `stream.rs`.
+//!
+//! Hostile-peer bounds: the write queue holds at most [`QUEUE_LIMIT`] bytes (stream writers
+//! and the reader wait for room, so a peer that floods pings without reading stalls its own
+//! reader instead of growing our memory), a peer that accepts none of our bytes for
+//! [`WRITE_STALL`] is disconnected, every length from the wire is checked against the stream's
+//! window before anything is allocated, and streams beyond the session's cap are reset.
 
 use super::frame::*;
-use super::stream::{MuxStream, StreamState};
+use super::stream::{MuxStream, StreamState, MAX_FRAME};
 use bytes::{Bytes, BytesMut};
 use parking_lot::Mutex;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::{mpsc, watch, Notify};
@@ -18,6 +25,22 @@ use tokio::sync::{mpsc, watch, Notify};
 const ACCEPT_BACKLOG: usize = 256;
 /// Frames are coalesced into writes of about this size.
 const WRITE_BATCH: usize = 256 * 1024;
+/// Bytes the write queue may hold before stream writers and the reader wait for the socket:
+/// two writer batches, so one batch can fill while the previous one is on the wire (enough to
+/// keep a bulk transfer streaming) while a peer that never reads pins at most this much.
+pub(crate) const QUEUE_LIMIT: usize = 2 * WRITE_BATCH;
+/// What a queued frame costs besides its payload (12-byte header plus the queue slot), so a
+/// flood of empty control frames (ping answers, ACKs) is counted at its real memory cost.
+pub(crate) const FRAME_COST: usize = 64;
+/// A peer that accepts none of our bytes for this long is disconnected: hashicorp yamux's
+/// `ConnectionWriteTimeout`, the same deadline frpc's own session applies to its writes.
+pub(crate) const WRITE_STALL: Duration = Duration::from_secs(10);
+/// Streams one session may hold open unless the owner sets another cap: frpc opens one work
+/// stream per user connection, so this matches the front door's default connection cap.
+pub const DEFAULT_MAX_STREAMS: usize = 8192;
+
+/// Source of [`Session::id`].
+static NEXT_SESSION_ID: AtomicU64 = AtomicU64::new(1);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -33,6 +56,11 @@ pub struct SessionConfig {
     pub keepalive: Duration,
     /// hashicorp's ConnectionWriteTimeout, the ping reply deadline.
     pub ping_timeout: Duration,
+    /// Streams open at once; a SYN beyond it is answered with RST (see [`Session::set_limits`]).
+    pub max_streams: usize,
+    /// Receive window granted to each new stream ([`INITIAL_WINDOW`]..=[`MAX_WINDOW`]); it
+    /// bounds what the peer can make us buffer per stream.
+    pub stream_window: u32,
 }
 
 impl Default for SessionConfig {
@@ -40,6 +68,8 @@ impl Default for SessionConfig {
         SessionConfig {
             keepalive: Duration::from_secs(30),
             ping_timeout: Duration::from_secs(10),
+            max_streams: DEFAULT_MAX_STREAMS,
+            stream_window: MAX_WINDOW,
         }
     }
 }
@@ -49,9 +79,32 @@ pub(super) struct Out {
     pub payload: Bytes,
 }
 
+impl Out {
+    fn cost(&self) -> usize {
+        FRAME_COST + self.payload.len()
+    }
+}
+
+/// Frames waiting for the writer task, with their accounted size.
+#[derive(Default)]
+struct Queue {
+    frames: VecDeque<Out>,
+    bytes: usize,
+    /// Largest `bytes` ever reached (the tests' proof of the bound).
+    high_water: usize,
+    /// Tasks waiting for room (stream writers, the reader).
+    waiters: Vec<Waker>,
+}
+
 pub(super) struct Shared {
-    out: mpsc::UnboundedSender<Out>,
+    queue: Mutex<Queue>,
+    /// Wakes the writer task when frames arrive or a drain is asked for.
+    writer_wake: Notify,
+    /// Set by [`Session::close_after_flush`]: the writer ends once the queue is empty.
+    draining: AtomicBool,
     streams: Mutex<HashMap<u32, Arc<StreamState>>>,
+    max_streams: AtomicUsize,
+    stream_window: AtomicU32,
     next_id: AtomicU32,
     closed_tx: watch::Sender<bool>,
     is_closed: AtomicBool,
@@ -60,8 +113,83 @@ pub(super) struct Shared {
 }
 
 impl Shared {
+    /// Queues a frame regardless of the limit: only for frames bounded by something else
+    /// (window updates follow data the reader admitted, FIN/RST one per stream, one keep-alive
+    /// ping per interval, SYN of streams we open ourselves).
     pub(super) fn send(&self, header: Header, payload: Bytes) {
-        let _ = self.out.send(Out { header, payload });
+        self.enqueue(Out { header, payload });
+    }
+
+    fn enqueue(&self, out: Out) {
+        if self.closed() {
+            return;
+        }
+        {
+            let mut q = self.queue.lock();
+            q.bytes += out.cost();
+            q.high_water = q.high_water.max(q.bytes);
+            q.frames.push_back(out);
+        }
+        self.writer_wake.notify_one();
+    }
+
+    /// Queues the frame `make` builds if the queue is below [`QUEUE_LIMIT`]; otherwise
+    /// registers `cx` to be woken when the writer made room. `Ready(false)`: session closed.
+    /// The check and the push happen under one lock, so the queue never exceeds the limit by
+    /// more than one frame.
+    pub(super) fn poll_push(&self, cx: &mut Context<'_>, make: impl FnOnce() -> Out) -> Poll<bool> {
+        if self.closed() {
+            return Poll::Ready(false);
+        }
+        let mut q = self.queue.lock();
+        if q.bytes >= QUEUE_LIMIT {
+            if !q.waiters.iter().any(|w| w.will_wake(cx.waker())) {
+                q.waiters.push(cx.waker().clone());
+            }
+            return Poll::Pending;
+        }
+        let out = make();
+        q.bytes += out.cost();
+        q.high_water = q.high_water.max(q.bytes);
+        q.frames.push_back(out);
+        drop(q);
+        self.writer_wake.notify_one();
+        Poll::Ready(true)
+    }
+
+    /// Queues a frame once there is room (back-pressure for the reader task).
+    async fn send_with_room(&self, header: Header) {
+        let mut out = Some(Out {
+            header,
+            payload: Bytes::new(),
+        });
+        std::future::poll_fn(|cx| {
+            self.poll_push(cx, || out.take().expect("frame is queued once"))
+                .map(|_| ())
+        })
+        .await;
+    }
+
+    /// Moves queued frames into `buf` (up to about [`WRITE_BATCH`]) and wakes the tasks that
+    /// waited for room; false when the queue was empty.
+    fn take_batch(&self, buf: &mut Vec<u8>) -> bool {
+        let waiters = {
+            let mut q = self.queue.lock();
+            if q.frames.is_empty() {
+                return false;
+            }
+            while buf.len() < WRITE_BATCH {
+                let Some(m) = q.frames.pop_front() else { break };
+                q.bytes -= m.cost();
+                buf.extend_from_slice(&m.header.encode());
+                buf.extend_from_slice(&m.payload);
+            }
+            std::mem::take(&mut q.waiters)
+        };
+        for w in waiters {
+            w.wake();
+        }
+        true
     }
 
     pub(super) fn send_flags(&self, stream: u32, flags: u16, delta: u32) {
@@ -92,7 +220,26 @@ impl Shared {
         for s in streams {
             s.reset();
         }
+        let waiters = {
+            let mut q = self.queue.lock();
+            q.frames.clear();
+            q.bytes = 0;
+            std::mem::take(&mut q.waiters)
+        };
+        for w in waiters {
+            w.wake();
+        }
+        self.writer_wake.notify_one();
         let _ = self.closed_tx.send(true);
+    }
+
+    /// Lets the writer send what is queued, then closes; `deadline` bounds the wait.
+    async fn flush_and_close(&self, deadline: Duration) {
+        self.draining.store(true, Ordering::Release);
+        self.writer_wake.notify_one();
+        let mut rx = self.closed_tx.subscribe();
+        let _ = tokio::time::timeout(deadline, rx.wait_for(|c| *c)).await;
+        self.close();
     }
 }
 
@@ -102,6 +249,7 @@ impl Shared {
 pub struct Session {
     shared: Arc<Shared>,
     closed_rx: watch::Receiver<bool>,
+    id: u64,
 }
 
 impl Session {
@@ -110,11 +258,14 @@ impl Session {
     where
         T: AsyncRead + AsyncWrite + Send + 'static,
     {
-        let (out_tx, out_rx) = mpsc::unbounded_channel();
         let (closed_tx, closed_rx) = watch::channel(false);
         let shared = Arc::new(Shared {
-            out: out_tx,
+            queue: Mutex::new(Queue::default()),
+            writer_wake: Notify::new(),
+            draining: AtomicBool::new(false),
             streams: Mutex::new(HashMap::new()),
+            max_streams: AtomicUsize::new(cfg.max_streams),
+            stream_window: AtomicU32::new(cfg.stream_window.clamp(INITIAL_WINDOW, MAX_WINDOW)),
             next_id: AtomicU32::new(if role == Role::Client { 1 } else { 2 }),
             closed_tx,
             is_closed: AtomicBool::new(false),
@@ -123,13 +274,39 @@ impl Session {
         });
         let (accept_tx, accept_rx) = mpsc::channel(ACCEPT_BACKLOG);
         let (r, w) = tokio::io::split(io);
-        tokio::spawn(write_loop(w, out_rx, shared.clone(), closed_rx.clone()));
+        tokio::spawn(write_loop(w, shared.clone(), closed_rx.clone()));
         tokio::spawn(read_loop(r, accept_tx, shared.clone(), closed_rx.clone()));
         tokio::spawn(keepalive(shared.clone(), cfg, closed_rx.clone()));
-        (Session { shared, closed_rx }, accept_rx)
+        let id = NEXT_SESSION_ID.fetch_add(1, Ordering::Relaxed);
+        (
+            Session {
+                shared,
+                closed_rx,
+                id,
+            },
+            accept_rx,
+        )
     }
 
-    /// Opens an outbound stream (SYN with frp's 6 MiB window); data may follow before the ACK.
+    /// Unique for the life of the process: tells sessions apart (work streams must arrive on
+    /// the session whose control stream logged in).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Changes the stream cap and the window granted to streams opened from now on (the FRP
+    /// server starts a session small and widens it after a successful login).
+    pub fn set_limits(&self, max_streams: usize, stream_window: u32) {
+        self.shared
+            .max_streams
+            .store(max_streams, Ordering::Release);
+        self.shared.stream_window.store(
+            stream_window.clamp(INITIAL_WINDOW, MAX_WINDOW),
+            Ordering::Release,
+        );
+    }
+
+    /// Opens an outbound stream (SYN with the session's window); data may follow before the ACK.
     pub fn open(&self) -> io::Result<MuxStream> {
         if self.shared.closed() {
             return Err(io::Error::new(
@@ -138,10 +315,11 @@ impl Session {
             ));
         }
         let id = self.shared.next_id.fetch_add(2, Ordering::AcqRel);
-        let state = Arc::new(StreamState::new(id, INITIAL_WINDOW));
+        let window = self.shared.stream_window.load(Ordering::Acquire);
+        let state = Arc::new(StreamState::new(id, INITIAL_WINDOW, window));
         self.shared.streams.lock().insert(id, state.clone());
         self.shared
-            .send_flags(id, FLAG_SYN, MAX_WINDOW - INITIAL_WINDOW);
+            .send_flags(id, FLAG_SYN, window - INITIAL_WINDOW);
         Ok(MuxStream::new(state, self.shared.clone()))
     }
 
@@ -158,47 +336,83 @@ impl Session {
     pub fn close(&self) {
         self.shared.close();
     }
+
+    /// Sends what is already queued (say, a refusal message), shuts the connection down, and
+    /// closes the session; gives up and closes anyway after `deadline`.
+    pub async fn close_after_flush(&self, deadline: Duration) {
+        self.shared.flush_and_close(deadline).await;
+    }
+
+    /// Largest number of bytes the write queue ever held (tests check the bound).
+    #[cfg(test)]
+    pub(crate) fn queue_high_water(&self) -> usize {
+        self.shared.queue.lock().high_water
+    }
 }
 
-async fn write_loop<W: AsyncWrite>(
-    w: W,
-    mut rx: mpsc::UnboundedReceiver<Out>,
-    shared: Arc<Shared>,
-    mut closed: watch::Receiver<bool>,
-) {
+/// Why the writer stopped.
+enum WriteEnd {
+    /// The queue was flushed after [`Session::close_after_flush`].
+    Drained,
+    /// Closed by someone else, or the socket failed or stalled.
+    Gone,
+}
+
+async fn write_loop<W: AsyncWrite>(w: W, shared: Arc<Shared>, mut closed: watch::Receiver<bool>) {
     let mut w = std::pin::pin!(w);
-    let mut buf = Vec::with_capacity(WRITE_BATCH + 64 * 1024);
-    loop {
-        let first = tokio::select! {
-            m = rx.recv() => m,
-            _ = closed.wait_for(|c| *c) => None,
-        };
-        let Some(first) = first else { break };
+    let mut buf = Vec::with_capacity(WRITE_BATCH + MAX_FRAME + 12);
+    let end = loop {
         buf.clear();
-        push(&mut buf, first);
-        while buf.len() < WRITE_BATCH {
-            match rx.try_recv() {
-                Ok(m) => push(&mut buf, m),
-                Err(_) => break,
+        if !shared.take_batch(&mut buf) {
+            if shared.draining.load(Ordering::Acquire) {
+                break WriteEnd::Drained;
+            }
+            tokio::select! {
+                _ = shared.writer_wake.notified() => continue,
+                _ = closed.wait_for(|c| *c) => break WriteEnd::Gone,
             }
         }
-        let res = async {
-            w.write_all(&buf).await?;
-            w.flush().await
-        }
-        .await;
+        let res = tokio::select! {
+            r = write_all_or_stall(w.as_mut(), &buf) => r,
+            _ = closed.wait_for(|c| *c) => break WriteEnd::Gone,
+        };
         if let Err(e) = res {
             tracing::debug!("tunnel write failed: {e}");
-            break;
+            break WriteEnd::Gone;
         }
+    };
+    if let WriteEnd::Gone = end {
+        shared.close();
     }
+    // Bounded: a peer that stopped reading must not hold the task (TLS sends close_notify).
+    let _ = tokio::time::timeout(WRITE_STALL, w.shutdown()).await;
     shared.close();
-    let _ = w.shutdown().await;
 }
 
-fn push(buf: &mut Vec<u8>, m: Out) {
-    buf.extend_from_slice(&m.header.encode());
-    buf.extend_from_slice(&m.payload);
+/// `write_all` + `flush`, failing when the peer accepts nothing for [`WRITE_STALL`]; any
+/// progress restarts the clock, so a slow but reading peer is fine.
+async fn write_all_or_stall<W: AsyncWrite>(
+    mut w: std::pin::Pin<&mut W>,
+    buf: &[u8],
+) -> io::Result<()> {
+    let stalled = || {
+        io::Error::new(
+            io::ErrorKind::TimedOut,
+            "tunnel peer accepted no data within the write deadline",
+        )
+    };
+    let mut pos = 0;
+    while pos < buf.len() {
+        match tokio::time::timeout(WRITE_STALL, w.as_mut().write(&buf[pos..])).await {
+            Err(_) => return Err(stalled()),
+            Ok(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(Ok(n)) => pos += n,
+            Ok(Err(e)) => return Err(e),
+        }
+    }
+    tokio::time::timeout(WRITE_STALL, w.as_mut().flush())
+        .await
+        .map_err(|_| stalled())?
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -208,6 +422,9 @@ enum ReadError {
     #[error("protocol error: {0}")]
     Protocol(&'static str),
 }
+
+/// How long a protocol-error GoAway may take to reach the peer before we close regardless.
+const GO_AWAY_FLUSH: Duration = Duration::from_secs(1);
 
 async fn read_loop<R: AsyncRead>(
     r: R,
@@ -232,8 +449,7 @@ async fn read_loop<R: AsyncRead>(
                 Bytes::new(),
             );
             tracing::warn!("tunnel session ended: {e}");
-            // Let the writer get the GoAway out before the session is torn down.
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            shared.flush_and_close(GO_AWAY_FLUSH).await;
         } else {
             tracing::debug!("tunnel session ended: {e}");
         }
@@ -257,15 +473,15 @@ async fn read_frames<R: AsyncRead + Unpin>(
         match h.ty {
             TYPE_PING => {
                 if h.flags & FLAG_SYN != 0 {
-                    shared.send(
-                        Header {
+                    // Waits for room: a peer that pings without reading stalls here.
+                    shared
+                        .send_with_room(Header {
                             ty: TYPE_PING,
                             flags: FLAG_ACK,
                             stream: 0,
                             length: h.length,
-                        },
-                        Bytes::new(),
-                    );
+                        })
+                        .await;
                 } else if h.flags & FLAG_ACK != 0 {
                     shared.last_pong.store(h.length, Ordering::Release);
                     shared.pong.notify_waiters();
@@ -274,23 +490,12 @@ async fn read_frames<R: AsyncRead + Unpin>(
             TYPE_GO_AWAY => return Ok(()),
             TYPE_DATA | TYPE_WINDOW_UPDATE => {
                 let state = if h.flags & FLAG_SYN != 0 {
-                    Some(incoming(&h, accept, shared)?)
+                    incoming(&h, accept, shared).await?
                 } else {
                     shared.streams.lock().get(&h.stream).cloned()
                 };
                 if h.ty == TYPE_DATA && h.length > 0 {
-                    let mut payload = BytesMut::zeroed(h.length as usize);
-                    if let Some(s) = &state {
-                        if !s.fits_window(h.length) {
-                            return Err(ReadError::Protocol("data beyond the granted window"));
-                        }
-                    } else if h.length > MAX_WINDOW {
-                        return Err(ReadError::Protocol("oversized frame for unknown stream"));
-                    }
-                    r.read_exact(&mut payload).await?;
-                    if let Some(s) = &state {
-                        s.push_data(payload.freeze());
-                    }
+                    read_payload(r, &h, state.as_deref()).await?;
                 }
                 if let Some(s) = state {
                     if h.ty == TYPE_WINDOW_UPDATE && h.flags & FLAG_SYN == 0 {
@@ -309,37 +514,97 @@ async fn read_frames<R: AsyncRead + Unpin>(
     }
 }
 
+/// Reads a DATA payload into the stream's buffer. The announced length is checked against
+/// the stream's receive window *before* anything is allocated; a payload for a stream we do
+/// not know (reset, refused, finished) is skipped without being buffered.
+async fn read_payload<R: AsyncRead + Unpin>(
+    r: &mut R,
+    h: &Header,
+    state: Option<&StreamState>,
+) -> Result<(), ReadError> {
+    let Some(s) = state else {
+        if h.length > MAX_WINDOW {
+            return Err(ReadError::Protocol("oversized frame for unknown stream"));
+        }
+        let skipped =
+            tokio::io::copy(&mut r.take(u64::from(h.length)), &mut tokio::io::sink()).await?;
+        if skipped < u64::from(h.length) {
+            return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into());
+        }
+        return Ok(());
+    };
+    if !s.fits_window(h.length) {
+        return Err(ReadError::Protocol("data beyond the granted window"));
+    }
+    let mut payload = BytesMut::zeroed(h.length as usize);
+    r.read_exact(&mut payload).await?;
+    s.push_data(payload.freeze());
+    Ok(())
+}
+
 /// A SYN from the peer: register the stream, ACK it now (frpc kills the session after 75 s
 /// without an ACK, and pooled work streams stay silent much longer), hand it to the acceptor.
-fn incoming(
+/// Beyond the stream cap, or with a full accept backlog, the stream is reset instead.
+async fn incoming(
     h: &Header,
     accept: &mpsc::Sender<MuxStream>,
     shared: &Arc<Shared>,
-) -> Result<Arc<StreamState>, ReadError> {
+) -> Result<Option<Arc<StreamState>>, ReadError> {
     let peer_window = if h.ty == TYPE_WINDOW_UPDATE {
         INITIAL_WINDOW.saturating_add(h.length)
     } else {
         INITIAL_WINDOW
     };
-    let state = Arc::new(StreamState::new(h.stream, peer_window));
-    {
+    let window = shared.stream_window.load(Ordering::Acquire);
+    let state = Arc::new(StreamState::new(h.stream, peer_window, window));
+    let admitted = {
         let mut streams = shared.streams.lock();
         if streams.contains_key(&h.stream) {
             return Err(ReadError::Protocol("duplicate stream id"));
         }
-        streams.insert(h.stream, state.clone());
+        let room = streams.len() < shared.max_streams.load(Ordering::Acquire);
+        if room {
+            streams.insert(h.stream, state.clone());
+        }
+        room
+    };
+    if !admitted {
+        tracing::debug!(stream = h.stream, "tunnel stream cap reached; stream reset");
+        shared.send_with_room(rst(h.stream)).await;
+        return Ok(None);
     }
-    shared.send_flags(h.stream, FLAG_ACK, MAX_WINDOW - INITIAL_WINDOW);
+    shared
+        .send_with_room(Header {
+            ty: TYPE_WINDOW_UPDATE,
+            flags: FLAG_ACK,
+            stream: h.stream,
+            length: window - INITIAL_WINDOW,
+        })
+        .await;
     if accept
         .try_send(MuxStream::new(state.clone(), shared.clone()))
         .is_err()
     {
+        // Dropping the refused MuxStream already sent FIN and forgot the id; RST tells the
+        // peer the stream is dead.
         tracing::warn!(
             stream = h.stream,
             "tunnel accept backlog full; stream reset"
         );
+        state.reset();
+        shared.send_with_room(rst(h.stream)).await;
+        return Ok(None);
     }
-    Ok(state)
+    Ok(Some(state))
+}
+
+fn rst(stream: u32) -> Header {
+    Header {
+        ty: TYPE_WINDOW_UPDATE,
+        flags: FLAG_RST,
+        stream,
+        length: 0,
+    }
 }
 
 async fn keepalive(shared: Arc<Shared>, cfg: SessionConfig, mut closed: watch::Receiver<bool>) {
@@ -371,5 +636,248 @@ async fn keepalive(shared: Arc<Shared>, cfg: SessionConfig, mut closed: watch::R
             }
         }
         value = value.wrapping_add(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+    fn frame(ty: u8, flags: u16, stream: u32, length: u32) -> [u8; 12] {
+        Header {
+            ty,
+            flags,
+            stream,
+            length,
+        }
+        .encode()
+    }
+
+    /// Reads frame headers (and skips payloads) until the session closes the connection.
+    async fn read_all_frames(peer: &mut DuplexStream) -> Vec<Header> {
+        let mut out = Vec::new();
+        let mut raw = [0u8; 12];
+        while peer.read_exact(&mut raw).await.is_ok() {
+            let h = Header::decode(&raw).expect("valid frame from the session");
+            if h.ty == TYPE_DATA {
+                let mut skip = vec![0u8; h.length as usize];
+                peer.read_exact(&mut skip).await.expect("payload");
+            }
+            out.push(h);
+        }
+        out
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ping_flood_without_reading_is_bounded_and_disconnected() {
+        let (ours, mut peer) = tokio::io::duplex(4096);
+        let (s, _) = Session::start(ours, Role::Server, SessionConfig::default());
+        let started = tokio::time::Instant::now();
+        // Far more ping answers than the queue may hold; the peer never reads one.
+        let pings = 4 * QUEUE_LIMIT / FRAME_COST;
+        let mut sent = 0;
+        for i in 0..pings {
+            if peer
+                .write_all(&frame(TYPE_PING, FLAG_SYN, 0, i as u32))
+                .await
+                .is_err()
+            {
+                break;
+            }
+            sent += 1;
+        }
+        tokio::time::timeout(Duration::from_secs(60), s.closed())
+            .await
+            .expect("a peer that never reads is disconnected");
+        assert!(sent < pings, "the flood was cut off by the disconnect");
+        assert!(
+            started.elapsed() <= WRITE_STALL + Duration::from_secs(1),
+            "closed by the write deadline, not the keep-alive: {:?}",
+            started.elapsed()
+        );
+        let high = s.queue_high_water();
+        assert!(
+            high <= QUEUE_LIMIT + FRAME_COST,
+            "write queue reached {high} bytes, bound {QUEUE_LIMIT}"
+        );
+        assert!(high >= QUEUE_LIMIT, "the flood did fill the queue: {high}");
+    }
+
+    /// The process's peak virtual size (Linux), which grows with any large allocation even
+    /// when its pages are never touched.
+    fn vm_peak_kib() -> u64 {
+        let status = std::fs::read_to_string("/proc/self/status").expect("Linux /proc");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmPeak:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmPeak line")
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn data_beyond_the_window_is_refused_before_allocation() {
+        let peak_before = vm_peak_kib();
+        for window in [INITIAL_WINDOW, MAX_WINDOW] {
+            let (ours, mut peer) = tokio::io::duplex(64 * 1024);
+            let cfg = SessionConfig {
+                stream_window: window,
+                ..SessionConfig::default()
+            };
+            let (s, mut accept) = Session::start(ours, Role::Server, cfg);
+            peer.write_all(&frame(TYPE_WINDOW_UPDATE, FLAG_SYN, 1, 0))
+                .await
+                .unwrap();
+            let _stream = accept.recv().await.expect("stream accepted");
+            // 4 GiB announced, nothing sent: refused from the header alone.
+            peer.write_all(&frame(TYPE_DATA, 0, 1, u32::MAX))
+                .await
+                .unwrap();
+            tokio::time::timeout(Duration::from_secs(5), s.closed())
+                .await
+                .expect("protocol error closes the session at once");
+            let frames = read_all_frames(&mut peer).await;
+            assert!(
+                frames
+                    .iter()
+                    .any(|h| h.ty == TYPE_GO_AWAY && h.length == GO_AWAY_PROTOCOL_ERROR),
+                "GoAway(protocol error) reached the peer before the close: {frames:?}"
+            );
+            // One byte more than the window is refused the same way.
+            let (ours, mut peer) = tokio::io::duplex(64 * 1024);
+            let cfg = SessionConfig {
+                stream_window: window,
+                ..SessionConfig::default()
+            };
+            let (s, mut accept) = Session::start(ours, Role::Server, cfg);
+            peer.write_all(&frame(TYPE_WINDOW_UPDATE, FLAG_SYN, 1, 0))
+                .await
+                .unwrap();
+            let _stream = accept.recv().await.expect("stream accepted");
+            peer.write_all(&frame(TYPE_DATA, 0, 1, window + 1))
+                .await
+                .unwrap();
+            tokio::time::timeout(Duration::from_secs(5), s.closed())
+                .await
+                .expect("window + 1 is refused");
+        }
+        let grown_mib = (vm_peak_kib() - peak_before) / 1024;
+        assert!(
+            grown_mib < 1024,
+            "peak virtual size grew by {grown_mib} MiB"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn data_for_an_unknown_stream_is_skipped_and_oversized_refused() {
+        let (ours, mut peer) = tokio::io::duplex(64 * 1024);
+        let (s, _accept) = Session::start(ours, Role::Server, SessionConfig::default());
+        peer.write_all(&frame(TYPE_DATA, 0, 9, 5)).await.unwrap();
+        peer.write_all(b"hello").await.unwrap();
+        peer.write_all(&frame(TYPE_PING, FLAG_SYN, 0, 77))
+            .await
+            .unwrap();
+        let mut raw = [0u8; 12];
+        peer.read_exact(&mut raw).await.unwrap();
+        assert_eq!(
+            Header::decode(&raw).unwrap(),
+            Header {
+                ty: TYPE_PING,
+                flags: FLAG_ACK,
+                stream: 0,
+                length: 77
+            },
+            "skipped payload kept the framing in step"
+        );
+        peer.write_all(&frame(TYPE_DATA, 0, 11, MAX_WINDOW + 1))
+            .await
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(5), s.closed())
+            .await
+            .expect("oversized frame for an unknown stream closes the session");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn streams_beyond_the_cap_are_reset() {
+        let (ours, mut peer) = tokio::io::duplex(64 * 1024);
+        let cfg = SessionConfig {
+            max_streams: 2,
+            stream_window: INITIAL_WINDOW,
+            ..SessionConfig::default()
+        };
+        let (s, mut accept) = Session::start(ours, Role::Server, cfg);
+        for id in [1, 3, 5] {
+            peer.write_all(&frame(TYPE_WINDOW_UPDATE, FLAG_SYN, id, 0))
+                .await
+                .unwrap();
+        }
+        let a = accept.recv().await.unwrap();
+        let b = accept.recv().await.unwrap();
+        assert_eq!((a.id(), b.id()), (1, 3));
+        let mut got = Vec::new();
+        let mut raw = [0u8; 12];
+        for _ in 0..3 {
+            peer.read_exact(&mut raw).await.unwrap();
+            got.push(Header::decode(&raw).unwrap());
+        }
+        assert_eq!(
+            got,
+            [
+                // ACK with no extra window: this session grants only the initial window.
+                Header {
+                    ty: TYPE_WINDOW_UPDATE,
+                    flags: FLAG_ACK,
+                    stream: 1,
+                    length: 0
+                },
+                Header {
+                    ty: TYPE_WINDOW_UPDATE,
+                    flags: FLAG_ACK,
+                    stream: 3,
+                    length: 0
+                },
+                Header {
+                    ty: TYPE_WINDOW_UPDATE,
+                    flags: FLAG_RST,
+                    stream: 5,
+                    length: 0
+                },
+            ]
+        );
+        assert!(!s.is_closed());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn close_after_flush_delivers_what_was_queued() {
+        let (ours, mut peer) = tokio::io::duplex(1024);
+        let (s, mut accept) = Session::start(ours, Role::Server, SessionConfig::default());
+        peer.write_all(&frame(
+            TYPE_WINDOW_UPDATE,
+            FLAG_SYN,
+            1,
+            MAX_WINDOW - INITIAL_WINDOW,
+        ))
+        .await
+        .unwrap();
+        let mut stream = accept.recv().await.unwrap();
+        // More than the queue and the pipe hold at once: the peer must read while we flush.
+        let data = vec![0x5a; QUEUE_LIMIT];
+        let writer = tokio::spawn(async move {
+            stream.write_all(&data).await.unwrap();
+            stream
+        });
+        let reader = tokio::spawn(async move { read_all_frames(&mut peer).await });
+        let _stream = writer.await.unwrap();
+        s.close_after_flush(Duration::from_secs(5)).await;
+        let frames = reader.await.unwrap();
+        let delivered: u64 = frames
+            .iter()
+            .filter(|h| h.ty == TYPE_DATA && h.stream == 1)
+            .map(|h| u64::from(h.length))
+            .sum();
+        assert_eq!(
+            delivered, QUEUE_LIMIT as u64,
+            "every queued byte went out before the close"
+        );
     }
 }

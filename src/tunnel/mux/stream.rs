@@ -3,7 +3,7 @@
 //! socket.
 
 use super::frame::*;
-use super::session::Shared;
+use super::session::{Out, Shared};
 use bytes::{Buf, Bytes};
 use parking_lot::Mutex;
 use std::collections::VecDeque;
@@ -15,10 +15,12 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// Largest Data frame we emit; the peer accepts anything within its window, smaller frames
 /// just keep one busy stream from hogging the writer.
-const MAX_FRAME: usize = 128 * 1024;
+pub(super) const MAX_FRAME: usize = 128 * 1024;
 
 pub(super) struct StreamState {
     pub id: u32,
+    /// Receive window granted to the peer; re-granted once half of it was read.
+    max_window: u32,
     inner: Mutex<Inner>,
 }
 
@@ -37,12 +39,13 @@ struct Inner {
 }
 
 impl StreamState {
-    pub fn new(id: u32, send_window: u32) -> StreamState {
+    pub fn new(id: u32, send_window: u32, recv_window: u32) -> StreamState {
         StreamState {
             id,
+            max_window: recv_window,
             inner: Mutex::new(Inner {
                 recv: VecDeque::new(),
-                recv_window: MAX_WINDOW,
+                recv_window,
                 consumed: 0,
                 send_window,
                 remote_fin: false,
@@ -146,7 +149,7 @@ impl AsyncRead for MuxStream {
         if copied > 0 {
             g.consumed += copied as u32;
             // hashicorp re-grants once half the window is used; fewer, larger updates.
-            if g.consumed >= MAX_WINDOW / 2 && !g.reset {
+            if g.consumed >= self.state.max_window / 2 && !g.reset {
                 let delta = g.consumed;
                 g.consumed = 0;
                 g.recv_window += delta;
@@ -186,16 +189,21 @@ impl AsyncWrite for MuxStream {
             return Poll::Pending;
         }
         let n = buf.len().min(g.send_window as usize).min(MAX_FRAME);
-        g.send_window -= n as u32;
-        self.shared.send(
-            Header {
+        let id = self.state.id;
+        // Back-pressure: wait while the session's write queue is full.
+        let queued = std::task::ready!(self.shared.poll_push(cx, || Out {
+            header: Header {
                 ty: TYPE_DATA,
                 flags: 0,
-                stream: self.state.id,
+                stream: id,
                 length: n as u32,
             },
-            Bytes::copy_from_slice(&buf[..n]),
-        );
+            payload: Bytes::copy_from_slice(&buf[..n]),
+        }));
+        if !queued {
+            return Poll::Ready(Err(broken()));
+        }
+        g.send_window -= n as u32;
         Poll::Ready(Ok(n))
     }
 

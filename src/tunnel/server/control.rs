@@ -3,16 +3,18 @@
 //! Ping) and ReqWorkConn requests. Owns the lifetime of the client's proxies via the
 //! registry; never touches work-stream payloads.
 
+use super::listener::LoginGrant;
 use super::loopback;
-use super::registry::{Registry, MAX_POOL};
+use super::registry::{Registry, CONTROL_QUEUE, MAX_POOL};
 use super::ServerCtx;
 use crate::control::{check_login, FrpLoginVerdict};
-use crate::tunnel::mux::{MuxStream, Session};
+use crate::tunnel::mux::MuxStream;
 use crate::tunnel::wire::crypto::{derive_key, privilege_key, CryptoReader, CryptoWriter};
 use crate::tunnel::wire::messages::*;
 use crate::tunnel::wire::{read_msg, write_msg, Message};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 use subtle::ConstantTimeEq;
 use tokio::sync::mpsc;
 
@@ -47,13 +49,17 @@ fn authenticate(ctx: &ServerCtx, login: &Login, peer: SocketAddr) -> Result<Stri
     })
 }
 
+/// How long a refused client gets to receive its LoginResp before the connection closes.
+const REFUSAL_FLUSH: Duration = Duration::from_secs(5);
+
 pub async fn run(
     ctx: Arc<ServerCtx>,
     mut stream: MuxStream,
     login: Login,
     peer: SocketAddr,
-    session: Session,
+    grant: LoginGrant,
 ) {
+    let session = grant.session.clone();
     let run_id = match authenticate(&ctx, &login, peer) {
         Ok(id) => id,
         Err(error) => {
@@ -62,13 +68,14 @@ pub async fn run(
                 error,
                 ..Default::default()
             });
-            let _ = write_msg(&mut stream, &resp).await;
-            // Give the writer a moment before the session (and TCP) goes away.
-            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-            session.close();
+            let _ = tokio::time::timeout(REFUSAL_FLUSH, write_msg(&mut stream, &resp)).await;
+            // The refusal must reach frpc (it logs the reason) before TCP goes away.
+            session.close_after_flush(REFUSAL_FLUSH).await;
             return;
         }
     };
+    // Full-size session before frpc learns it may open work streams.
+    grant.logged_in();
     let resp = Message::LoginResp(LoginResp {
         version: SERVER_VERSION.into(),
         run_id: run_id.clone(),
@@ -80,8 +87,10 @@ pub async fn run(
     tracing::info!(client = %peer, run_id = %run_id, version = %login.version, "FRP client logged in");
 
     let pool = (login.pool_count.max(0) as usize).min(MAX_POOL);
-    let (tx, rx) = mpsc::unbounded_channel();
-    let control = ctx.registry.add_control(run_id, peer, pool, tx);
+    let (tx, rx) = mpsc::channel(CONTROL_QUEUE);
+    let control = ctx
+        .registry
+        .add_control(run_id, peer, session.id(), pool, tx);
     let (r, w) = tokio::io::split(stream);
     let key = derive_key(&ctx.auth_token);
     let writer = tokio::spawn(write_loop(CryptoWriter::new(w, key), rx));
@@ -149,7 +158,8 @@ fn new_proxy(
             tracing::info!(client = %peer, proxy = %proxy.name, port = proxy.port, kind, "FRP proxy registered: {} <-> 127.0.0.1:{}", proxy.name, proxy.port);
             resp.remote_addr = format!(":{}", proxy.port);
             if let Some(ip) = ctx.loopback_listeners {
-                let handle = loopback::spawn(registry.clone(), ip, proxy.port);
+                let idle = ctx.state.config.timeouts.tunnel;
+                let handle = loopback::spawn(registry.clone(), ip, proxy.port, idle);
                 if let Some(h) = handle {
                     registry.set_listener(&proxy, h);
                 }
@@ -165,7 +175,7 @@ fn new_proxy(
 
 async fn write_loop<W: tokio::io::AsyncWrite + Unpin>(
     mut w: CryptoWriter<W>,
-    mut rx: mpsc::UnboundedReceiver<Message>,
+    mut rx: mpsc::Receiver<Message>,
 ) {
     while let Some(msg) = rx.recv().await {
         if write_msg(&mut w, &msg).await.is_err() {

@@ -1,42 +1,153 @@
-//! Accepting FRP connections: frps's first-byte sniffing (0x17 custom TLS byte, 0x16 TLS,
-//! anything else plaintext or refused when TLS is forced), the mutual-TLS handshake, the yamux
-//! session, and dispatching each new stream by its first message (Login or NewWorkConn).
+//! Accepting FRP connections: admission (connection caps), frps's first-byte sniffing (0x17
+//! custom TLS byte, 0x16 TLS, anything else plaintext or refused when TLS is forced), the
+//! mutual-TLS handshake, the yamux session with its login deadline, and dispatching each new
+//! stream by its first message (Login or NewWorkConn).
+//!
+//! Before its login a connection is cheap for us and possibly hostile (in plain mode anyone,
+//! with TLS anyone holding the client certificate every ExApp image carries), so it gets a
+//! small session (two streams, the initial yamux window), [`LOGIN_DEADLINE`] to log in, and a
+//! place among at most [`MAX_PRE_LOGIN`] such connections; the session grows to full size only
+//! after the shared key was checked.
 
 use super::{control, ServerCtx};
-use crate::tunnel::mux::{MuxStream, Role, Session, SessionConfig};
+use crate::net::accept::accept_loop;
+use crate::net::LogRate;
+use crate::tunnel::mux::{MuxStream, Role, Session, SessionConfig, DEFAULT_MAX_STREAMS};
 use crate::tunnel::wire::{read_msg, Message};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use tokio::time::Instant;
 
-/// frps's deadline for the first byte and for the first message of a stream.
+/// frps's deadline for the first message of a stream.
 const FIRST_READ: Duration = Duration::from_secs(10);
+/// From TCP accept to a successful Login (first byte, TLS handshake and Login included).
+/// frpc sends Login right after connecting, so a legitimate client needs milliseconds; frps
+/// gives the first message the same 10 s.
+pub(crate) const LOGIN_DEADLINE: Duration = Duration::from_secs(10);
+/// Connections that have not logged in yet, at once. A restart makes every frpc reconnect at
+/// the same moment, but each logs in within milliseconds, so 128 slots absorb a storm of the
+/// ~1100 clients HaRP's port ranges allow while capping what unauthenticated peers can hold:
+/// each costs at most about 1.5 MiB (two 256 KiB stream windows, the 512 KiB write queue,
+/// read and TLS buffers), so ~200 MiB in all. Beyond it, connections are closed at once and
+/// the client retries with its backoff.
+pub(crate) const MAX_PRE_LOGIN: usize = 128;
+/// FRP connections at once, logged in or not: HaRP's port ranges hold 1100 proxies of one per
+/// client, so 2048 leaves room for sessions being replaced by reconnecting clients.
+pub(crate) const MAX_CONNECTIONS: usize = 2048;
+/// Streams before login: frpc opens exactly one (the control stream) before LoginResp.
+const PRE_LOGIN_STREAMS: usize = 2;
+/// At most one "connection refused: cap reached" / "no login" line per interval.
+const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
 const CUSTOM_TLS_BYTE: u8 = 0x17;
 const TLS_HANDSHAKE: u8 = 0x16;
 
-pub async fn accept_loop(
-    listener: TcpListener,
-    ctx: Arc<ServerCtx>,
-    mut stop: watch::Receiver<bool>,
-) {
-    loop {
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            _ = stop.wait_for(|s| *s) => return,
-        };
-        match accepted {
-            Ok((tcp, peer)) => {
-                tokio::spawn(handle_conn(tcp, peer, ctx.clone(), stop.clone()));
-            }
-            Err(e) => {
-                tracing::warn!("FRP accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+/// Counts connections against the caps; one per FRP listener.
+pub(crate) struct Gate {
+    total: AtomicUsize,
+    pre_login: AtomicUsize,
+    max_total: usize,
+    max_pre_login: usize,
+    login_deadline: Duration,
+    refusals: LogRate,
+    no_login: LogRate,
+}
+
+impl Gate {
+    pub(crate) fn new(max_total: usize, max_pre_login: usize, login_deadline: Duration) -> Gate {
+        Gate {
+            total: AtomicUsize::new(0),
+            pre_login: AtomicUsize::new(0),
+            max_total,
+            max_pre_login,
+            login_deadline,
+            refusals: LogRate::new(REFUSAL_LOG_INTERVAL),
+            no_login: LogRate::new(REFUSAL_LOG_INTERVAL),
         }
     }
+
+    /// A place for a new connection, or `None` (logged at a limited rate) when a cap is reached.
+    fn admit(self: &Arc<Self>, peer: SocketAddr) -> Option<Admission> {
+        let total = self.total.fetch_add(1, Ordering::AcqRel);
+        let pre = self.pre_login.fetch_add(1, Ordering::AcqRel);
+        let admission = Admission {
+            gate: self.clone(),
+            pre_login: AtomicBool::new(true),
+        };
+        if total < self.max_total && pre < self.max_pre_login {
+            return Some(admission);
+        }
+        drop(admission);
+        if let Some(held_back) = self.refusals.check() {
+            tracing::warn!(client = %peer, held_back, "FRP connection refused: too many connections (cap {} in all, {} not logged in)", self.max_total, self.max_pre_login);
+        }
+        None
+    }
+}
+
+/// One admitted connection's place; dropping it frees the place.
+pub(crate) struct Admission {
+    gate: Arc<Gate>,
+    pre_login: AtomicBool,
+}
+
+impl Admission {
+    /// Moves the connection from the pre-login count to the logged-in ones.
+    pub(crate) fn logged_in(&self) {
+        if self.pre_login.swap(false, Ordering::AcqRel) {
+            self.gate.pre_login.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    fn is_logged_in(&self) -> bool {
+        !self.pre_login.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.logged_in();
+        self.gate.total.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+pub async fn accept_loop_frp(
+    listener: TcpListener,
+    ctx: Arc<ServerCtx>,
+    stop: watch::Receiver<bool>,
+) {
+    let gate = Arc::new(Gate::new(MAX_CONNECTIONS, MAX_PRE_LOGIN, LOGIN_DEADLINE));
+    serve_with(listener, ctx, stop, gate).await;
+}
+
+pub(crate) async fn serve_with(
+    listener: TcpListener,
+    ctx: Arc<ServerCtx>,
+    stop: watch::Receiver<bool>,
+    gate: Arc<Gate>,
+) {
+    let conn_stop = stop.clone();
+    accept_loop(
+        listener,
+        "frp",
+        Some(stop),
+        || async { Some(()) },
+        move |tcp, peer, ()| {
+            let admission = gate.admit(peer);
+            let (ctx, stop) = (ctx.clone(), conn_stop.clone());
+            async move {
+                // Beyond a cap the connection is closed at once (dropped here).
+                if let Some(admission) = admission {
+                    handle_conn(tcp, peer, ctx, stop, Arc::new(admission)).await;
+                }
+            }
+        },
+    )
+    .await;
 }
 
 async fn handle_conn(
@@ -44,10 +155,12 @@ async fn handle_conn(
     peer: SocketAddr,
     ctx: Arc<ServerCtx>,
     stop: watch::Receiver<bool>,
+    admission: Arc<Admission>,
 ) {
+    let login_by = Instant::now() + admission.gate.login_deadline;
     let _ = tcp.set_nodelay(true);
     let mut first = [0u8; 1];
-    let first = match tokio::time::timeout(FIRST_READ, tcp.peek(&mut first)).await {
+    let first = match tokio::time::timeout_at(login_by, tcp.peek(&mut first)).await {
         Ok(Ok(1)) => first[0],
         _ => return,
     };
@@ -56,8 +169,8 @@ async fn handle_conn(
             if first == CUSTOM_TLS_BYTE {
                 let _ = tcp.read_exact(&mut [0u8; 1]).await;
             }
-            match tokio::time::timeout(FIRST_READ, acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => run_session(tls, peer, ctx, stop).await,
+            match tokio::time::timeout_at(login_by, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => run_session(tls, peer, ctx, stop, admission, login_by).await,
                 Ok(Err(e)) => tracing::warn!(client = %peer, "FRP TLS handshake failed: {e}"),
                 Err(_) => tracing::warn!(client = %peer, "FRP TLS handshake timed out"),
             }
@@ -68,7 +181,7 @@ async fn handle_conn(
         (None, CUSTOM_TLS_BYTE | TLS_HANDSHAKE) => {
             tracing::warn!(client = %peer, "TLS FRP client refused: harp runs with HP_FRP_DISABLE_TLS=true (set transport.tls.enable = false)");
         }
-        (_, 0) => run_session(tcp, peer, ctx, stop).await,
+        (_, 0) => run_session(tcp, peer, ctx, stop, admission, login_by).await,
         (_, b'F') => tracing::warn!(client = %peer, "unsupported frp wire protocol v2; closed"),
         (_, _) => {
             tracing::warn!(client = %peer, "FRP client without tcpMux is not supported; closed");
@@ -76,30 +189,66 @@ async fn handle_conn(
     }
 }
 
+/// The session grows to full size once a login on it succeeded (see [`LoginGrant`]).
 async fn run_session<T>(
     io: T,
     peer: SocketAddr,
     ctx: Arc<ServerCtx>,
     mut stop: watch::Receiver<bool>,
+    admission: Arc<Admission>,
+    login_by: Instant,
 ) where
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
 {
-    let (session, mut accept) = Session::start(io, Role::Server, SessionConfig::default());
+    let cfg = SessionConfig {
+        max_streams: PRE_LOGIN_STREAMS,
+        stream_window: crate::tunnel::mux::INITIAL_WINDOW,
+        ..SessionConfig::default()
+    };
+    let (session, mut accept) = Session::start(io, Role::Server, cfg);
+    let login_deadline = tokio::time::sleep_until(login_by);
+    tokio::pin!(login_deadline);
+    let mut waiting_for_login = true;
     loop {
         tokio::select! {
             s = accept.recv() => match s {
                 Some(stream) => {
-                    tokio::spawn(dispatch(stream, peer, session.clone(), ctx.clone()));
+                    let grant = LoginGrant { session: session.clone(), admission: admission.clone() };
+                    tokio::spawn(dispatch(stream, peer, grant, ctx.clone()));
                 }
                 None => break,
             },
+            _ = &mut login_deadline, if waiting_for_login => {
+                waiting_for_login = false;
+                if !admission.is_logged_in() {
+                    if let Some(held_back) = admission.gate.no_login.check() {
+                        tracing::warn!(client = %peer, held_back, "FRP connection closed: no successful login within {:?}", admission.gate.login_deadline);
+                    }
+                    break;
+                }
+            }
             _ = stop.wait_for(|s| *s) => break,
         }
     }
     session.close();
 }
 
-async fn dispatch(mut stream: MuxStream, peer: SocketAddr, session: Session, ctx: Arc<ServerCtx>) {
+/// What a successful login on this connection unlocks: the session's full size, and its
+/// place among logged-in connections.
+pub(crate) struct LoginGrant {
+    pub session: Session,
+    admission: Arc<Admission>,
+}
+
+impl LoginGrant {
+    pub(crate) fn logged_in(&self) {
+        self.admission.logged_in();
+        self.session
+            .set_limits(DEFAULT_MAX_STREAMS, crate::tunnel::mux::MAX_WINDOW);
+    }
+}
+
+async fn dispatch(mut stream: MuxStream, peer: SocketAddr, grant: LoginGrant, ctx: Arc<ServerCtx>) {
     let first = match tokio::time::timeout(FIRST_READ, read_msg(&mut stream)).await {
         Ok(Ok(m)) => m,
         Ok(Err(e)) => {
@@ -109,8 +258,153 @@ async fn dispatch(mut stream: MuxStream, peer: SocketAddr, session: Session, ctx
         Err(_) => return,
     };
     match first {
-        Message::Login(login) => control::run(ctx, stream, login, peer, session).await,
-        Message::NewWorkConn(w) => ctx.registry.add_work_conn(&w.run_id, stream),
+        Message::Login(login) => control::run(ctx, stream, login, peer, grant).await,
+        Message::NewWorkConn(w) => {
+            if !ctx
+                .registry
+                .add_work_conn(&w.run_id, grant.session.id(), stream)
+            {
+                tracing::debug!(client = %peer, "work connection refused: run id unknown or logged in on another connection");
+            }
+        }
         other => tracing::warn!(client = %peer, "FRP stream opened with {}; closed", other.name()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::AppState;
+    use std::collections::HashMap;
+    use tokio::io::AsyncWriteExt;
+
+    /// A plain-TCP FRP server context with HaRP's policy and a fresh shared key.
+    fn plain_ctx() -> Arc<ServerCtx> {
+        let vars: HashMap<String, String> = [
+            ("HP_SHARED_KEY", "test-key"),
+            ("NC_INSTANCE_URL", "http://127.0.0.1:1"),
+            ("HP_FRP_DISABLE_TLS", "true"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let config = crate::config::Config::from_vars(&vars).expect("test config");
+        let client = crate::nextcloud::NextcloudClient::new(
+            &config.nextcloud_base,
+            config.shared_key.clone(),
+        )
+        .expect("client");
+        let dialers = crate::upstream::LocalDialers::new(Vec::new());
+        let state = Arc::new(AppState {
+            key: config.shared_key.clone(),
+            bans: crate::security::BanList::new(config.blacklist_window, config.blacklist_count),
+            nextcloud: crate::nextcloud::Nextcloud::new(client, config.session_lifetime),
+            forwarder: crate::upstream::Forwarder::new(
+                config.timeouts.connect,
+                config.timeouts.server,
+                config.timeouts.tunnel,
+                dialers.clone(),
+            ),
+            dialers,
+            config,
+        });
+        Arc::new(ServerCtx {
+            registry: super::super::registry::Registry::new(),
+            state,
+            tls: None,
+            force_tls: false,
+            auth_token: String::new(),
+            loopback_listeners: None,
+        })
+    }
+
+    async fn start(gate: Arc<Gate>) -> (SocketAddr, watch::Sender<bool>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop_tx, stop_rx) = watch::channel(false);
+        tokio::spawn(serve_with(listener, plain_ctx(), stop_rx, gate));
+        (addr, stop_tx)
+    }
+
+    /// A peer that starts a plaintext yamux session (the version byte) and then stays silent.
+    async fn silent_peer(addr: SocketAddr) -> TcpStream {
+        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        tcp.write_all(&[0]).await.unwrap();
+        tcp
+    }
+
+    /// Reads until the server closes; ignores what it sends (keep-alive pings).
+    async fn until_closed(tcp: &mut TcpStream) {
+        let mut buf = [0u8; 256];
+        while matches!(tcp.read(&mut buf).await, Ok(n) if n > 0) {}
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_login_within_the_deadline_closes_the_connection() {
+        let gate = Arc::new(Gate::new(8, 8, LOGIN_DEADLINE));
+        let (addr, _stop) = start(gate.clone()).await;
+        let started = Instant::now();
+        let mut tcp = silent_peer(addr).await;
+        tokio::time::timeout(Duration::from_secs(60), until_closed(&mut tcp))
+            .await
+            .expect("closed");
+        let took = started.elapsed();
+        assert!(
+            took >= LOGIN_DEADLINE && took < LOGIN_DEADLINE + Duration::from_secs(1),
+            "closed after {took:?}, not at the login deadline"
+        );
+        // Its places are given back.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while gate.total.load(Ordering::Acquire) != 0 || gate.pre_login.load(Ordering::Acquire) != 0
+        {
+            assert!(Instant::now() < deadline, "places not released");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn connections_beyond_the_pre_login_cap_are_closed_at_once() {
+        let gate = Arc::new(Gate::new(8, 2, LOGIN_DEADLINE));
+        let (addr, _stop) = start(gate.clone()).await;
+        let mut first = silent_peer(addr).await;
+        let _second = silent_peer(addr).await;
+        let started = Instant::now();
+        let mut third = silent_peer(addr).await;
+        tokio::time::timeout(Duration::from_secs(60), until_closed(&mut third))
+            .await
+            .expect("closed");
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "the third pre-login connection is refused at once, not at the deadline"
+        );
+        assert_eq!(gate.pre_login.load(Ordering::Acquire), 2);
+        // A freed place admits the next connection.
+        first.shutdown().await.unwrap();
+        drop(first);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while gate.pre_login.load(Ordering::Acquire) != 1 {
+            assert!(Instant::now() < deadline, "place not released");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let _fourth = silent_peer(addr).await;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while gate.pre_login.load(Ordering::Acquire) != 2 {
+            assert!(Instant::now() < deadline, "fourth not admitted");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn total_cap_counts_logged_in_connections() {
+        let gate = Arc::new(Gate::new(2, 2, LOGIN_DEADLINE));
+        let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let a = gate.admit(peer).expect("first");
+        a.logged_in();
+        let b = gate.admit(peer).expect("second");
+        b.logged_in();
+        assert!(gate.admit(peer).is_none(), "total cap of 2 reached");
+        drop(a);
+        assert!(gate.admit(peer).is_some(), "a freed place is reusable");
+        assert_eq!(gate.pre_login.load(Ordering::Acquire), 0);
     }
 }

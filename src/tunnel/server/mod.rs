@@ -35,5 +35,5 @@ pub struct ServerCtx {
 
 /// Serves FRP clients on `listener` until `stop` turns true; then every session is closed.
 pub async fn serve(listener: TcpListener, ctx: ServerCtx, stop: watch::Receiver<bool>) {
-    listener::accept_loop(listener, Arc::new(ctx), stop).await;
+    listener::accept_loop_frp(listener, Arc::new(ctx), stop).await;
 }

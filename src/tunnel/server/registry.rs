@@ -24,13 +24,20 @@ use tokio::sync::{mpsc, watch, Notify};
 const WORK_CONN_WAIT: Duration = Duration::from_secs(10);
 /// frps `maxPoolCount`.
 pub const MAX_POOL: usize = 5;
+/// Control messages queued for one client. Pongs answer the client's Pings, so a client that
+/// pings without reading must not grow the queue: beyond this many, messages are dropped (the
+/// write-stall deadline of the mux session disconnects such a client soon anyway). A burst of
+/// ReqWorkConn for every connection the front door admits at once stays far below it.
+pub(crate) const CONTROL_QUEUE: usize = 1024;
 
 /// One logged-in frpc session's control.
 pub struct Control {
     pub run_id: String,
     pub client: SocketAddr,
+    /// The mux session whose control stream logged in: work streams must arrive on it.
+    session_id: u64,
     serial: u64,
-    to_client: mpsc::UnboundedSender<Message>,
+    to_client: mpsc::Sender<Message>,
     pool: Mutex<VecDeque<MuxStream>>,
     pool_cap: usize,
     pool_ready: Notify,
@@ -38,9 +45,12 @@ pub struct Control {
 }
 
 impl Control {
-    /// Queues a message on the (encrypted) control stream.
+    /// Queues a message on the (encrypted) control stream; dropped when [`CONTROL_QUEUE`]
+    /// messages are already waiting (the client is not reading).
     pub fn send(&self, msg: Message) {
-        let _ = self.to_client.send(msg);
+        if let Err(mpsc::error::TrySendError::Full(m)) = self.to_client.try_send(msg) {
+            tracing::debug!(run_id = %self.run_id, "control queue full; {} dropped", m.name());
+        }
     }
 
     /// Asks the client for one more work stream.
@@ -144,18 +154,20 @@ impl Registry {
         })
     }
 
-    /// Registers a control; one with the same run id is stopped first (frps semantics: a
-    /// reconnecting frpc replaces its previous session).
+    /// Registers a control logged in on mux session `session_id`; one with the same run id is
+    /// stopped first (frps semantics: a reconnecting frpc replaces its previous session).
     pub fn add_control(
         &self,
         run_id: String,
         client: SocketAddr,
+        session_id: u64,
         pool_count: usize,
-        to_client: mpsc::UnboundedSender<Message>,
+        to_client: mpsc::Sender<Message>,
     ) -> Arc<Control> {
         let control = Arc::new(Control {
             run_id: run_id.clone(),
             client,
+            session_id,
             serial: self.serial.fetch_add(1, Ordering::Relaxed),
             to_client,
             pool: Mutex::new(VecDeque::new()),
@@ -207,20 +219,28 @@ impl Registry {
         control.pool_ready.notify_waiters();
     }
 
-    /// Pools a work stream announced with `run_id`; unknown run ids are dropped like frps does.
-    pub fn add_work_conn(&self, run_id: &str, stream: MuxStream) {
+    /// Pools a work stream announced with `run_id` on mux session `session_id`. Only the
+    /// session that logged in with that run id may supply its work streams: the run id travels
+    /// in clear and is no secret (rathole binds work connections to its session the same way),
+    /// and frpc always opens them on its own session. Anything else is dropped (closing the
+    /// stream), like frps drops unknown run ids; false then.
+    pub fn add_work_conn(&self, run_id: &str, session_id: u64, stream: MuxStream) -> bool {
         let control = self.inner.lock().controls.get(run_id).cloned();
         let Some(control) = control else {
             tracing::debug!("work connection for unknown run id dropped");
-            return;
+            return false;
         };
+        if control.session_id != session_id {
+            return false;
+        }
         let mut pool = control.pool.lock();
         if pool.len() >= control.pool_cap {
-            return;
+            return false;
         }
         pool.push_back(stream);
         drop(pool);
         control.pool_ready.notify_one();
+        true
     }
 
     /// Applies the policy and registers the proxy; the caller opens the loopback listener.
@@ -374,5 +394,58 @@ mod tests {
             assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused);
             assert!(t0.elapsed() < Duration::from_millis(100));
         }
+    }
+
+    /// A stream opened on a session of its own (the registry only holds it); the returned
+    /// peer end keeps the session alive.
+    fn stream_on_new_session() -> (
+        crate::tunnel::mux::Session,
+        MuxStream,
+        tokio::io::DuplexStream,
+    ) {
+        use crate::tunnel::mux::{Role, Session, SessionConfig};
+        let (a, peer) = tokio::io::duplex(1024);
+        let (session, _) = Session::start(a, Role::Client, SessionConfig::default());
+        let stream = session.open().expect("open");
+        (session, stream, peer)
+    }
+
+    #[tokio::test]
+    async fn work_streams_only_from_the_session_that_logged_in() {
+        let registry = Registry::new();
+        let (owner, owner_stream, _p1) = stream_on_new_session();
+        let (intruder, intruder_stream, _p2) = stream_on_new_session();
+        assert_ne!(owner.id(), intruder.id());
+        let (tx, _rx) = mpsc::channel(CONTROL_QUEUE);
+        let control = registry.add_control(
+            "ea197c1226270fe4".into(),
+            "127.0.0.1:5000".parse().unwrap(),
+            owner.id(),
+            1,
+            tx,
+        );
+        assert!(
+            !registry.add_work_conn("ea197c1226270fe4", intruder.id(), intruder_stream),
+            "someone else's run id on another session is refused"
+        );
+        assert_eq!(control.pool.lock().len(), 0, "nothing pooled");
+        assert!(registry.add_work_conn("ea197c1226270fe4", owner.id(), owner_stream));
+        assert_eq!(control.pool.lock().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn control_queue_of_a_client_that_does_not_read_stays_bounded() {
+        let registry = Registry::new();
+        let (tx, mut rx) = mpsc::channel(CONTROL_QUEUE);
+        let control = registry.add_control("r".into(), "127.0.0.1:5000".parse().unwrap(), 1, 0, tx);
+        // What a Ping flood makes the control loop answer, without the client reading.
+        for _ in 0..4 * CONTROL_QUEUE {
+            control.send(Message::Pong(Default::default()));
+        }
+        let mut queued = 0;
+        while rx.try_recv().is_ok() {
+            queued += 1;
+        }
+        assert_eq!(queued, CONTROL_QUEUE);
     }
 }

@@ -70,17 +70,30 @@ impl<S> SnappyStream<S> {
                     return Err(invalid("short chunk"));
                 }
                 let crc = u32::from_le_bytes([body[0], body[1], body[2], body[3]]);
-                let data = if ty == 0x00 {
-                    snap::raw::Decoder::new()
-                        .decompress_vec(&body[4..])
-                        .map_err(|e| invalid(&e.to_string()))?
+                let start = self.out.len();
+                if ty == 0x00 {
+                    // The chunk announces its uncompressed length; check it against the
+                    // format's block limit before reserving anything (a few bytes could
+                    // otherwise announce gigabytes).
+                    let len = snap::raw::decompress_len(&body[4..])
+                        .map_err(|e| invalid(&e.to_string()))?;
+                    if len > MAX_BLOCK {
+                        return Err(invalid("chunk announces more than 64 KiB uncompressed"));
+                    }
+                    self.out.resize(start + len, 0);
+                    let n = snap::raw::Decoder::new()
+                        .decompress(&body[4..], &mut self.out[start..])
+                        .map_err(|e| invalid(&e.to_string()))?;
+                    self.out.truncate(start + n);
                 } else {
-                    body[4..].to_vec()
-                };
-                if data.len() > MAX_BLOCK || masked_crc(&data) != crc {
+                    if body.len() - 4 > MAX_BLOCK {
+                        return Err(invalid("uncompressed chunk larger than 64 KiB"));
+                    }
+                    self.out.extend_from_slice(&body[4..]);
+                }
+                if masked_crc(&self.out[start..]) != crc {
                     return Err(invalid("checksum mismatch"));
                 }
-                self.out.extend_from_slice(&data);
             }
             0x80..=0xfe => {}
             _ => return Err(invalid("reserved chunk type")),
@@ -232,5 +245,32 @@ mod tests {
             let mut out = Vec::new();
             assert!(r.read_to_end(&mut out).await.is_err());
         }
+    }
+
+    #[tokio::test]
+    async fn huge_announced_length_is_refused_before_allocating() {
+        // A compressed chunk whose varint preamble claims 4 GiB - 1 uncompressed bytes.
+        let mut wire = STREAM_ID.to_vec();
+        let body = [0u8, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0x0f, 0x00];
+        wire.push(0x00);
+        wire.extend_from_slice(&(body.len() as u32).to_le_bytes()[..3]);
+        wire.extend_from_slice(&body);
+        let mut r = SnappyStream::new(&wire[..]);
+        let mut out = Vec::new();
+        let err = r.read_to_end(&mut out).await.expect_err("refused");
+        assert!(err.to_string().contains("64 KiB"), "{err}");
+        assert!(
+            r.out.capacity() <= MAX_BLOCK,
+            "nothing sized by the claim was reserved"
+        );
+        // Just over the block limit is refused the same way.
+        let mut wire = STREAM_ID.to_vec();
+        let body = [0u8, 0, 0, 0, 0x81, 0x80, 0x04];
+        wire.push(0x00);
+        wire.extend_from_slice(&(body.len() as u32).to_le_bytes()[..3]);
+        wire.extend_from_slice(&body);
+        let mut r = SnappyStream::new(&wire[..]);
+        let err = r.read_to_end(&mut Vec::new()).await.expect_err("refused");
+        assert!(err.to_string().contains("64 KiB"), "{err}");
     }
 }
