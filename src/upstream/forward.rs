@@ -5,7 +5,7 @@ use super::body::{empty, Body, ClientBodyError, IdleTimeoutBody};
 use super::connector::{Connector, LocalDialers};
 use super::lean::{self, Lean, LeanError};
 use super::pool::{Pool, PoolError};
-use super::splice::splice;
+use super::splice::{splice, HALF_CLOSE_IDLE};
 use super::{Target, UpstreamError};
 use http::header::HeaderName;
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
@@ -32,9 +32,6 @@ pub const HOP_BY_HOP: [HeaderName; 7] = [
     http::header::TRAILER,
     http::header::UPGRADE,
 ];
-
-/// Half-closed upgraded connections are reaped after this (contract §6.1 client-fin).
-const HALF_CLOSE_REAP: Duration = Duration::from_secs(30);
 
 pub struct UpstreamRequest {
     pub method: Method,
@@ -192,7 +189,7 @@ impl Forwarder {
             match tokio::try_join!(client_side, upstream_side) {
                 Ok((c, u)) => {
                     let (up, down) =
-                        splice(TokioIo::new(c), TokioIo::new(u), idle, HALF_CLOSE_REAP).await;
+                        splice(TokioIo::new(c), TokioIo::new(u), idle, HALF_CLOSE_IDLE).await;
                     tracing::debug!(%addr, bytes_up = up, bytes_down = down, "upgraded connection closed");
                 }
                 Err(e) => tracing::debug!(%addr, error = %e, "upgrade did not complete"),
