@@ -5,10 +5,13 @@ use super::facts::{
     header, is_signed, session_cookie, AUTHORIZATION_APP_API, DOCKER_ENGINE_PORT, EX_APP_HOST,
     EX_APP_PORT, EX_APP_VERSION, HARP_SHARED_KEY,
 };
+use super::normalize::normalize_path;
 use super::path::{extract_app, has_parent_segment};
 use super::routes::{route_verdict, RouteVerdict};
 use crate::nextcloud::{ExAppRecord, MetaLookup, UserLookup};
 use crate::security::SharedKey;
+// The port plan is the tunnel policy's (contract §5); only this constant crosses over.
+use crate::tunnel::server::policy::ENGINE_PORTS;
 use base64::Engine as _;
 use http::{HeaderMap, Method};
 use std::future::Future;
@@ -98,7 +101,14 @@ pub async fn decide<C: Context>(facts: &RequestFacts<'_>, ctx: &C) -> Decision {
         record_unless_trusted("parent directory segment in path");
         return Decision::Drop;
     }
-    let Some(app) = extract_app(facts.raw_path) else {
+    // Everything below decides on the canonical path (see `normalize`), and forwards it. A refusal
+    // here is not a recorded failure: clients with odd but harmless encodings are not attackers,
+    // and the 400 reveals nothing.
+    let path = match normalize_path(facts.raw_path) {
+        Ok(path) => path,
+        Err(e) => return Decision::Refuse(Refusal::BadRequest(e.to_string())),
+    };
+    let Some(app) = extract_app(&path) else {
         record_unless_trusted(
             "no app id in path (is the reverse proxy keeping the /exapps/ prefix?)",
         );
@@ -220,9 +230,13 @@ fn app_api<C: Context>(
     }
     match header(facts.headers, DOCKER_ENGINE_PORT).filter(|v| !v.is_empty()) {
         Some(port) if !target_path.starts_with("/docker/") => {
-            let Some(port) = port.parse::<u16>().ok().filter(|p| *p != 0) else {
+            // Only the port plan's engine ports: any other would reach an arbitrary loopback
+            // service through the allow-listed engine paths.
+            let Some(port) = port.parse::<u16>().ok().filter(|p| ENGINE_PORTS.contains(p)) else {
                 return Decision::Refuse(Refusal::BadRequest(format!(
-                    "Invalid 'docker-engine-port' header value: {port}"
+                    "Invalid 'docker-engine-port' header value: {port} (allowed: {}-{})",
+                    ENGINE_PORTS.start(),
+                    ENGINE_PORTS.end()
                 )));
             };
             if engine_call_allowed(facts.method, target_path) {
