@@ -59,3 +59,103 @@ async fn abandoned_lookups_close_their_nextcloud_connections() {
         "no stale single-flight entry is left"
     );
 }
+
+/// The bypass set-up of the attack run: routes `^/admin` ADMIN and `^/` PUBLIC.
+async fn admin_and_public() -> (StubNextcloud, StubExApp, TestHarp) {
+    let nc = StubNextcloud::start().await;
+    let app = StubExApp::start().await;
+    let routes = json!([
+        {"url": "^/admin", "access_level": 2, "bruteforce_protection": []},
+        {"url": "^/", "access_level": 0, "bruteforce_protection": []},
+    ]);
+    nc.add_app("foo", meta(app.port(), routes));
+    let h = start_harp(&nc.url(), &[]).await;
+    (nc, app, h)
+}
+
+#[tokio::test]
+async fn encoded_internal_endpoints_never_reach_the_exapp_unsigned() {
+    let (_nc, app, h) = admin_and_public().await;
+    for path in [
+        "/exapps/foo/%65nabled?enabled=0",
+        "/exapps/foo//enabled?enabled=0",
+        "/exapps/foo/./enabled?enabled=0",
+        "/exapps/foo/%61dmin",
+    ] {
+        let method = if path.contains("admin") { "GET" } else { "PUT" };
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        let out = raw_exchange(h.addr, request.as_bytes(), Duration::from_secs(5))
+            .await
+            .unwrap();
+        let head = String::from_utf8_lossy(&out);
+        assert!(
+            out.is_empty() || head.starts_with("HTTP/1.1 403"),
+            "{path}: dropped (internal endpoint) or 403 (admin route), got {head:?}"
+        );
+    }
+    assert_eq!(
+        app.requests.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "nothing reached the ExApp"
+    );
+}
+
+#[tokio::test]
+async fn the_exapp_receives_the_normalised_path_and_the_original_query() {
+    let (_nc, _app, h) = admin_and_public().await;
+    let r = client()
+        .get(h.url("/exapps/%66oo//api/./%7Euser%3a/x?q=%2F..%2f&r=./"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let doc: Value = r.json().await.unwrap();
+    assert_eq!(doc["target"], "/api/~user%3A/x?q=%2F..%2f&r=./");
+}
+
+#[tokio::test]
+async fn ambiguous_paths_are_400_and_not_recorded() {
+    let (_nc, app, h) = admin_and_public().await;
+    for path in [
+        "/exapps/foo/a%2Fb",
+        "/exapps/foo/a%5Cb",
+        "/exapps/foo/a%00b",
+        "/exapps/foo/a%zz",
+        "/exapps/foo/a%C3",
+        "/exapps/app_api/exapp_storage/foo%2Fbar",
+    ] {
+        let r = client().get(h.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), 400, "{path}");
+        assert!(r.text().await.unwrap().starts_with("invalid path"), "{path}");
+    }
+    assert_eq!(failures(&h, "127.0.0.1"), 0);
+    assert_eq!(app.requests.load(std::sync::atomic::Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn engine_ports_outside_the_plan_are_400_and_nothing_is_dialled() {
+    let (_nc, app, h) = admin_and_public().await;
+    // The stub ExApp stands in for any loopback service an attacker would aim at.
+    for port in [app.port().to_string(), "23999".into(), "24100".into()] {
+        let r = client()
+            .get(h.url("/exapps/app_api/v1.44/_ping"))
+            .header("harp-shared-key", KEY)
+            .header("docker-engine-port", &port)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{port}");
+        let body = r.text().await.unwrap();
+        assert!(
+            body.contains("docker-engine-port") && body.contains("24000-24099"),
+            "{body}"
+        );
+    }
+    assert_eq!(
+        app.connections.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "nothing was dialled"
+    );
+}
