@@ -121,9 +121,9 @@ impl BanList {
         for shard in self.shards.iter() {
             let mut shard = shard.lock();
             while shard.peek_lru().is_some_and(|(_, times)| {
-                times
+                !times
                     .back()
-                    .is_none_or(|t| now.duration_since(*t) > self.window)
+                    .is_some_and(|t| now.duration_since(*t) <= self.window)
             }) {
                 shard.pop_lru();
             }
