@@ -196,7 +196,9 @@ fn raise_open_file_limit() {
         maximum: Some(hard),
     };
     match setrlimit(Resource::Nofile, raised) {
-        Ok(()) => tracing::info!("raised the open-file limit (RLIMIT_NOFILE) from {soft} to {hard}"),
+        Ok(()) => {
+            tracing::info!("raised the open-file limit (RLIMIT_NOFILE) from {soft} to {hard}")
+        }
         Err(e) => tracing::warn!(
             "cannot raise the open-file limit (RLIMIT_NOFILE) from {soft} to {hard}: {e}"
         ),

@@ -41,9 +41,11 @@ async fn abandoned_lookups_close_their_nextcloud_connections() {
             clients.push(s);
         }
     }
-    eventually("every lookup reached Nextcloud", Duration::from_secs(10), || {
-        nc.hanging_open() == 2 * EACH
-    })
+    eventually(
+        "every lookup reached Nextcloud",
+        Duration::from_secs(10),
+        || nc.hanging_open() == 2 * EACH,
+    )
     .await;
     assert_eq!(h.state.nextcloud.lookups_in_flight(), 2 * EACH);
     drop(clients);
@@ -128,7 +130,10 @@ async fn ambiguous_paths_are_400_and_not_recorded() {
     ] {
         let r = client().get(h.url(path)).send().await.unwrap();
         assert_eq!(r.status(), 400, "{path}");
-        assert!(r.text().await.unwrap().starts_with("invalid path"), "{path}");
+        assert!(
+            r.text().await.unwrap().starts_with("invalid path"),
+            "{path}"
+        );
     }
     assert_eq!(failures(&h, "127.0.0.1"), 0);
     assert_eq!(app.requests.load(std::sync::atomic::Ordering::SeqCst), 0);

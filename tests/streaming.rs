@@ -355,6 +355,8 @@ async fn item96_slow_metadata_is_404_and_two_slow_calls_are_503() {
         .unwrap();
     assert_eq!(r.status(), 503);
     assert_eq!(r.text().await.unwrap(), "503 Service Unavailable (HaRP)");
+    // The deadline cancelled the pending user-info lookup instead of leaving it behind.
+    assert_eq!(h2.state.nextcloud.lookups_in_flight(), 0);
     let took = started.elapsed();
     assert!(
         took >= Duration::from_secs(29) && took < Duration::from_secs(33),

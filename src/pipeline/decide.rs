@@ -35,7 +35,8 @@ pub trait Context: Send + Sync {
 /// The request as the pipeline sees it.
 pub struct RequestFacts<'a> {
     pub method: &'a Method,
-    /// Path as received, percent-encoding intact, without the query string.
+    /// Path as received, percent-encoding intact, without the query string. The decision is made
+    /// on its normalised form (`normalize::normalize_path`).
     pub raw_path: &'a str,
     pub headers: &'a HeaderMap,
     pub client_ip: IpAddr,
@@ -58,6 +59,7 @@ pub struct ForwardPlan {
     pub app_id: String,
     /// Value for `AUTHORIZATION-APP-API`.
     pub authorization: String,
+    /// The normalised path minus `/exapps/<id>`: what was decided on, and what is forwarded.
     pub target_path: String,
     /// Statuses that count as a failure when the ExApp answers them (contract §2.10).
     pub bruteforce: Vec<u16>,
@@ -232,7 +234,11 @@ fn app_api<C: Context>(
         Some(port) if !target_path.starts_with("/docker/") => {
             // Only the port plan's engine ports: any other would reach an arbitrary loopback
             // service through the allow-listed engine paths.
-            let Some(port) = port.parse::<u16>().ok().filter(|p| ENGINE_PORTS.contains(p)) else {
+            let Some(port) = port
+                .parse::<u16>()
+                .ok()
+                .filter(|p| ENGINE_PORTS.contains(p))
+            else {
                 return Decision::Refuse(Refusal::BadRequest(format!(
                     "Invalid 'docker-engine-port' header value: {port} (allowed: {}-{})",
                     ENGINE_PORTS.start(),

@@ -238,7 +238,11 @@ mod tests {
         bans.record_at(ip(5), at(5));
         assert_eq!(bans.failures_of(ip(3)), 0, "then the next oldest");
         assert_eq!(
-            (bans.failures_of(ip(1)), bans.failures_of(ip(4)), bans.failures_of(ip(5))),
+            (
+                bans.failures_of(ip(1)),
+                bans.failures_of(ip(4)),
+                bans.failures_of(ip(5))
+            ),
             (2, 1, 1)
         );
     }
@@ -251,7 +255,11 @@ mod tests {
             bans.record_at(IpAddr::V4(n.into()), t0 + Duration::from_secs(n.into()));
         }
         bans.sweep_at(t0 + Duration::from_secs(54));
-        assert_eq!(bans.tracked(), 6, "failures at 44..=49 s are still inside the window");
+        assert_eq!(
+            bans.tracked(),
+            6,
+            "failures at 44..=49 s are still inside the window"
+        );
     }
 
     #[test]

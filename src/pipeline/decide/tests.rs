@@ -517,14 +517,20 @@ fn encoded_paths_match_the_routes_they_decode_to() {
         "/exapps/foo/%61pi/admin",
     ] {
         assert!(
-            matches!(get(&ctx, path, &cookie), Decision::Refuse(Refusal::Forbidden)),
+            matches!(
+                get(&ctx, path, &cookie),
+                Decision::Refuse(Refusal::Forbidden)
+            ),
             "{path} must meet ^/api/admin"
         );
     }
     match get(&ctx, "/exapps/%66oo/api/%7Ex%3a//y", &cookie) {
         Decision::Forward(plan) => {
             assert_eq!(plan.app_id, "foo");
-            assert_eq!(plan.target_path, "/api/~x%3A/y", "the normalised path is forwarded");
+            assert_eq!(
+                plan.target_path, "/api/~x%3A/y",
+                "the normalised path is forwarded"
+            );
         }
         d => panic!("{d:?}"),
     }
@@ -548,7 +554,10 @@ fn ambiguous_paths_are_a_bad_request_and_not_recorded() {
             }
             d => panic!("{path}: {d:?}"),
         }
-        assert!(matches!(get(&ctx, path, &[]), Decision::Refuse(Refusal::BadRequest(_))));
+        assert!(matches!(
+            get(&ctx, path, &[]),
+            Decision::Refuse(Refusal::BadRequest(_))
+        ));
     }
     assert_eq!(ctx.failures(), 0);
 }
