@@ -126,7 +126,8 @@ async fn ambiguous_paths_are_400_and_not_recorded() {
         "/exapps/foo/a%00b",
         "/exapps/foo/a%zz",
         "/exapps/foo/a%C3",
-        "/exapps/app_api/exapp_storage/foo%2Fbar",
+        "/exapps/foo%2Fx/y",
+        "/exapps/app_api/exapp_storage/foo%5Cbar",
     ] {
         let r = client().get(h.url(path)).send().await.unwrap();
         assert_eq!(r.status(), 400, "{path}");
@@ -162,5 +163,25 @@ async fn engine_ports_outside_the_plan_are_400_and_nothing_is_dialled() {
         app.connections.load(std::sync::atomic::Ordering::SeqCst),
         0,
         "nothing was dialled"
+    );
+}
+
+#[tokio::test]
+async fn encoded_image_names_pass_through_to_the_engine() {
+    let (_nc, app, h) = admin_and_public().await;
+    let engine = std::net::SocketAddr::from(([127, 0, 0, 1], app.port()));
+    let _tunnel = engine_tunnel(&h, 24094, engine).await;
+    let r = client()
+        .get(h.url("/exapps/app_api/v1.44/images/ghcr.io%2Fnextcloud%2Fapp%3alatest/json"))
+        .header("harp-shared-key", KEY)
+        .header("docker-engine-port", "24094")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let doc: Value = r.json().await.unwrap();
+    assert_eq!(
+        doc["target"],
+        "/v1.44/images/ghcr.io%2Fnextcloud%2Fapp%3Alatest/json"
     );
 }

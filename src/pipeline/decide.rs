@@ -5,7 +5,7 @@ use super::facts::{
     header, is_signed, session_cookie, AUTHORIZATION_APP_API, DOCKER_ENGINE_PORT, EX_APP_HOST,
     EX_APP_PORT, EX_APP_VERSION, HARP_SHARED_KEY,
 };
-use super::normalize::normalize_path;
+use super::normalize::{normalize_path_keeping_encoded_slashes, PathError};
 use super::path::{extract_app, has_parent_segment};
 use super::routes::{route_verdict, RouteVerdict};
 use crate::nextcloud::{ExAppRecord, MetaLookup, UserLookup};
@@ -106,7 +106,9 @@ pub async fn decide<C: Context>(facts: &RequestFacts<'_>, ctx: &C) -> Decision {
     // Everything below decides on the canonical path (see `normalize`), and forwards it. A refusal
     // here is not a recorded failure: clients with odd but harmless encodings are not attackers,
     // and the 400 reveals nothing.
-    let path = match normalize_path(facts.raw_path) {
+    // Encoded slashes are refused everywhere except under `/exapps/app_api`, whose engine
+    // pass-through receives URL-encoded image names from AppAPI.
+    let path = match normalize_path_keeping_encoded_slashes(facts.raw_path) {
         Ok(path) => path,
         Err(e) => return Decision::Refuse(Refusal::BadRequest(e.to_string())),
     };
@@ -118,6 +120,9 @@ pub async fn decide<C: Context>(facts: &RequestFacts<'_>, ctx: &C) -> Decision {
     };
     if app.app_id == "app_api" {
         return app_api(facts, app.target_path, trusted, ctx);
+    }
+    if path.contains("%2F") {
+        return Decision::Refuse(Refusal::BadRequest(PathError::EncodedSlash.to_string()));
     }
     // App ids are nearly always lower case already: borrow unless one is not.
     let app_lower: std::borrow::Cow<str> = if app.app_id.bytes().any(|b| b.is_ascii_uppercase()) {

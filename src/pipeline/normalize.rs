@@ -40,10 +40,29 @@ pub enum PathError {
 /// The canonical form of `raw` (a request path without its query), borrowed when `raw` is
 /// already canonical — the usual case, which costs one scan and no allocation.
 pub fn normalize_path(raw: &str) -> Result<Cow<'_, str>, PathError> {
+    normalize(raw, EncodedSlash::Refuse)
+}
+
+/// [`normalize_path`], except that an encoded `/` is kept as `%2F` instead of refused.
+///
+/// For `/exapps/app_api/…` only: AppAPI sends image names URL-encoded through the Docker Engine
+/// pass-through (`/images/ghcr.io%2Fnextcloud%2Fapp%3Atag/json`), and the engine decodes them.
+/// Since every escape left in the result has upper-case hex, `%2F` in it is always a slash.
+pub(crate) fn normalize_path_keeping_encoded_slashes(raw: &str) -> Result<Cow<'_, str>, PathError> {
+    normalize(raw, EncodedSlash::Keep)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum EncodedSlash {
+    Refuse,
+    Keep,
+}
+
+fn normalize(raw: &str, slash: EncodedSlash) -> Result<Cow<'_, str>, PathError> {
     if is_canonical(raw.as_bytes())? {
         return Ok(Cow::Borrowed(raw));
     }
-    let decoded = decode_unreserved(raw)?;
+    let decoded = decode_unreserved(raw, slash)?;
     Ok(Cow::Owned(tidy_segments(&decoded)?))
 }
 
@@ -73,7 +92,7 @@ fn is_canonical(b: &[u8]) -> Result<bool, PathError> {
 }
 
 /// Decodes escapes of unreserved characters, upper-cases the others, refuses ambiguous ones.
-fn decode_unreserved(raw: &str) -> Result<String, PathError> {
+fn decode_unreserved(raw: &str, slash: EncodedSlash) -> Result<String, PathError> {
     let b = raw.as_bytes();
     let mut out = String::with_capacity(b.len());
     let mut encoded_non_ascii = false;
@@ -93,7 +112,7 @@ fn decode_unreserved(raw: &str) -> Result<String, PathError> {
             return Err(PathError::InvalidEscape);
         };
         match hi << 4 | lo {
-            b'/' => return Err(PathError::EncodedSlash),
+            b'/' if slash == EncodedSlash::Refuse => return Err(PathError::EncodedSlash),
             b'\\' => return Err(PathError::Backslash),
             v if v.is_ascii_control() => return Err(PathError::ControlCharacter),
             v if is_unreserved(v) => out.push(char::from(v)),
@@ -244,6 +263,21 @@ mod tests {
         ] {
             assert_eq!(normalize_path(raw), Err(why), "{raw}");
         }
+    }
+
+    #[test]
+    fn encoded_slashes_can_be_kept_for_the_control_api() {
+        let kept = |raw| normalize_path_keeping_encoded_slashes(raw).map(Cow::into_owned);
+        assert_eq!(
+            kept("/exapps/app_api/images/ghcr.io%2fnextcloud%2Fapp%3alatest/json"),
+            Ok("/exapps/app_api/images/ghcr.io%2Fnextcloud%2Fapp%3Alatest/json".into())
+        );
+        assert_eq!(
+            kept("/a%5Cb"),
+            Err(PathError::Backslash),
+            "the other rules stay"
+        );
+        assert_eq!(kept("/a%00"), Err(PathError::ControlCharacter));
     }
 
     #[test]

@@ -546,7 +546,8 @@ fn ambiguous_paths_are_a_bad_request_and_not_recorded() {
         "/exapps/foo/a%00",
         "/exapps/foo/%zz",
         "/exapps/foo/%C3",
-        "/exapps/app_api/containers/x%2Fy/json",
+        "/exapps/foo%2Fbar/x",
+        "/exapps/app_api/containers/x%5Cy/json",
     ] {
         match get(&ctx, path, &[("harp-shared-key", "k")]) {
             Decision::Refuse(Refusal::BadRequest(m)) => {
@@ -582,4 +583,22 @@ fn control_paths_are_normalised() {
         Decision::Control { target_path } => assert_eq!(target_path, "/exapp_storage/foo"),
         d => panic!("{d:?}"),
     }
+}
+
+#[test]
+fn encoded_image_names_reach_the_engine_with_their_encoded_slashes() {
+    let ctx = Fake::new();
+    let path = "/exapps/app_api/v1.44/images/ghcr.io%2fnextcloud%2Fapp%3alatest/json";
+    let h = [("harp-shared-key", "k"), ("docker-engine-port", "24000")];
+    match get(&ctx, path, &h) {
+        Decision::Engine { target_path, .. } => assert_eq!(
+            target_path,
+            "/v1.44/images/ghcr.io%2Fnextcloud%2Fapp%3Alatest/json"
+        ),
+        d => panic!("{d:?}"),
+    }
+    assert!(matches!(
+        get(&ctx, "/exapps/app_api/x%2Fy", &[]),
+        Decision::Refuse(Refusal::Unauthorized)
+    ));
 }
