@@ -331,40 +331,44 @@ fn soft_open_file_limit_is_raised_to_the_hard_limit() {
         .env("HP_CERTS_DIR", "/nonexistent")
         .env("HP_LOG_LEVEL", "info")
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stderr(Stdio::inherit())
         .spawn()
         .expect("util-linux prlimit is installed");
     let pid = child.id();
+    // harp logs to stdout; collect it as it comes, to know when harp is up.
+    let logs = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let reader = {
+        let logs = logs.clone();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let mut logs = logs.lock().unwrap();
+                logs.push_str(&line);
+                logs.push('\n');
+            }
+        })
+    };
     let deadline = Instant::now() + Duration::from_secs(10);
-    let mut seen = None;
-    while Instant::now() < deadline {
-        seen = open_file_limits(pid);
-        if seen.as_ref().is_some_and(|(soft, _)| *soft == hard) {
-            break;
-        }
+    while !logs.lock().unwrap().contains("harp is listening") {
         assert!(
-            child.try_wait().unwrap().is_none(),
-            "harp exited early: {seen:?}"
+            Instant::now() < deadline,
+            "harp did not start: {}",
+            logs.lock().unwrap()
         );
+        assert!(child.try_wait().unwrap().is_none(), "harp exited early");
         std::thread::sleep(Duration::from_millis(20));
     }
+    let seen = open_file_limits(pid);
     let _ = Command::new("kill")
         .args(["-TERM", &pid.to_string()])
         .status();
     let status = child.wait().unwrap();
-    let mut logs = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut logs)
-        .unwrap();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut logs)
-        .unwrap();
+    reader.join().unwrap();
+    let logs = logs.lock().unwrap().clone();
     assert_eq!(
         seen,
         Some((hard.clone(), hard.clone())),
