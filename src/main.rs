@@ -153,6 +153,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
     for w in &config.warnings {
         tracing::warn!("{w}");
     }
+    raise_open_file_limit();
     if config.verbose_start {
         tracing::warn!(
             "starting harp {} with: {}",
@@ -174,6 +175,34 @@ fn serve(config: Config) -> anyhow::Result<()> {
         harp.serve(shutdown_signal()).await?;
         Ok(())
     })
+}
+
+/// Raises the soft RLIMIT_NOFILE to the hard limit. Every client, upstream, tunnel and Nextcloud
+/// connection is a descriptor, and Docker's default soft limit (1024) is reached by ~500
+/// proxied connections; the hard limit is what the administrator allowed. Failing only warns:
+/// harp still works, with fewer connections.
+fn raise_open_file_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let limit = getrlimit(Resource::Nofile);
+    // `None` is "unlimited"; Linux never reports that for RLIMIT_NOFILE (capped by nr_open).
+    let (Some(soft), Some(hard)) = (limit.current, limit.maximum) else {
+        return;
+    };
+    if soft >= hard {
+        return;
+    }
+    let raised = Rlimit {
+        current: Some(hard),
+        maximum: Some(hard),
+    };
+    match setrlimit(Resource::Nofile, raised) {
+        Ok(()) => {
+            tracing::info!("raised the open-file limit (RLIMIT_NOFILE) from {soft} to {hard}")
+        }
+        Err(e) => tracing::warn!(
+            "cannot raise the open-file limit (RLIMIT_NOFILE) from {soft} to {hard}: {e}"
+        ),
+    }
 }
 
 fn init_logging(config: &Config) {

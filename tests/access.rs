@@ -298,23 +298,21 @@ async fn item51_non_numeric_engine_port_is_400() {
 #[tokio::test]
 async fn item52_engine_refused_is_503_and_silent_engine_is_504() {
     let w = world(&[("HP_TIMEOUT_SERVER", "500ms")]).await;
-    let free = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = free.local_addr().unwrap().port().to_string();
-    drop(free);
+    // A port of the plan that no tunnel holds answers 503 at once.
     let r = get(
         &w,
         "/exapps/app_api/_ping",
-        &[("harp-shared-key", KEY), ("docker-engine-port", &port)],
+        &[("harp-shared-key", KEY), ("docker-engine-port", "24098")],
     )
     .await;
     assert_eq!(r.status(), 503);
     let (silent, _t) = common::exapp::silent_server().await;
-    let port = silent.port().to_string();
+    let _tunnel = engine_tunnel(&w.harp, 24097, silent).await;
     let started = std::time::Instant::now();
     let r = get(
         &w,
         "/exapps/app_api/_ping",
-        &[("harp-shared-key", KEY), ("docker-engine-port", &port)],
+        &[("harp-shared-key", KEY), ("docker-engine-port", "24097")],
     )
     .await;
     assert_eq!(r.status(), 504);
@@ -324,14 +322,15 @@ async fn item52_engine_refused_is_503_and_silent_engine_is_504() {
 #[tokio::test]
 async fn engine_passthrough_keeps_path_query_and_strips_harp_headers() {
     let w = world(&[]).await;
-    let port = w.app.port().to_string();
+    let app = std::net::SocketAddr::from(([127, 0, 0, 1], w.app.port()));
+    let _tunnel = engine_tunnel(&w.harp, 24096, app).await;
     let r = client()
         .post(
             w.harp
                 .url("/exapps/app_api/v1.44/images/create?fromImage=x%2Fy&tag=1"),
         )
         .header("harp-shared-key", KEY)
-        .header("docker-engine-port", &port)
+        .header("docker-engine-port", "24096")
         .header("authorization", "Basic c2VjcmV0")
         .header("x-registry-auth", "e30=")
         .send()

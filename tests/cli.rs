@@ -303,3 +303,80 @@ fn item27_sighup_reloads_the_https_certificate_without_a_restart() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// Soft and hard "Max open files" of a process, from `/proc/<pid>/limits`.
+fn open_file_limits(pid: u32) -> Option<(String, String)> {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    let mut fields = line["Max open files".len()..].split_whitespace();
+    Some((fields.next()?.to_string(), fields.next()?.to_string()))
+}
+
+#[test]
+fn soft_open_file_limit_is_raised_to_the_hard_limit() {
+    let (_, hard) = open_file_limits(std::process::id()).expect("own limits");
+    let low = "256";
+    assert_ne!(hard, low, "the test needs a hard limit above {low}");
+    // `prlimit` sets the limits and execs harp, so the child's pid is harp's.
+    let mut child = Command::new("prlimit")
+        .arg(format!("--nofile={low}:{hard}"))
+        .arg(BIN)
+        .env_clear()
+        .env("HP_SHARED_KEY", "s3cr3t-value")
+        .env("NC_INSTANCE_URL", "http://127.0.0.1:9")
+        .env("HP_EXAPPS_ADDRESS", "127.0.0.1:0")
+        .env("HP_EXAPPS_HTTPS_ADDRESS", "127.0.0.1:0")
+        .env("HP_FRP_ADDRESS", "127.0.0.1:0")
+        .env("HP_FRP_DISABLE_TLS", "true")
+        .env("HP_CERTS_DIR", "/nonexistent")
+        .env("HP_LOG_LEVEL", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("util-linux prlimit is installed");
+    let pid = child.id();
+    // harp logs to stdout; collect it as it comes, to know when harp is up.
+    let logs = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let reader = {
+        let logs = logs.clone();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let mut logs = logs.lock().unwrap();
+                logs.push_str(&line);
+                logs.push('\n');
+            }
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !logs.lock().unwrap().contains("harp is listening") {
+        assert!(
+            Instant::now() < deadline,
+            "harp did not start: {}",
+            logs.lock().unwrap()
+        );
+        assert!(child.try_wait().unwrap().is_none(), "harp exited early");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let seen = open_file_limits(pid);
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    let status = child.wait().unwrap();
+    reader.join().unwrap();
+    let logs = logs.lock().unwrap().clone();
+    assert_eq!(
+        seen,
+        Some((hard.clone(), hard.clone())),
+        "soft limit not raised; logs: {logs}"
+    );
+    assert!(
+        logs.contains(&format!("from {low} to {hard}")),
+        "the raise is logged at info: {logs}"
+    );
+    assert_eq!(status.code(), Some(0), "{logs}");
+}

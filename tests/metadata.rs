@@ -217,7 +217,8 @@ async fn item92_93_target_path_and_query() {
         ("/exapps/foo", "/"),
         ("/exapps/foo?q=1", "/?q=1"),
         ("/exapps/foo/a?x=1&y=%20", "/a?x=1&y=%20"),
-        ("/exapps/foo/a%2Fb/c", "/a%2Fb/c"),
+        // Other escapes are forwarded with upper-case hex (path normalisation; `%2F` is a 400).
+        ("/exapps/foo/a%3ab/c", "/a%3Ab/c"),
     ] {
         let doc: serde_json::Value = get(&h, path).await.json().await.unwrap();
         assert_eq!(doc["target"], target, "{path}");

@@ -70,6 +70,11 @@ impl Nextcloud {
         &self.sessions
     }
 
+    /// Nextcloud lookups some request is still waiting for (metadata and user-info).
+    pub fn lookups_in_flight(&self) -> usize {
+        self.meta_flights.in_flight() + self.user_flights.in_flight()
+    }
+
     /// Cached record, cached absence, or one shared Nextcloud call per app id.
     pub async fn metadata(&self, app_lower: &str) -> MetaLookup {
         let now = std::time::Instant::now();

@@ -5,10 +5,13 @@ use super::facts::{
     header, is_signed, session_cookie, AUTHORIZATION_APP_API, DOCKER_ENGINE_PORT, EX_APP_HOST,
     EX_APP_PORT, EX_APP_VERSION, HARP_SHARED_KEY,
 };
+use super::normalize::{normalize_path_keeping_encoded_slashes, PathError};
 use super::path::{extract_app, has_parent_segment};
 use super::routes::{route_verdict, RouteVerdict};
 use crate::nextcloud::{ExAppRecord, MetaLookup, UserLookup};
 use crate::security::SharedKey;
+// The port plan is the tunnel policy's (contract §5); only this constant crosses over.
+use crate::tunnel::server::policy::ENGINE_PORTS;
 use base64::Engine as _;
 use http::{HeaderMap, Method};
 use std::future::Future;
@@ -32,7 +35,8 @@ pub trait Context: Send + Sync {
 /// The request as the pipeline sees it.
 pub struct RequestFacts<'a> {
     pub method: &'a Method,
-    /// Path as received, percent-encoding intact, without the query string.
+    /// Path as received, percent-encoding intact, without the query string. The decision is made
+    /// on its normalised form (`normalize::normalize_path`).
     pub raw_path: &'a str,
     pub headers: &'a HeaderMap,
     pub client_ip: IpAddr,
@@ -55,6 +59,7 @@ pub struct ForwardPlan {
     pub app_id: String,
     /// Value for `AUTHORIZATION-APP-API`.
     pub authorization: String,
+    /// The normalised path minus `/exapps/<id>`: what was decided on, and what is forwarded.
     pub target_path: String,
     /// Statuses that count as a failure when the ExApp answers them (contract §2.10).
     pub bruteforce: Vec<u16>,
@@ -98,7 +103,16 @@ pub async fn decide<C: Context>(facts: &RequestFacts<'_>, ctx: &C) -> Decision {
         record_unless_trusted("parent directory segment in path");
         return Decision::Drop;
     }
-    let Some(app) = extract_app(facts.raw_path) else {
+    // Everything below decides on the canonical path (see `normalize`), and forwards it. A refusal
+    // here is not a recorded failure: clients with odd but harmless encodings are not attackers,
+    // and the 400 reveals nothing.
+    // Encoded slashes are refused everywhere except under `/exapps/app_api`, whose engine
+    // pass-through receives URL-encoded image names from AppAPI.
+    let path = match normalize_path_keeping_encoded_slashes(facts.raw_path) {
+        Ok(path) => path,
+        Err(e) => return Decision::Refuse(Refusal::BadRequest(e.to_string())),
+    };
+    let Some(app) = extract_app(&path) else {
         record_unless_trusted(
             "no app id in path (is the reverse proxy keeping the /exapps/ prefix?)",
         );
@@ -106,6 +120,9 @@ pub async fn decide<C: Context>(facts: &RequestFacts<'_>, ctx: &C) -> Decision {
     };
     if app.app_id == "app_api" {
         return app_api(facts, app.target_path, trusted, ctx);
+    }
+    if path.contains("%2F") {
+        return Decision::Refuse(Refusal::BadRequest(PathError::EncodedSlash.to_string()));
     }
     // App ids are nearly always lower case already: borrow unless one is not.
     let app_lower: std::borrow::Cow<str> = if app.app_id.bytes().any(|b| b.is_ascii_uppercase()) {
@@ -220,9 +237,17 @@ fn app_api<C: Context>(
     }
     match header(facts.headers, DOCKER_ENGINE_PORT).filter(|v| !v.is_empty()) {
         Some(port) if !target_path.starts_with("/docker/") => {
-            let Some(port) = port.parse::<u16>().ok().filter(|p| *p != 0) else {
+            // Only the port plan's engine ports: any other would reach an arbitrary loopback
+            // service through the allow-listed engine paths.
+            let Some(port) = port
+                .parse::<u16>()
+                .ok()
+                .filter(|p| ENGINE_PORTS.contains(p))
+            else {
                 return Decision::Refuse(Refusal::BadRequest(format!(
-                    "Invalid 'docker-engine-port' header value: {port}"
+                    "Invalid 'docker-engine-port' header value: {port} (allowed: {}-{})",
+                    ENGINE_PORTS.start(),
+                    ENGINE_PORTS.end()
                 )));
             };
             if engine_call_allowed(facts.method, target_path) {

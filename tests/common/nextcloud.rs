@@ -38,6 +38,10 @@ pub struct NcState {
     pub user_calls: AtomicUsize,
     pub meta_queries: Mutex<Vec<String>>,
     pub user_headers: Mutex<Vec<http::HeaderMap>>,
+    /// Hang mode: accept connections, read what harp sends, never answer.
+    pub hang: std::sync::atomic::AtomicBool,
+    /// Connections accepted in hang mode that harp has not closed yet.
+    pub hanging_open: AtomicUsize,
 }
 
 pub struct StubNextcloud {
@@ -64,6 +68,10 @@ impl StubNextcloud {
                     return;
                 };
                 let st = st.clone();
+                if st.hang.load(Ordering::SeqCst) {
+                    tokio::spawn(hang_until_closed(st, stream));
+                    continue;
+                }
                 tokio::spawn(async move {
                     let svc = service_fn(move |req| handle(st.clone(), req));
                     let _ = hyper::server::conn::http1::Builder::new()
@@ -91,6 +99,16 @@ impl StubNextcloud {
             .insert(cookie.to_string(), (user.to_string(), level));
     }
 
+    /// From now on every new connection is held open unanswered (see [`NcState::hang`]).
+    pub fn hang(&self) {
+        self.state.hang.store(true, Ordering::SeqCst);
+    }
+
+    /// Hang-mode connections harp still holds open.
+    pub fn hanging_open(&self) -> usize {
+        self.state.hanging_open.load(Ordering::SeqCst)
+    }
+
     pub fn meta_calls(&self) -> usize {
         self.state.meta_calls.load(Ordering::SeqCst)
     }
@@ -98,6 +116,15 @@ impl StubNextcloud {
     pub fn user_calls(&self) -> usize {
         self.state.user_calls.load(Ordering::SeqCst)
     }
+}
+
+/// Reads and discards until harp closes the connection, counting it open meanwhile.
+async fn hang_until_closed(st: Arc<NcState>, mut stream: tokio::net::TcpStream) {
+    use tokio::io::AsyncReadExt;
+    st.hanging_open.fetch_add(1, Ordering::SeqCst);
+    let mut buf = [0u8; 4096];
+    while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {}
+    st.hanging_open.fetch_sub(1, Ordering::SeqCst);
 }
 
 fn reply(status: u16, body: impl Into<Bytes>) -> Response<Full<Bytes>> {

@@ -432,3 +432,173 @@ fn app_id_keeps_case_and_empty_target() {
         d => panic!("{d:?}"),
     }
 }
+
+#[test]
+fn engine_ports_outside_the_port_plan_are_refused() {
+    let ctx = Fake::new();
+    for bad in ["23999", "24100", "22", "5432", "8780", "65535"] {
+        match get(
+            &ctx,
+            "/exapps/app_api/v1.44/_ping",
+            &[("harp-shared-key", "k"), ("docker-engine-port", bad)],
+        ) {
+            Decision::Refuse(Refusal::BadRequest(m)) => {
+                assert!(
+                    m.contains("docker-engine-port") && m.contains("24000-24099"),
+                    "{bad}: {m}"
+                )
+            }
+            d => panic!("{bad}: {d:?}"),
+        }
+    }
+    for good in [24000, 24001, 24099] {
+        let d = get(
+            &ctx,
+            "/exapps/app_api/v1.44/_ping",
+            &[
+                ("harp-shared-key", "k"),
+                ("docker-engine-port", &good.to_string()),
+            ],
+        );
+        assert!(
+            matches!(d, Decision::Engine { port, .. } if port == good),
+            "{good}: {d:?}"
+        );
+    }
+    assert_eq!(ctx.failures(), 0);
+}
+
+/// Routes `^/admin` ADMIN and `^/` PUBLIC: the set-up of the internal-endpoint bypass.
+fn admin_and_public() -> Fake {
+    Fake {
+        meta: Some(MetaLookup::Found(Arc::new(record(&[
+            ("^/admin", 2),
+            ("^/api/admin", 2),
+            ("^/api", 1),
+            ("^/", 0),
+        ])))),
+        ..Fake::new()
+    }
+}
+
+#[test]
+fn encoded_internal_endpoints_are_still_internal() {
+    let ctx = admin_and_public();
+    for path in [
+        "/exapps/foo/%65nabled",
+        "/exapps/foo//enabled",
+        "/exapps/foo/./enabled",
+        "/exapps/foo/%2e/enabled",
+        "/exapps//foo/enabled",
+        "/exapps/foo/%68eartbeat",
+        "/exapps/foo/%69%6E%69%74",
+    ] {
+        let before = ctx.failures();
+        assert!(
+            matches!(run(&ctx, Method::PUT, path, &[]), Decision::Drop),
+            "{path} must be treated as an internal endpoint"
+        );
+        assert_eq!(ctx.failures(), before + 1, "{path} is recorded");
+    }
+}
+
+#[test]
+fn encoded_paths_match_the_routes_they_decode_to() {
+    let mut ctx = admin_and_public();
+    ctx.user = UserLookup::User(UserInfo {
+        user_id: "u".into(),
+        access_level: 1,
+    });
+    let cookie = [("cookie", "oc_sessionPassphrase=c")];
+    for path in [
+        "/exapps/foo/api/%61dmin/",
+        "/exapps/foo/api//admin/",
+        "/exapps/foo/api/./admin",
+        "/exapps/foo/%61pi/admin",
+    ] {
+        assert!(
+            matches!(
+                get(&ctx, path, &cookie),
+                Decision::Refuse(Refusal::Forbidden)
+            ),
+            "{path} must meet ^/api/admin"
+        );
+    }
+    match get(&ctx, "/exapps/%66oo/api/%7Ex%3a//y", &cookie) {
+        Decision::Forward(plan) => {
+            assert_eq!(plan.app_id, "foo");
+            assert_eq!(
+                plan.target_path, "/api/~x%3A/y",
+                "the normalised path is forwarded"
+            );
+        }
+        d => panic!("{d:?}"),
+    }
+}
+
+#[test]
+fn ambiguous_paths_are_a_bad_request_and_not_recorded() {
+    let ctx = admin_and_public();
+    for path in [
+        "/exapps/foo/a%2Fb",
+        "/exapps/foo/a%5Cb",
+        "/exapps/foo/a\\b",
+        "/exapps/foo/a%00",
+        "/exapps/foo/%zz",
+        "/exapps/foo/%C3",
+        "/exapps/foo%2Fbar/x",
+        "/exapps/app_api/containers/x%5Cy/json",
+    ] {
+        match get(&ctx, path, &[("harp-shared-key", "k")]) {
+            Decision::Refuse(Refusal::BadRequest(m)) => {
+                assert!(m.starts_with("invalid path"), "{path}: {m}")
+            }
+            d => panic!("{path}: {d:?}"),
+        }
+        assert!(matches!(
+            get(&ctx, path, &[]),
+            Decision::Refuse(Refusal::BadRequest(_))
+        ));
+    }
+    assert_eq!(ctx.failures(), 0);
+}
+
+#[test]
+fn encoded_parent_segments_are_still_dropped_and_recorded() {
+    let ctx = admin_and_public();
+    for path in ["/exapps/foo/a/%2e%2E/b", "/exapps/foo/a%2F..%2Fb"] {
+        assert!(matches!(get(&ctx, path, &[]), Decision::Drop), "{path}");
+    }
+    assert_eq!(ctx.failures(), 2);
+}
+
+#[test]
+fn control_paths_are_normalised() {
+    let ctx = Fake::new();
+    match get(
+        &ctx,
+        "/exapps/app_api//exapp_%73torage/./foo",
+        &[("harp-shared-key", "k")],
+    ) {
+        Decision::Control { target_path } => assert_eq!(target_path, "/exapp_storage/foo"),
+        d => panic!("{d:?}"),
+    }
+}
+
+#[test]
+fn encoded_image_names_reach_the_engine_with_their_encoded_slashes() {
+    let ctx = Fake::new();
+    let path = "/exapps/app_api/v1.44/images/ghcr.io%2fnextcloud%2Fapp%3alatest/json";
+    let h = [("harp-shared-key", "k"), ("docker-engine-port", "24000")];
+    match get(&ctx, path, &h) {
+        Decision::Engine { target_path, .. } => assert_eq!(
+            target_path,
+            "/v1.44/images/ghcr.io%2Fnextcloud%2Fapp%3Alatest/json"
+        ),
+        d => panic!("{d:?}"),
+    }
+    assert!(matches!(
+        get(&ctx, "/exapps/app_api/x%2Fy", &[]),
+        Decision::Refuse(Refusal::Unauthorized)
+    ));
+}
