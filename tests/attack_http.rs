@@ -407,7 +407,7 @@ async fn attack14_docker_create_rejects_hostile_payloads() {
 
 /// Attack 15 (engine port outside the plan): a signed Docker pass-through call naming
 /// `docker-engine-port` 8780 or harp's own HTTP port is refused 400 instead of being relayed to
-/// whatever listens there.
+/// whatever listens there; the `/docker/exapp/*` wrappers refuse it the same way.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attack15_engine_port_outside_the_plan_is_refused() {
     let _g = serial().await;
@@ -428,6 +428,16 @@ async fn attack15_engine_port_outside_the_plan_is_refused() {
             "docker-engine-port {port}: {}",
             r.text().await.unwrap_or_default()
         );
+        // The `/docker/exapp/*` wrappers read the same header: same plan, same refusal.
+        let r = client
+            .post(w.harp.url("/exapps/app_api/docker/exapp/exists"))
+            .header("harp-shared-key", KEY)
+            .header("docker-engine-port", port)
+            .body(r#"{"name": "x"}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), BAD_REQUEST, "wrapper on port {port}");
     }
 }
 

@@ -221,17 +221,14 @@ async fn item51_non_integer_engine_port_is_a_400() {
 async fn item52_unreachable_engine_503_silent_engine_504() {
     require_docker();
     let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let silent_port = silent.local_addr().unwrap().port().to_string();
+    let silent_addr = silent.local_addr().unwrap();
+    let silent_port = silent_addr.port().to_string();
     let held = tokio::spawn(async move {
         let mut conns = Vec::new();
         while let Ok((c, _)) = silent.accept().await {
             conns.push(c);
         }
     });
-    let closed_port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port().to_string()
-    };
     let h = start_harp(Options {
         vars: vec![("HP_TIMEOUT_SERVER", "1s".into())],
         ..Options::default()
@@ -251,19 +248,18 @@ async fn item52_unreachable_engine_503_silent_engine_504() {
         .await
         .unwrap();
     assert_eq!(r.status(), 400);
-    // The wrappers map the same faults the same way (§4.5).
+    // The wrappers map the same faults the same way (§4.5): a plan port that no tunnel holds
+    // is 503, an engine that accepts and stays silent is 504.
     let body = serde_json::json!({"name": "x"}).to_string();
-    let r = h
-        .wrapper_on("exists", Some(&closed_port), body.clone())
-        .await;
+    let r = h.wrapper_on("exists", Some("24098"), body.clone()).await;
     assert_eq!(r.status, 503);
     assert!(
-        r.body.starts_with(&format!(
-            "Could not connect to Docker Engine on port {closed_port}"
-        )),
+        r.body
+            .starts_with("Could not connect to Docker Engine on port 24098"),
         "{r:?}"
     );
-    let r = h.wrapper_on("exists", Some(&silent_port), body).await;
+    let _tunnel = h.engine_tunnel(24093, silent_addr).await;
+    let r = h.wrapper_on("exists", Some("24093"), body).await;
     assert_eq!(r.status, 504, "{r:?}");
     held.abort();
 }

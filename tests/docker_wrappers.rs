@@ -16,7 +16,16 @@ async fn item98_engine_port_header_required_and_in_range() {
     assert_eq!(r.body, "Missing 'docker-engine-port' header.");
     let r = h.wrapper_on("start", Some("70000"), body.clone()).await;
     assert_eq!(r.status, 400);
-    assert_eq!(r.body, "Invalid 'docker-engine-port' header value: 70000");
+    assert_eq!(
+        r.body,
+        "Invalid 'docker-engine-port' header value: 70000 (allowed: 24000-24099)"
+    );
+    // Outside the port plan: refused before anything is dialled, like the pass-through.
+    for port in ["8780", "22", "23000", "24100"] {
+        let r = h.wrapper_on("start", Some(port), body.clone()).await;
+        assert_eq!(r.status, 400, "{port}: {r:?}");
+        assert!(r.body.contains("allowed: 24000-24099"), "{r:?}");
+    }
     let r = h.wrapper_on("start", Some("abc"), body).await;
     assert_eq!(r.status, 400);
 }

@@ -1,48 +1,36 @@
-//! Which engine a `docker-engine-port` names (contract §5.1).
+//! Which engine a `docker-engine-port` names (contract §5.1); the port plan itself lives in
+//! `tunnel::server::policy`, next to the FRP registration rules that share it.
 
 use super::DockerError;
-
-/// The local engine: the Docker socket harp was given (`HP_DOCKER_SOCKET`).
-pub const LOCAL_ENGINE_PORT: u16 = 24000;
-/// Remote engines registered by an frpc on the engine host.
-pub const REMOTE_ENGINE_PORTS: std::ops::RangeInclusive<u16> = 24001..=24099;
+pub use crate::tunnel::server::policy::LOCAL_ENGINE_PORT;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EngineKind {
     /// Port 24000: dialed straight over the unix socket, no tunnel process involved.
     Local,
-    /// 24001–24099: an FRP tunnel end (plain loopback TCP until the tunnel dialer lands).
+    /// 24001–24099: a remote engine behind an FRP tunnel.
     Remote,
-    /// Any other port: the reference accepts it, so harp dials loopback TCP as well.
-    Other,
 }
 
+/// Only called with ports that passed [`parse_engine_port`].
 pub fn engine_kind(port: u16) -> EngineKind {
     if port == LOCAL_ENGINE_PORT {
         EngineKind::Local
-    } else if REMOTE_ENGINE_PORTS.contains(&port) {
-        EngineKind::Remote
     } else {
-        EngineKind::Other
+        EngineKind::Remote
     }
 }
 
-/// The `docker-engine-port` header of a wrapper call (§4.5): required, an integer in 1–65535.
+/// The `docker-engine-port` header of a wrapper call (§4.5): required, and inside the port
+/// plan's engine range like the pass-through's (a `400` otherwise).
 pub fn parse_engine_port(value: Option<&[u8]>) -> Result<u16, DockerError> {
-    let raw = match value {
-        None => {
-            return Err(DockerError::BadRequest(
-                "Missing 'docker-engine-port' header.".into(),
-            ))
-        }
-        Some(v) => String::from_utf8_lossy(v).trim().to_string(),
+    let Some(value) = value else {
+        return Err(DockerError::BadRequest(
+            "Missing 'docker-engine-port' header.".into(),
+        ));
     };
-    match raw.parse::<u32>() {
-        Ok(p) if (1..=65535).contains(&p) => Ok(p as u16),
-        _ => Err(DockerError::BadRequest(format!(
-            "Invalid 'docker-engine-port' header value: {raw}"
-        ))),
-    }
+    crate::tunnel::server::policy::parse_engine_port(&String::from_utf8_lossy(value))
+        .map_err(DockerError::BadRequest)
 }
 
 #[cfg(test)]
@@ -54,16 +42,28 @@ mod tests {
         assert_eq!(engine_kind(24000), EngineKind::Local);
         assert_eq!(engine_kind(24001), EngineKind::Remote);
         assert_eq!(engine_kind(24099), EngineKind::Remote);
-        assert_eq!(engine_kind(24100), EngineKind::Other);
     }
 
     #[test]
-    fn engine_port_header_is_validated() {
+    fn engine_port_header_is_validated_against_the_port_plan() {
         assert_eq!(parse_engine_port(Some(b"24000")), Ok(24000));
         assert_eq!(parse_engine_port(Some(b" 24001 ")), Ok(24001));
-        for bad in [&b"0"[..], b"70000", b"abc", b"-1", b""] {
-            let err = parse_engine_port(Some(bad)).unwrap_err();
-            assert!(err.to_string().starts_with("Invalid 'docker-engine-port'"));
+        assert_eq!(parse_engine_port(Some(b"24099")), Ok(24099));
+        for bad in [
+            &b"0"[..],
+            b"70000",
+            b"abc",
+            b"-1",
+            b"",
+            b"8780",
+            b"23999",
+            b"24100",
+        ] {
+            let err = parse_engine_port(Some(bad)).unwrap_err().to_string();
+            assert!(
+                err.starts_with("Invalid 'docker-engine-port'") && err.contains("24000-24099"),
+                "{err}"
+            );
         }
         assert_eq!(
             parse_engine_port(None).unwrap_err().to_string(),

@@ -11,7 +11,7 @@ use super::routes::{route_verdict, RouteVerdict};
 use crate::nextcloud::{ExAppRecord, MetaLookup, UserLookup};
 use crate::security::SharedKey;
 // The port plan is the tunnel policy's (contract §5); only this constant crosses over.
-use crate::tunnel::server::policy::ENGINE_PORTS;
+use crate::tunnel::server::policy::parse_engine_port;
 use base64::Engine as _;
 use http::{HeaderMap, Method};
 use std::future::Future;
@@ -237,18 +237,9 @@ fn app_api<C: Context>(
     }
     match header(facts.headers, DOCKER_ENGINE_PORT).filter(|v| !v.is_empty()) {
         Some(port) if !target_path.starts_with("/docker/") => {
-            // Only the port plan's engine ports: any other would reach an arbitrary loopback
-            // service through the allow-listed engine paths.
-            let Some(port) = port
-                .parse::<u16>()
-                .ok()
-                .filter(|p| ENGINE_PORTS.contains(p))
-            else {
-                return Decision::Refuse(Refusal::BadRequest(format!(
-                    "Invalid 'docker-engine-port' header value: {port} (allowed: {}-{})",
-                    ENGINE_PORTS.start(),
-                    ENGINE_PORTS.end()
-                )));
+            let port = match parse_engine_port(port) {
+                Ok(port) => port,
+                Err(message) => return Decision::Refuse(Refusal::BadRequest(message)),
             };
             if engine_call_allowed(facts.method, target_path) {
                 Decision::Engine {

@@ -212,9 +212,24 @@ pub fn import_test_image(cleanup: &Cleanup, name: &str) -> String {
     tag
 }
 
+#[path = "../common/tunnel.rs"]
+mod tunnel;
+pub use tunnel::EngineTunnel;
+
+impl TestHarp {
+    /// Engine port `remote_port` (24001–24099) reaches the TCP server at `local` through an
+    /// in-process `harp tunnel`, as a remote engine would.
+    pub async fn engine_tunnel(&self, remote_port: u16, local: SocketAddr) -> EngineTunnel {
+        tunnel::engine_tunnel(self.frp, KEY, &self.tunnels, remote_port, local).await
+    }
+}
+
 /// A running in-process harp.
 pub struct TestHarp {
     pub addr: SocketAddr,
+    /// The FRP listener and its registry, for [`TestHarp::engine_tunnel`].
+    pub frp: SocketAddr,
+    pub tunnels: std::sync::Arc<harp::tunnel::server::registry::Registry>,
     pub local_engine: Option<SocketAddr>,
     pub dir: tempfile::TempDir,
     pub client: reqwest::Client,
@@ -283,12 +298,15 @@ pub async fn start_harp(opts: Options) -> TestHarp {
     let h = harp::Harp::bind(cfg).await.expect("harp binds");
     let addr = h.http_addr();
     let local_engine = h.local_engine_addr();
+    let (frp, tunnels) = (h.frp_addr(), h.tunnels());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(h.serve(async move {
         let _ = stopped.await;
     }));
     TestHarp {
         addr,
+        frp,
+        tunnels,
         local_engine,
         dir,
         client: reqwest::Client::builder()

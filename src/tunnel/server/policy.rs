@@ -19,6 +19,24 @@ pub enum PortKind {
     Engine,
 }
 
+/// A `docker-engine-port` header value (contract §5.1), accepted only inside the port plan's
+/// engine range: any other port would let every key holder (every ExApp holds the key) reach an
+/// arbitrary loopback service through the allow-listed engine paths. `Err` is the `400` message.
+pub fn parse_engine_port(raw: &str) -> Result<u16, String> {
+    raw.trim()
+        .parse::<u16>()
+        .ok()
+        .filter(|p| ENGINE_PORTS.contains(p))
+        .ok_or_else(|| {
+            format!(
+                "Invalid 'docker-engine-port' header value: {} (allowed: {}-{})",
+                raw.trim(),
+                ENGINE_PORTS.start(),
+                ENGINE_PORTS.end()
+            )
+        })
+}
+
 pub fn port_kind(port: u16) -> Option<PortKind> {
     if EXAPP_PORTS.contains(&port) {
         Some(PortKind::ExApp)
