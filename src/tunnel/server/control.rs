@@ -49,6 +49,18 @@ fn authenticate(ctx: &ServerCtx, login: &Login, peer: SocketAddr) -> Result<Stri
     })
 }
 
+/// A `NewWorkConn`'s own credentials: frpc signs it (privilege key = MD5 of `auth.token` and the
+/// timestamp) only when frp's `auth.additionalScopes` names NewWorkConns; by default the fields
+/// are empty and the session binding alone decides. A key that is sent must match.
+pub(crate) fn work_conn_key_ok(auth_token: &str, w: &NewWorkConn) -> bool {
+    w.privilege_key.is_empty()
+        || bool::from(
+            privilege_key(auth_token, w.timestamp)
+                .as_bytes()
+                .ct_eq(w.privilege_key.as_bytes()),
+        )
+}
+
 /// How long a refused client gets to receive its LoginResp before the connection closes.
 const REFUSAL_FLUSH: Duration = Duration::from_secs(5);
 
@@ -181,5 +193,41 @@ async fn write_loop<W: tokio::io::AsyncWrite + Unpin>(
         if write_msg(&mut w, &msg).await.is_err() {
             break;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn work_conn(privilege_key: &str, timestamp: i64) -> NewWorkConn {
+        NewWorkConn {
+            run_id: "run".into(),
+            privilege_key: privilege_key.into(),
+            timestamp,
+        }
+    }
+
+    #[test]
+    fn work_connection_keys_are_checked_only_when_sent() {
+        // frpc's default: no NewWorkConns scope, so no key; the session binding decides.
+        assert!(work_conn_key_ok("", &work_conn("", 0)));
+        let signed = privilege_key("token", 1_700_000_000);
+        assert!(work_conn_key_ok(
+            "token",
+            &work_conn(&signed, 1_700_000_000)
+        ));
+        assert!(
+            !work_conn_key_ok("token", &work_conn(&signed, 1_700_000_001)),
+            "a key for another timestamp"
+        );
+        assert!(
+            !work_conn_key_ok("other", &work_conn(&signed, 1_700_000_000)),
+            "a key made with another auth.token"
+        );
+        assert!(
+            !work_conn_key_ok("", &work_conn("00", 0)),
+            "a malformed key"
+        );
     }
 }

@@ -259,6 +259,9 @@ async fn dispatch(mut stream: MuxStream, peer: SocketAddr, grant: LoginGrant, ct
     };
     match first {
         Message::Login(login) => control::run(ctx, stream, login, peer, grant).await,
+        Message::NewWorkConn(w) if !control::work_conn_key_ok(&ctx.auth_token, &w) => {
+            tracing::warn!(client = %peer, "work connection refused: its privilege_key does not match the server's auth.token");
+        }
         Message::NewWorkConn(w) => {
             if !ctx
                 .registry
