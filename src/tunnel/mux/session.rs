@@ -279,7 +279,6 @@ async fn read_frames<R: AsyncRead + Unpin>(
                     shared.streams.lock().get(&h.stream).cloned()
                 };
                 if h.ty == TYPE_DATA && h.length > 0 {
-                    let mut payload = BytesMut::zeroed(h.length as usize);
                     if let Some(s) = &state {
                         if !s.fits_window(h.length) {
                             return Err(ReadError::Protocol("data beyond the granted window"));
@@ -287,6 +286,9 @@ async fn read_frames<R: AsyncRead + Unpin>(
                     } else if h.length > MAX_WINDOW {
                         return Err(ReadError::Protocol("oversized frame for unknown stream"));
                     }
+                    // Allocated only once the length is known to fit a window (at most 6 MiB):
+                    // the header is the peer's claim, up to 4 GiB.
+                    let mut payload = BytesMut::zeroed(h.length as usize);
                     r.read_exact(&mut payload).await?;
                     if let Some(s) = &state {
                         s.push_data(payload.freeze());

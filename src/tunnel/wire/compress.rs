@@ -71,6 +71,14 @@ impl<S> SnappyStream<S> {
                 }
                 let crc = u32::from_le_bytes([body[0], body[1], body[2], body[3]]);
                 let data = if ty == 0x00 {
+                    // The block header claims its decompressed size; the decoder allocates that
+                    // much up front, so refuse a claim above the format's limit before decoding
+                    // (a 14-byte chunk could otherwise claim 4 GiB).
+                    let claimed = snap::raw::decompress_len(&body[4..])
+                        .map_err(|e| invalid(&e.to_string()))?;
+                    if claimed > MAX_BLOCK {
+                        return Err(invalid("chunk too large"));
+                    }
                     snap::raw::Decoder::new()
                         .decompress_vec(&body[4..])
                         .map_err(|e| invalid(&e.to_string()))?
