@@ -58,12 +58,22 @@ const PATTERNS: &[&str] = &[
     "[",
 ];
 
+/// Prefixes put before the fuzzed path so most inputs reach past app-id extraction.
+const PREFIXES: &[&str] = &[
+    "",
+    "/exapps/",
+    "/exapps/app_api",
+    "/exapps/app/",
+    "/exapps/App",
+];
+
 const METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"];
 
 #[derive(Arbitrary, Debug)]
 struct Input {
     method: u8,
     custom_method: String,
+    prefix: u8,
     raw_path: String,
     headers: Vec<(u8, String, Vec<u8>)>,
     send_key: Option<bool>,
@@ -157,7 +167,9 @@ fn check_path(raw: &str) {
 
 fuzz_target!(|input: Input| {
     set_heap_limit();
-    check_path(&input.raw_path);
+    let prefix = PREFIXES[usize::from(input.prefix) % PREFIXES.len()];
+    let raw_path = format!("{prefix}{}", input.raw_path);
+    check_path(&raw_path);
 
     let method = match METHODS.get(usize::from(input.method)) {
         Some(m) => Method::from_bytes(m.as_bytes()).expect("standard method"),
@@ -223,7 +235,7 @@ fuzz_target!(|input: Input| {
     };
     let facts = RequestFacts {
         method: &method,
-        raw_path: &input.raw_path,
+        raw_path: &raw_path,
         headers: &headers,
         client_ip: IpAddr::from(input.ip),
     };
@@ -241,8 +253,8 @@ fuzz_target!(|input: Input| {
             )
         }
         Decision::Forward(plan) => {
-            assert!(!has_parent_segment(&input.raw_path));
-            let app = extract_app(&input.raw_path).expect("forwarded path names an app");
+            assert!(!has_parent_segment(&raw_path));
+            let app = extract_app(&raw_path).expect("forwarded path names an app");
             assert_eq!(plan.app_id, app.app_id);
             assert_eq!(plan.target_path, app.target_path);
         }
