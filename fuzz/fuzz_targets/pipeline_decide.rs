@@ -208,8 +208,11 @@ fuzz_target!(|input: Input| {
             "1.0.0".into(),
             "127.0.0.1".into(),
             23000,
+            // Compiling a route is the costliest step of an input; four cover "first match
+            // decides" and keep the target fast.
             routes
                 .into_iter()
+                .take(4)
                 .map(|(p, level, bruteforce)| {
                     let pattern = PATTERNS[usize::from(p) % PATTERNS.len()];
                     CompiledRoute::new(pattern, level % 3, bruteforce)
