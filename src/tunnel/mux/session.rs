@@ -204,8 +204,17 @@ impl Shared {
         );
     }
 
-    pub(super) fn forget(&self, id: u32) {
-        self.streams.lock().remove(&id);
+    /// Drops `state` from the table, but only if its id still maps to it: a peer may reuse an
+    /// id once the stream is gone, and a late drop of the old handle must not orphan the new
+    /// stream (it would never see its frames, nor a reset when the session closes).
+    pub(super) fn forget(&self, state: &StreamState) {
+        let mut streams = self.streams.lock();
+        if streams
+            .get(&state.id)
+            .is_some_and(|s| std::ptr::eq(Arc::as_ptr(s), state))
+        {
+            streams.remove(&state.id);
+        }
     }
 
     pub(super) fn closed(&self) -> bool {
@@ -503,9 +512,9 @@ async fn read_frames<R: AsyncRead + Unpin>(
                     }
                     if h.flags & FLAG_RST != 0 {
                         s.reset();
-                        shared.forget(s.id);
+                        shared.forget(&s);
                     } else if h.flags & FLAG_FIN != 0 && s.on_remote_fin() {
-                        shared.forget(s.id);
+                        shared.forget(&s);
                     }
                 }
             }

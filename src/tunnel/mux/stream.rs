@@ -222,7 +222,7 @@ impl AsyncWrite for MuxStream {
         };
         self.shared.send_flags(self.state.id, FLAG_FIN, 0);
         if both {
-            self.shared.forget(self.state.id);
+            self.shared.forget(&self.state);
         }
         Poll::Ready(Ok(()))
     }
@@ -240,13 +240,14 @@ impl Drop for MuxStream {
             self.shared.send_flags(self.state.id, FLAG_FIN, 0);
         }
         // Late frames for a forgotten id are discarded by the reader.
-        self.shared.forget(self.state.id);
+        self.shared.forget(&self.state);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use crate::tunnel::mux::{Role, Session, SessionConfig};
+    use std::time::Duration;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     #[tokio::test]
@@ -281,6 +282,40 @@ mod tests {
         tokio::time::timeout(std::time::Duration::from_secs(45), s.closed())
             .await
             .expect("closed after 30 s + 10 s");
+    }
+
+    /// Found by the `yamux_frames` fuzz target: the peer resets a stream and opens a new one
+    /// with the same id; dropping the old handle afterwards used to remove the new stream from
+    /// the table, so its data and FIN were discarded and its reader waited forever.
+    #[tokio::test]
+    async fn dropping_a_reset_stream_keeps_a_new_stream_with_its_id() {
+        use crate::tunnel::mux::frame::{Header, FLAG_FIN, FLAG_RST, FLAG_SYN, TYPE_DATA};
+        let frame = |flags, length| {
+            Header {
+                ty: TYPE_DATA,
+                flags,
+                stream: 5,
+                length,
+            }
+            .encode()
+        };
+        let (a, mut peer) = tokio::io::duplex(64 * 1024);
+        let (_s, mut accept) = Session::start(a, Role::Server, SessionConfig::default());
+        peer.write_all(&frame(FLAG_SYN | FLAG_RST, 0))
+            .await
+            .unwrap();
+        peer.write_all(&frame(FLAG_SYN, 0)).await.unwrap();
+        let old = accept.recv().await.unwrap();
+        let mut new = accept.recv().await.unwrap();
+        drop(old);
+        peer.write_all(&frame(FLAG_FIN, 1)).await.unwrap();
+        peer.write_all(b"x").await.unwrap();
+        let mut got = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), new.read_to_end(&mut got))
+            .await
+            .expect("the new stream sees its data and FIN")
+            .unwrap();
+        assert_eq!(got, b"x");
     }
 
     #[tokio::test]

@@ -1,0 +1,133 @@
+//! The yamux session reader (`tunnel::mux`), which runs every frame header through the header
+//! decoder: a session is started on an in-memory connection whose peer sends the fuzz input
+//! (in fuzzer-chosen pieces) and then closes; whatever we send is discarded. Inbound streams
+//! are accepted and read to their end; optionally we open a stream and write more than the
+//! initial window, so window updates from the input matter.
+//!
+//! Invariants besides "never panics": after the peer's EOF the session ends (checked under
+//! paused time with keep-alive out of the way, so a hang is an expired deadline, not a slow
+//! run), and the streams never yield more bytes than the peer sent.
+#![no_main]
+
+use harp::tunnel::mux::{Role, Session, SessionConfig};
+use harp_fuzz::{cap_heap, paused_runtime};
+use libfuzzer_sys::fuzz_target;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+
+cap_heap!();
+
+/// Virtual time allowed for the session to end once the peer's bytes are consumed.
+const DEADLINE: Duration = Duration::from_secs(3600);
+/// Bytes we offer on our own stream: above the 256 KiB initial window.
+const OUR_WRITE: usize = 300 * 1024;
+
+/// The peer: sends `data` in pieces, then EOF; swallows what we write.
+struct Peer {
+    data: Vec<u8>,
+    pos: usize,
+    plan: Vec<u8>,
+    step: usize,
+}
+
+impl AsyncRead for Peer {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let piece = if self.plan.is_empty() {
+            usize::MAX
+        } else {
+            let p = self.plan[self.step % self.plan.len()];
+            self.step += 1;
+            usize::from(p.max(1))
+        };
+        let n = piece.min(buf.remaining()).min(self.data.len() - self.pos);
+        let start = self.pos;
+        buf.put_slice(&self.data[start..start + n]);
+        self.pos += n;
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for Peer {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Poll::Ready(Ok(buf.len()))
+    }
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+fuzz_target!(|input: &[u8]| {
+    set_heap_limit();
+    let Some((&flags, rest)) = input.split_first() else {
+        return;
+    };
+    let (plan, data) = harp_fuzz::Pieces::split(rest);
+    let sent = data.len();
+    let peer = Peer {
+        data: data.to_vec(),
+        pos: 0,
+        plan: plan.to_vec(),
+        step: 0,
+    };
+    let role = if flags & 1 == 0 {
+        Role::Server
+    } else {
+        Role::Client
+    };
+    let cfg = SessionConfig {
+        keepalive: Duration::from_secs(86_400),
+        ping_timeout: Duration::from_secs(10),
+    };
+    let rt = paused_runtime();
+    rt.block_on(async move {
+        let (session, mut inbound) = Session::start(peer, role, cfg);
+        let ours = async {
+            if flags & 2 == 0 {
+                return;
+            }
+            let Ok(mut stream) = session.open() else {
+                return;
+            };
+            let _ = stream.write_all(&vec![0x5a; OUR_WRITE]).await;
+            let _ = stream.shutdown().await;
+        };
+        let theirs = async {
+            let mut received = 0usize;
+            let mut buf = vec![0u8; 16 * 1024];
+            while let Some(mut stream) = inbound.recv().await {
+                while let Ok(n) = stream.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    received += n;
+                }
+            }
+            received
+        };
+        let all = async {
+            let ((), received, ()) = tokio::join!(ours, theirs, session.closed());
+            received
+        };
+        let received = tokio::time::timeout(DEADLINE, all)
+            .await
+            .expect("session and its streams end after the peer's EOF");
+        assert!(
+            received <= sent,
+            "streams yielded {received} bytes of {sent} sent"
+        );
+    });
+});
