@@ -9,7 +9,9 @@
 //! run), and the streams never yield more bytes than the peer sent.
 #![no_main]
 
-use harp::tunnel::mux::{Role, Session, SessionConfig};
+use harp::tunnel::mux::{
+    Role, Session, SessionConfig, DEFAULT_MAX_STREAMS, INITIAL_WINDOW, MAX_WINDOW,
+};
 use harp_fuzz::{cap_heap, paused_runtime};
 use libfuzzer_sys::fuzz_target;
 use std::io;
@@ -88,9 +90,17 @@ fuzz_target!(|input: &[u8]| {
     } else {
         Role::Client
     };
+    // Bit 2: the limits the FRP server gives a connection before it logs in.
+    let (max_streams, stream_window) = if flags & 4 == 0 {
+        (DEFAULT_MAX_STREAMS, MAX_WINDOW)
+    } else {
+        (2, INITIAL_WINDOW)
+    };
     let cfg = SessionConfig {
         keepalive: Duration::from_secs(86_400),
         ping_timeout: Duration::from_secs(10),
+        max_streams,
+        stream_window,
     };
     let rt = paused_runtime();
     rt.block_on(async move {

@@ -84,6 +84,10 @@ fn is_canonical(b: &[u8]) -> Result<bool, PathError> {
             }
             Some(b'\\') => return Err(PathError::Backslash),
             Some(c) if c.is_ascii_control() => return Err(PathError::ControlCharacter),
+            // U+0080–U+009F (C1 controls) are `C2 80`–`C2 9F` in UTF-8; `b` is a `str`'s bytes.
+            Some(0xC2) if matches!(b.get(i + 1), Some(0x80..=0x9F)) => {
+                return Err(PathError::ControlCharacter)
+            }
             Some(b'%') => canonical = false,
             Some(_) => {}
         }
@@ -128,12 +132,15 @@ fn decode_unreserved(raw: &str, slash: EncodedSlash) -> Result<String, PathError
     }
     out.push_str(&raw[copied..]);
     // Frameworks decode the escapes left here; refuse what they would decode lossily.
-    if encoded_non_ascii
-        && percent_encoding::percent_decode_str(&out)
-            .decode_utf8()
-            .is_err()
-    {
-        return Err(PathError::InvalidUtf8);
+    if encoded_non_ascii {
+        match percent_encoding::percent_decode_str(&out).decode_utf8() {
+            Err(_) => return Err(PathError::InvalidUtf8),
+            // An encoded C1 control (`%C2%85`) decodes to what a literal one is refused for.
+            Ok(decoded) if decoded.chars().any(char::is_control) => {
+                return Err(PathError::ControlCharacter)
+            }
+            Ok(_) => {}
+        }
     }
     Ok(out)
 }
@@ -251,6 +258,10 @@ mod tests {
             ("/a%7fb", PathError::ControlCharacter),
             ("/a\u{1}b", PathError::ControlCharacter),
             ("/a\tb", PathError::ControlCharacter),
+            ("/a\u{85}b", PathError::ControlCharacter),
+            ("/\u{89}^0", PathError::ControlCharacter),
+            ("/a%C2%85b", PathError::ControlCharacter),
+            ("/a%c2%9fb", PathError::ControlCharacter),
             ("/a%zzb", PathError::InvalidEscape),
             ("/a%2", PathError::InvalidEscape),
             ("/a%", PathError::InvalidEscape),
