@@ -21,7 +21,10 @@ fuzz_target!(|input: &[u8]| {
         assert!(!has_parent_segment(&path), "{raw:?} normalised to {path:?}");
         assert!(!path.contains("//"), "{path}");
         assert!(!path.split('/').any(|s| s == "." || s == ".."), "{path}");
-        assert!(!path.contains('\\') && !path.chars().any(char::is_control), "{path}");
+        assert!(
+            !path.contains('\\') && !path.chars().any(char::is_control),
+            "{path}"
+        );
         assert!(!path.to_ascii_uppercase().contains("%2F"), "{path}");
     }
 });
