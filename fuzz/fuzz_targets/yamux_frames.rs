@@ -12,13 +12,10 @@
 use harp::tunnel::mux::{
     Role, Session, SessionConfig, DEFAULT_MAX_STREAMS, INITIAL_WINDOW, MAX_WINDOW,
 };
-use harp_fuzz::{cap_heap, paused_runtime};
+use harp_fuzz::{cap_heap, paused_runtime, ScriptedPeer};
 use libfuzzer_sys::fuzz_target;
-use std::io;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 cap_heap!();
 
@@ -27,51 +24,6 @@ const DEADLINE: Duration = Duration::from_secs(3600);
 /// Bytes we offer on our own stream: above the 256 KiB initial window.
 const OUR_WRITE: usize = 300 * 1024;
 
-/// The peer: sends `data` in pieces, then EOF; swallows what we write.
-struct Peer {
-    data: Vec<u8>,
-    pos: usize,
-    plan: Vec<u8>,
-    step: usize,
-}
-
-impl AsyncRead for Peer {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let piece = if self.plan.is_empty() {
-            usize::MAX
-        } else {
-            let p = self.plan[self.step % self.plan.len()];
-            self.step += 1;
-            usize::from(p.max(1))
-        };
-        let n = piece.min(buf.remaining()).min(self.data.len() - self.pos);
-        let start = self.pos;
-        buf.put_slice(&self.data[start..start + n]);
-        self.pos += n;
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl AsyncWrite for Peer {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Poll::Ready(Ok(buf.len()))
-    }
-    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-}
-
 fuzz_target!(|input: &[u8]| {
     set_heap_limit();
     let Some((&flags, rest)) = input.split_first() else {
@@ -79,12 +31,7 @@ fuzz_target!(|input: &[u8]| {
     };
     let (plan, data) = harp_fuzz::Pieces::split(rest);
     let sent = data.len();
-    let peer = Peer {
-        data: data.to_vec(),
-        pos: 0,
-        plan: plan.to_vec(),
-        step: 0,
-    };
+    let peer = ScriptedPeer::new(data, plan);
     let role = if flags & 1 == 0 {
         Role::Server
     } else {

@@ -128,16 +128,28 @@ pub struct Fetched {
     pub body: Result<Vec<u8>, String>,
 }
 
-/// An upstream connection that answers with `data` (in pieces per `plan`), then closes;
-/// whatever is written to it is swallowed.
-struct Upstream {
+/// A scripted peer (an upstream connection, a yamux peer): reads give `data` in pieces whose
+/// sizes cycle through `plan` (all at once when it is empty), then EOF; whatever is written to
+/// it is swallowed.
+pub struct ScriptedPeer {
     data: Vec<u8>,
     pos: usize,
     plan: Vec<u8>,
     step: usize,
 }
 
-impl AsyncRead for Upstream {
+impl ScriptedPeer {
+    pub fn new(data: &[u8], plan: &[u8]) -> ScriptedPeer {
+        ScriptedPeer {
+            data: data.to_vec(),
+            pos: 0,
+            plan: plan.to_vec(),
+            step: 0,
+        }
+    }
+}
+
+impl AsyncRead for ScriptedPeer {
     fn poll_read(
         mut self: Pin<&mut Self>,
         _cx: &mut Context<'_>,
@@ -158,7 +170,7 @@ impl AsyncRead for Upstream {
     }
 }
 
-impl tokio::io::AsyncWrite for Upstream {
+impl tokio::io::AsyncWrite for ScriptedPeer {
     fn poll_write(
         self: Pin<&mut Self>,
         _cx: &mut Context<'_>,
@@ -175,7 +187,7 @@ impl tokio::io::AsyncWrite for Upstream {
 }
 
 /// Serves the one port the fuzzed upstream listens on; a second dial finds nobody.
-struct OneShot(std::sync::Mutex<Option<Upstream>>);
+struct OneShot(std::sync::Mutex<Option<ScriptedPeer>>);
 
 /// The loopback port of the fuzzed upstream (any port works: the dialer owns it).
 const UPSTREAM_PORT: u16 = 23000;
@@ -209,12 +221,7 @@ pub fn lean_fetch(method: http::Method, response: &[u8], plan: &[u8]) -> Option<
     use std::sync::Arc;
     use std::time::Duration;
 
-    let upstream = Upstream {
-        data: response.to_vec(),
-        pos: 0,
-        plan: plan.to_vec(),
-        step: 0,
-    };
+    let upstream = ScriptedPeer::new(response, plan);
     let dialers = LocalDialers::new(vec![Arc::new(OneShot(std::sync::Mutex::new(Some(
         upstream,
     ))))]);
