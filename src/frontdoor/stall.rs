@@ -38,11 +38,16 @@ pin_project_lite::pin_project! {
     pub(crate) struct StallGuard<S> {
         #[pin]
         io: S,
-        limit: Duration,
-        blocked: Option<Pin<Box<Sleep>>>,
-        progressed: bool,
-        disarm: StallDisarm,
+        timer: StallTimer,
     }
+}
+
+/// The write-side state of a [`StallGuard`]: every write-like poll goes through [`Self::check`].
+struct StallTimer {
+    limit: Duration,
+    blocked: Option<Pin<Box<Sleep>>>,
+    progressed: bool,
+    disarm: StallDisarm,
 }
 
 impl<S> StallGuard<S> {
@@ -50,42 +55,46 @@ impl<S> StallGuard<S> {
         let disarm = StallDisarm::default();
         let guard = StallGuard {
             io,
-            limit,
-            blocked: None,
-            progressed: false,
-            disarm: disarm.clone(),
+            timer: StallTimer {
+                limit,
+                blocked: None,
+                progressed: false,
+                disarm: disarm.clone(),
+            },
         };
         (guard, disarm)
     }
 }
 
-/// Passes a ready write result through (noting progress), or checks the stall timer.
-fn guard<T>(
-    polled: Poll<io::Result<T>>,
-    cx: &mut Context<'_>,
-    limit: Duration,
-    blocked: &mut Option<Pin<Box<Sleep>>>,
-    progressed: &mut bool,
-    disarm: &StallDisarm,
-) -> Poll<io::Result<T>> {
-    if polled.is_ready() {
-        *progressed = true;
-        return polled;
-    }
-    if disarm.disarmed() {
-        *blocked = None;
-        return Poll::Pending;
-    }
-    let timer = blocked.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
-    if std::mem::take(progressed) {
-        timer.as_mut().reset(Instant::now() + limit);
-    }
-    match timer.as_mut().poll(cx) {
-        Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
-            io::ErrorKind::TimedOut,
-            format!("client read nothing for {limit:?}"),
-        ))),
-        Poll::Pending => Poll::Pending,
+impl StallTimer {
+    /// Passes a ready write result through (noting progress), or checks the stall timer.
+    fn check<T>(
+        &mut self,
+        polled: Poll<io::Result<T>>,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<T>> {
+        if polled.is_ready() {
+            self.progressed = true;
+            return polled;
+        }
+        if self.disarm.disarmed() {
+            self.blocked = None;
+            return Poll::Pending;
+        }
+        let limit = self.limit;
+        let timer = self
+            .blocked
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        if std::mem::take(&mut self.progressed) {
+            timer.as_mut().reset(Instant::now() + limit);
+        }
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("client read nothing for {limit:?}"),
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
     }
 }
 
@@ -106,15 +115,7 @@ impl<S: AsyncWrite> AsyncWrite for StallGuard<S> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.project();
-        let polled = this.io.poll_write(cx, buf);
-        guard(
-            polled,
-            cx,
-            *this.limit,
-            this.blocked,
-            this.progressed,
-            this.disarm,
-        )
+        this.timer.check(this.io.poll_write(cx, buf), cx)
     }
 
     fn poll_write_vectored(
@@ -123,15 +124,7 @@ impl<S: AsyncWrite> AsyncWrite for StallGuard<S> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.project();
-        let polled = this.io.poll_write_vectored(cx, bufs);
-        guard(
-            polled,
-            cx,
-            *this.limit,
-            this.blocked,
-            this.progressed,
-            this.disarm,
-        )
+        this.timer.check(this.io.poll_write_vectored(cx, bufs), cx)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -140,28 +133,12 @@ impl<S: AsyncWrite> AsyncWrite for StallGuard<S> {
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.project();
-        let polled = this.io.poll_flush(cx);
-        guard(
-            polled,
-            cx,
-            *this.limit,
-            this.blocked,
-            this.progressed,
-            this.disarm,
-        )
+        this.timer.check(this.io.poll_flush(cx), cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.project();
-        let polled = this.io.poll_shutdown(cx);
-        guard(
-            polled,
-            cx,
-            *this.limit,
-            this.blocked,
-            this.progressed,
-            this.disarm,
-        )
+        this.timer.check(this.io.poll_shutdown(cx), cx)
     }
 }
 

@@ -10,7 +10,7 @@ use super::path::{extract_app, has_parent_segment};
 use super::routes::{route_verdict, RouteVerdict};
 use crate::nextcloud::{ExAppRecord, MetaLookup, UserLookup};
 use crate::security::SharedKey;
-// The port plan is the tunnel policy's (contract §5); only this constant crosses over.
+// The port plan is the tunnel policy's (contract §5); only its engine-port parser crosses over.
 use crate::tunnel::server::policy::parse_engine_port;
 use base64::Engine as _;
 use http::{HeaderMap, Method};
@@ -121,7 +121,8 @@ pub async fn decide<C: Context>(facts: &RequestFacts<'_>, ctx: &C) -> Decision {
     if app.app_id == "app_api" {
         return app_api(facts, app.target_path, trusted, ctx);
     }
-    if path.contains("%2F") {
+    // A path borrowed unchanged holds no `%` at all (any escape makes the normaliser copy it).
+    if matches!(path, std::borrow::Cow::Owned(_)) && path.contains("%2F") {
         return Decision::Refuse(Refusal::BadRequest(PathError::EncodedSlash.to_string()));
     }
     // App ids are nearly always lower case already: borrow unless one is not.
