@@ -6,6 +6,31 @@ use crate::security::{BanList, SharedKey};
 use http::StatusCode;
 use serde_json::{json, Value};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+/// The login check with what it needs (the shared key and the ban list it reads and feeds),
+/// for the `/frp_handler` control path and the FRP server alike.
+#[derive(Clone)]
+pub struct LoginChecker {
+    key: SharedKey,
+    bans: Arc<BanList>,
+}
+
+impl LoginChecker {
+    pub fn new(key: SharedKey, bans: Arc<BanList>) -> LoginChecker {
+        LoginChecker { key, bans }
+    }
+
+    /// The check for a client whose address and token are known (the FRP server).
+    pub fn check(&self, ip: IpAddr, token: Option<&str>) -> FrpLoginVerdict {
+        check_login(ip, token, &self.key, &self.bans)
+    }
+
+    /// The check for a plugin-style request body (the `/frp_handler` control path).
+    pub fn check_body(&self, body: &[u8]) -> FrpLoginVerdict {
+        frp_login_check(body, &self.key, &self.bans)
+    }
+}
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum FrpLoginVerdict {

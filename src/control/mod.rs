@@ -7,12 +7,14 @@
 mod frp_login;
 mod storage;
 
-pub use frp_login::{check_login, frp_login_check, FrpLoginVerdict};
+pub use frp_login::{check_login, frp_login_check, FrpLoginVerdict, LoginChecker};
 
-use crate::state::AppState;
+use crate::docker::Wrappers;
+use crate::nextcloud::MetaCache;
 use bytes::Bytes;
 use http::{HeaderMap, Method, StatusCode};
 use serde_json::json;
+use std::sync::Arc;
 
 /// Largest control request body accepted (metadata with many routes stays far below).
 pub const MAX_BODY: usize = 1024 * 1024;
@@ -72,27 +74,33 @@ pub struct ControlRequest<'a> {
     pub body: Bytes,
 }
 
-pub async fn handle(
-    state: &AppState,
-    req: ControlRequest<'_>,
-) -> Result<ControlReply, ControlError> {
+/// What the control API works with, and nothing else.
+pub struct Control {
+    /// The FRP login check of `/frp_handler`.
+    pub login: LoginChecker,
+    /// Where `/exapp_storage` writes.
+    pub metadata: Arc<MetaCache>,
+    /// The Docker wrappers' engine access.
+    pub docker: Wrappers,
+}
+
+pub async fn handle(ctl: &Control, req: ControlRequest<'_>) -> Result<ControlReply, ControlError> {
     let get = req.method == Method::GET || req.method == Method::HEAD;
     let post = req.method == Method::POST;
     match req.path {
         "/heartbeat" if get => Ok(ControlReply::Json(StatusCode::OK, json!({"status": "ok"}))),
         "/info" if get => Ok(ControlReply::Json(StatusCode::OK, info())),
-        "/frp_handler" if post => {
-            let verdict = frp_login_check(&req.body, &state.key, &state.bans);
-            Ok(verdict.into_reply())
-        }
+        "/frp_handler" if post => Ok(ctl.login.check_body(&req.body).into_reply()),
         "/heartbeat" | "/info" | "/frp_handler" => Err(ControlError::MethodNotAllowed),
-        p if p.starts_with("/exapp_storage/") => storage::handle(state, req.method, p, &req.body),
+        p if p.starts_with("/exapp_storage/") => {
+            storage::handle(&ctl.metadata, req.method, p, &req.body)
+        }
         p if p.starts_with("/docker/exapp/") => {
             if !post {
                 return Err(ControlError::MethodNotAllowed);
             }
             let op = &p["/docker/exapp/".len()..];
-            crate::docker::handle(state, op, req.headers, &req.body).await
+            crate::docker::handle(&ctl.docker, op, req.headers, &req.body).await
         }
         p if p.starts_with("/k8s/exapp/") => {
             if !post {

@@ -1,12 +1,11 @@
 //! `/exapp_storage/{app_id}` (contract §4.3): AppAPI pushes and removes ExApp metadata.
 
 use super::{ControlError, ControlReply};
-use crate::nextcloud::{parse_record, RecordError};
-use crate::state::AppState;
+use crate::nextcloud::{parse_record, MetaCache, RecordError};
 use http::Method;
 
 pub fn handle(
-    state: &AppState,
+    cache: &MetaCache,
     method: &Method,
     path: &str,
     body: &[u8],
@@ -16,7 +15,6 @@ pub fn handle(
         return Err(ControlError::NotFound);
     }
     let id = raw_id.to_ascii_lowercase();
-    let cache = state.nextcloud.meta_cache();
     match *method {
         Method::POST => {
             let record = parse_record(body).map_err(|e| match e {

@@ -41,7 +41,7 @@ impl LocalEngineListener {
             "local engine relay",
             None,
             || async { Some(()) },
-            move |client, peer, ()| {
+            move |client, _peer, ()| {
                 let path = path.clone();
                 async move {
                     match UnixStream::connect(&path).await {
@@ -49,7 +49,8 @@ impl LocalEngineListener {
                             splice(client, engine, idle, HALF_CLOSE_IDLE).await;
                         }
                         Err(e) => {
-                            tracing::warn!(%peer, socket = %path.display(), error = %e, "local Docker engine unreachable");
+                            // The connection span names the peer.
+                            tracing::warn!(socket = %path.display(), error = %e, "local Docker engine unreachable");
                         }
                     }
                 }

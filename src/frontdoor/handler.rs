@@ -1,134 +1,182 @@
-//! One request through the pipeline: framing checks → client IP → decision (30 s cap) → act →
-//! access log.
+//! One request: framing checks → client IP → `pipeline::decide` (30 s cap) → dispatch
+//! (`dispatch`) → response and access line. Everything logged while the request is served
+//! carries its span: client address, app id, and the `aa-request-id` it came with.
 
+use super::access_log::AccessLine;
+use super::dispatch;
+use super::gate::Gate;
 use super::respond;
 use super::stall::StallDisarm;
-use crate::control::{self, ControlError, ControlRequest, MAX_BODY};
-use crate::pipeline::facts::{
-    AA_VERSION, AUTHORIZATION_APP_API, DOCKER_ENGINE_PORT, EX_APP_ID, EX_APP_VERSION,
-    HARP_SHARED_KEY,
-};
-use crate::pipeline::{decide, Decision, ForwardPlan, Refusal, RequestFacts};
+use crate::control::Control;
+use crate::pipeline::{decide, Decision, Refusal, RequestFacts};
 use crate::security::client_ip;
-use crate::state::AppState;
-use crate::upstream::{
-    client_body, prepare_client_headers, websocket_upgrade, Body, ClientBodyError, Forwarder,
-    IdleTimeoutBody, Target, UpstreamError, UpstreamRequest,
-};
-use http::{HeaderName, HeaderValue, Request, Response};
-use http_body_util::{BodyExt, Limited};
+use crate::upstream::{websocket_upgrade, Body, Forwarder, Resolver};
+use http::{HeaderMap, Request, Response};
 use hyper::body::Incoming;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use ipnet::IpNet;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tracing::Instrument;
 
 /// Contract §2.2: the whole access decision must be made within this time.
 const DECISION_DEADLINE: Duration = Duration::from_secs(30);
+/// A decision slower than this is worth a warning.
+const SLOW_DECISION: Duration = Duration::from_secs(1);
+/// Longest `aa-request-id` copied into the request's span; longer ones are left out.
+const MAX_REQUEST_ID: usize = 128;
 
 /// Returned to hyper to close the connection without writing a response (the DROP outcome).
 #[derive(Debug, thiserror::Error)]
 #[error("request dropped by policy")]
 pub struct Dropped;
 
-const INJECTED: [HeaderName; 4] = [EX_APP_ID, EX_APP_VERSION, AUTHORIZATION_APP_API, AA_VERSION];
-
-/// What one worker thread serves requests with: the shared state plus its own upstream pool
-/// (pooled connections belong to the worker's runtime, so requests never hop threads).
-pub struct Worker {
-    pub state: Arc<AppState>,
+/// What one worker thread serves requests with. Everything is shared between workers except
+/// `forwarder`: pooled connections belong to the worker's runtime, so requests never hop threads.
+pub struct FrontDoor {
+    /// The pipeline's context: shared key, ban list, Nextcloud.
+    pub gate: Arc<Gate>,
+    pub control: Arc<Control>,
     pub forwarder: Forwarder,
+    pub resolver: Arc<Resolver>,
+    pub trusted_proxies: Arc<[IpNet]>,
+    /// HP_TIMEOUT_CLIENT: request heads, request bodies, TLS handshakes, stalled readers.
+    pub client_timeout: Duration,
 }
 
 /// Serves one request of the connection from `peer`; `stall` lets a WebSocket that switched
 /// protocols leave the connection's stalled-reader timeout behind (the tunnel timeout governs
 /// it from then on).
 pub async fn handle(
-    worker: Arc<Worker>,
+    door: Arc<FrontDoor>,
     peer: SocketAddr,
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
     stall: StallDisarm,
 ) -> Result<Response<Body>, Dropped> {
-    let state = &worker.state;
     let started = Instant::now();
     if ambiguous_host(&req) {
-        tracing::info!(%peer, "request with an ambiguous Host refused");
+        tracing::info!("request with an ambiguous Host refused");
         return Ok(respond::bad_request());
     }
-    let (ip, _) = client_ip(peer.ip(), req.headers(), &state.config.trusted_proxies);
-    let decision = {
-        let facts = RequestFacts {
-            method: req.method(),
-            raw_path: req.uri().path(),
-            headers: req.headers(),
-            client_ip: ip,
-        };
-        let deadline = tokio::time::Instant::from_std(started) + DECISION_DEADLINE;
-        match tokio::time::timeout_at(deadline, decide(&facts, &**state)).await {
-            Ok(d) => d,
-            Err(_) => {
-                tracing::warn!(
-                    path = facts.raw_path,
-                    "access decision took longer than 30 s"
-                );
-                Decision::Refuse(Refusal::AgentError)
-            }
+    let (client, _) = client_ip(peer.ip(), req.headers(), &door.trusted_proxies);
+    // Only pay for the access-log fields when the line will be written.
+    let mut access = tracing::enabled!(target: "harp::access", tracing::Level::INFO).then(|| {
+        let (method, path) = (req.method().clone(), req.uri().path().to_string());
+        let (app, upstream) = (String::new(), None);
+        AccessLine {
+            method,
+            path,
+            app,
+            client,
+            started,
+            upstream,
         }
+    });
+    let span = request_span(client, req.headers());
+    let response = serve(&door, req, client, stall, access.as_mut())
+        .instrument(span)
+        .await;
+    // Outside the request's span: the access line's format is fixed.
+    if let Some(line) = &access {
+        line.write(response.as_ref().map(|r| r.status().as_u16()));
+    }
+    response.ok_or(Dropped)
+}
+
+/// Decides and dispatches; `None` is the DROP outcome.
+async fn serve(
+    door: &FrontDoor,
+    mut req: Request<Incoming>,
+    client: IpAddr,
+    stall: StallDisarm,
+    mut access: Option<&mut AccessLine>,
+) -> Option<Response<Body>> {
+    let started = Instant::now();
+    let facts = RequestFacts {
+        method: req.method(),
+        raw_path: req.uri().path(),
+        headers: req.headers(),
+        client_ip: client,
     };
+    let decision = tokio::time::timeout(DECISION_DEADLINE, decide(&facts, &*door.gate))
+        .await
+        .unwrap_or_else(|_| {
+            tracing::warn!(
+                path = facts.raw_path,
+                "access decision took longer than 30 s"
+            );
+            Decision::Refuse(Refusal::AgentError)
+        });
     let decided = started.elapsed();
-    if decided > Duration::from_secs(1) {
+    if decided > SLOW_DECISION {
         tracing::warn!(
             elapsed_ms = decided.as_millis() as u64,
             "slow access decision"
         );
     }
-    // Only pay for the access-log fields when the line will be written.
-    let access = tracing::enabled!(target: "harp::access", tracing::Level::INFO)
-        .then(|| (req.method().clone(), req.uri().path().to_string()));
-    let mut app = String::new();
-    let mut upstream_time = None;
-
+    let app = match &decision {
+        Decision::Control { .. } | Decision::Engine { .. } => "app_api",
+        Decision::Forward(plan) => plan.app_id.as_str(),
+        _ => "",
+    };
+    tracing::Span::current().record("app", app);
+    if let Some(line) = access.as_deref_mut() {
+        line.app.push_str(app);
+    }
+    let upstream_started = Instant::now();
     let response = match decision {
-        Decision::Drop => {
-            if let Some((method, path)) = &access {
-                log_access(method, path, "", ip, None, started, None);
-            }
-            return Err(Dropped);
-        }
-        Decision::Refuse(r) => respond::refusal(&r),
-        Decision::EngineForbidden => respond::engine_forbidden(),
+        Decision::Drop => return None,
+        Decision::Refuse(r) => return Some(respond::refusal(&r)),
+        Decision::EngineForbidden => return Some(respond::engine_forbidden()),
         Decision::Control { target_path } => {
-            app.push_str("app_api");
-            control_call(state, req, &target_path).await
+            return Some(dispatch::control_call(door, req, &target_path).await)
         }
         Decision::Engine { port, target_path } => {
-            app.push_str("app_api");
-            let t0 = access.is_some().then(Instant::now);
-            let r = engine_call(&worker, req, port, &target_path).await;
-            upstream_time = t0.map(|t| t.elapsed());
-            r
+            dispatch::engine_call(door, req, port, &target_path).await
         }
         Decision::Forward(plan) => {
-            if access.is_some() {
-                app.push_str(&plan.app_id);
-            }
             // hyper upgrades HTTP/1.1 connections only; an HTTP/1.0 offer is dropped like h2c.
             let websocket =
                 req.version() == http::Version::HTTP_11 && websocket_upgrade(req.headers());
             let upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
-            let t0 = access.is_some().then(Instant::now);
-            let r = forward(&worker, req, plan, upgrade, ip).await;
-            upstream_time = t0.map(|t| t.elapsed());
+            let r = dispatch::forward(door, req, plan, upgrade, client).await;
             if r.status() == http::StatusCode::SWITCHING_PROTOCOLS {
                 stall.disarm();
             }
             r
         }
     };
-    if let Some((method, path)) = &access {
-        let status = Some(response.status().as_u16());
-        log_access(method, path, &app, ip, status, started, upstream_time);
+    if let Some(line) = access {
+        line.upstream = Some(upstream_started.elapsed());
     }
-    Ok(response)
+    Some(response)
+}
+
+/// The span every line logged while serving a request carries. At ERROR level so it is there
+/// at every log level: its fields matter most on the warnings.
+fn request_span(client: IpAddr, headers: &HeaderMap) -> tracing::Span {
+    let span = tracing::error_span!(
+        "request",
+        %client,
+        app = tracing::field::Empty,
+        request_id = tracing::field::Empty
+    );
+    if !span.is_disabled() {
+        if let Some(id) = request_id(headers) {
+            span.record("request_id", id);
+        }
+    }
+    span
+}
+
+/// The `aa-request-id` header when it is short printable ASCII (it ends up in log lines).
+fn request_id(headers: &HeaderMap) -> Option<&str> {
+    let v = headers.get("aa-request-id")?.as_bytes();
+    let printable = v.iter().all(|b| b.is_ascii_graphic());
+    if v.is_empty() || v.len() > MAX_REQUEST_ID || !printable {
+        return None;
+    }
+    std::str::from_utf8(v).ok()
 }
 
 /// RFC 9112 §3.2: more than one `Host`, or a `Host` that names another authority than an
@@ -145,190 +193,5 @@ fn ambiguous_host(req: &Request<Incoming>) -> bool {
             .as_bytes()
             .eq_ignore_ascii_case(host.as_bytes().trim_ascii()),
         _ => false,
-    }
-}
-
-async fn control_call(
-    state: &AppState,
-    req: Request<Incoming>,
-    target_path: &str,
-) -> Response<Body> {
-    let (parts, body) = req.into_parts();
-    // Concrete types, not `client_body`'s boxed one: with the box, rustc 1.95 could no longer
-    // prove the connection's future `Send` (a higher-ranked lifetime in tokio's `Notified`).
-    let body = IdleTimeoutBody::with_error(
-        Limited::new(body, MAX_BODY),
-        state.config.timeouts.client,
-        |idle| Box::new(ClientBodyError::Stalled(idle)),
-    );
-    let body = match body.collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e)
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
-            return respond::control(Err(ControlError::TooLarge));
-        }
-        Err(e) => match ClientBodyError::find(&*e) {
-            Some(fault @ ClientBodyError::Stalled(_)) => {
-                tracing::info!(error = %fault, "control request body timed out");
-                return respond::client_body(&fault);
-            }
-            _ => {
-                return respond::control(Err(ControlError::BadRequest(
-                    "could not read the request body".into(),
-                )))
-            }
-        },
-    };
-    let reply = control::handle(
-        state,
-        ControlRequest {
-            method: &parts.method,
-            path: target_path,
-            headers: &parts.headers,
-            body,
-        },
-    )
-    .await;
-    respond::control(reply)
-}
-
-/// Docker Engine pass-through (contract §2.3): raw path and query, HaRP-only headers removed.
-async fn engine_call(
-    worker: &Worker,
-    req: Request<Incoming>,
-    port: u16,
-    target_path: &str,
-) -> Response<Body> {
-    let path_and_query = with_query(target_path, req.uri().query());
-    let (parts, body) = req.into_parts();
-    let mut headers = parts.headers;
-    prepare_client_headers(&mut headers, false);
-    for h in [
-        HARP_SHARED_KEY,
-        DOCKER_ENGINE_PORT,
-        http::header::AUTHORIZATION,
-    ] {
-        headers.remove(h);
-    }
-    let upstream = UpstreamRequest {
-        method: parts.method,
-        target: Target::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port),
-        path_and_query,
-        headers,
-        body: client_body(body, worker.state.config.timeouts.client),
-        client_upgrade: None,
-    };
-    match worker.forwarder.send(upstream).await {
-        Ok(r) => r,
-        Err(UpstreamError::ClientBody(fault)) => client_fault(&fault),
-        Err(e) => {
-            tracing::warn!(error = %e, "Docker Engine pass-through failed");
-            respond::upstream_error(&e)
-        }
-    }
-}
-
-async fn forward(
-    worker: &Worker,
-    req: Request<Incoming>,
-    plan: ForwardPlan,
-    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
-    client: IpAddr,
-) -> Response<Body> {
-    let ip = match plan.record.upstream_ip().await {
-        Ok(ip) => ip,
-        Err(e) => {
-            tracing::warn!(app = %plan.app_id, error = %e, "ExApp host cannot be resolved");
-            return respond::refusal(&Refusal::NotFound);
-        }
-    };
-    let target_path = if plan.target_path.is_empty() {
-        "/"
-    } else {
-        plan.target_path.as_str()
-    };
-    let path_and_query = with_query(target_path, req.uri().query());
-    let (parts, body) = req.into_parts();
-    let mut headers = parts.headers;
-    // Before harp adds its own headers, so `Connection` cannot name them away.
-    prepare_client_headers(&mut headers, client_upgrade.is_some());
-    headers.remove(HARP_SHARED_KEY);
-    // Grow the map once for the injected headers, not once per insert.
-    headers.reserve(INJECTED.len());
-    // `insert` replaces every client-supplied copy of these names.
-    let [id, version, authorization, aa_version] = INJECTED;
-    let mut inject = |name: HeaderName, value: &str| match HeaderValue::from_str(value) {
-        Ok(v) => {
-            headers.insert(name, v);
-        }
-        Err(_) => {
-            headers.remove(name);
-        }
-    };
-    inject(id, &plan.app_id);
-    inject(version, &plan.record.version);
-    inject(authorization, &plan.authorization);
-    headers.insert(aa_version, HeaderValue::from_static("32"));
-
-    let upstream = UpstreamRequest {
-        method: parts.method,
-        target: Target::new(ip, plan.record.port),
-        path_and_query,
-        headers,
-        body: client_body(body, worker.state.config.timeouts.client),
-        client_upgrade,
-    };
-    match worker.forwarder.send(upstream).await {
-        Ok(response) => {
-            if plan.bruteforce.contains(&response.status().as_u16()) {
-                worker.state.bans.record(client);
-                tracing::warn!(%client, app = %plan.app_id, status = response.status().as_u16(), "brute-force status from ExApp recorded");
-            }
-            response
-        }
-        Err(UpstreamError::ClientBody(fault)) => client_fault(&fault),
-        Err(e) => {
-            if matches!(e, UpstreamError::Connect(..)) {
-                plan.record.forget_resolution();
-            }
-            tracing::warn!(app = %plan.app_id, error = %e, "ExApp unreachable");
-            respond::upstream_error(&e)
-        }
-    }
-}
-
-/// The client's request body failed before any response: its fault, logged as such.
-fn client_fault(fault: &ClientBodyError) -> Response<Body> {
-    tracing::info!(error = %fault, "request ended: the client's request body failed");
-    respond::client_body(fault)
-}
-
-fn with_query(path: &str, query: Option<&str>) -> String {
-    match query {
-        Some(q) => format!("{path}?{q}"),
-        None => path.to_string(),
-    }
-}
-
-fn log_access(
-    method: &http::Method,
-    path: &str,
-    app: &str,
-    client: IpAddr,
-    status: Option<u16>,
-    started: Instant,
-    upstream: Option<Duration>,
-) {
-    let total_ms = started.elapsed().as_secs_f64() * 1000.0;
-    let upstream_ms = upstream.map(|d| d.as_secs_f64() * 1000.0);
-    match status {
-        Some(status) => {
-            tracing::info!(target: "harp::access", %method, path, app, %client, status, total_ms, upstream_ms, "request")
-        }
-        None => {
-            tracing::info!(target: "harp::access", %method, path, app, %client, status = "dropped", total_ms, "request")
-        }
     }
 }

@@ -2,7 +2,7 @@
 //! ([`crate::net::accept`]): connection cap, HTTP/1.1 keep-alive with upgrades, the client
 //! timeout on request heads and on clients that stop reading, optional TLS, graceful shutdown.
 
-use super::handler::{handle, Worker};
+use super::handler::{handle, FrontDoor};
 use super::stall::StallGuard;
 use super::tls::TlsReloader;
 use crate::config::BindAddr;
@@ -86,7 +86,7 @@ impl Listener {
 pub async fn accept_loop(
     socket: std::net::TcpListener,
     tls: Option<TlsReloader>,
-    worker: Arc<Worker>,
+    door: Arc<FrontDoor>,
     limit: Arc<Semaphore>,
     stop: watch::Receiver<bool>,
 ) {
@@ -104,19 +104,17 @@ pub async fn accept_loop(
     };
     let serve = move |stream: tokio::net::TcpStream, peer: SocketAddr, permit| {
         let _ = stream.set_nodelay(true);
-        let (worker, stop) = (worker.clone(), stop.clone());
+        let (door, stop) = (door.clone(), stop.clone());
         let acceptor = tls.as_ref().map(|t| t.current.load_full());
         async move {
             match acceptor {
-                None => serve_connection(worker, peer, stream, stop).await,
+                None => serve_connection(door, peer, stream, stop).await,
                 Some(acceptor) => {
-                    let limit = worker.state.config.timeouts.client;
+                    let limit = door.client_timeout;
                     match tokio::time::timeout(limit, acceptor.accept(stream)).await {
-                        Ok(Ok(tls_stream)) => {
-                            serve_connection(worker, peer, tls_stream, stop).await
-                        }
-                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                        Ok(Ok(tls_stream)) => serve_connection(door, peer, tls_stream, stop).await,
+                        Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!("TLS handshake timed out"),
                     }
                 }
             }
@@ -133,17 +131,17 @@ pub async fn drain(limit: Arc<Semaphore>, total: usize) {
 }
 
 async fn serve_connection<S>(
-    worker: Arc<Worker>,
+    door: Arc<FrontDoor>,
     peer: SocketAddr,
     stream: S,
     mut stop: watch::Receiver<bool>,
 ) where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    let client_timeout = worker.state.config.timeouts.client;
+    let client_timeout = door.client_timeout;
     // The client timeout also covers a client that stops reading a response.
     let (stream, stall) = StallGuard::new(stream, client_timeout);
-    let service = service_fn(move |req| handle(worker.clone(), peer, req, stall.clone()));
+    let service = service_fn(move |req| handle(door.clone(), peer, req, stall.clone()));
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(client_timeout)

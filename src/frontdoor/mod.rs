@@ -4,13 +4,17 @@
 //! Owns connections and responses; owns no access rules (`pipeline`) and moves no upstream bytes
 //! itself (`upstream`).
 
+mod access_log;
+mod dispatch;
+mod gate;
 mod handler;
 mod listener;
 pub mod respond;
 mod stall;
 mod tls;
 
-pub use handler::{handle, Worker};
+pub use gate::Gate;
+pub use handler::{handle, FrontDoor};
 pub use listener::{accept_loop, bind, bind_sockets, drain, Listener};
 pub use stall::StallDisarm;
 pub use tls::{load_tls_acceptor, TlsError, TlsReloader};

@@ -78,7 +78,8 @@ pub(crate) async fn accept_loop<L, P, G, GF, S, SF>(
         match accepted {
             Ok((conn, peer)) => {
                 backoff = BACKOFF_MIN;
-                let span = tracing::info_span!("conn", listener = name, %peer);
+                // ERROR level so the span exists at every log level: the warnings need it most.
+                let span = tracing::error_span!("conn", listener = name, %peer);
                 tokio::spawn(serve(conn, peer, p).instrument(span));
             }
             Err(e) if only_this_connection(&e) => {

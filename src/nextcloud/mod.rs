@@ -66,6 +66,11 @@ impl Nextcloud {
         &self.meta
     }
 
+    /// A handle on the metadata cache for its other writer, the `/exapp_storage` control path.
+    pub fn meta_cache_handle(&self) -> Arc<MetaCache> {
+        self.meta.clone()
+    }
+
     pub fn session_cache(&self) -> &SessionCache {
         &self.sessions
     }

@@ -1,10 +1,8 @@
-//! The ExApp metadata record (contract §3.2) with its routes compiled once, and the memoised
-//! upstream address (contract §2.2 step 9).
+//! The ExApp metadata record (contract §3.2) with its routes compiled once. Data only: resolving
+//! `host` to an address is `upstream::Resolver`'s job.
 
 use crate::pipeline::routes::CompiledRoute;
-use parking_lot::Mutex;
 use serde_json::Value;
-use std::net::IpAddr;
 
 #[derive(Debug)]
 pub struct ExAppRecord {
@@ -13,7 +11,6 @@ pub struct ExAppRecord {
     pub host: String,
     pub port: u16,
     pub routes: Vec<CompiledRoute>,
-    resolved: Mutex<Option<IpAddr>>,
 }
 
 /// Why a metadata document was refused (schema errors).
@@ -33,48 +30,12 @@ impl ExAppRecord {
         port: u16,
         routes: Vec<CompiledRoute>,
     ) -> ExAppRecord {
-        let resolved = Mutex::new(host.parse::<IpAddr>().ok());
         ExAppRecord {
             token,
             version,
             host,
             port,
             routes,
-            resolved,
-        }
-    }
-
-    /// The upstream IP, resolving a hostname once (10 s cap, IPv4 preferred) and memoising it.
-    pub async fn upstream_ip(&self) -> Result<IpAddr, String> {
-        if let Some(ip) = *self.resolved.lock() {
-            return Ok(ip);
-        }
-        let lookup = tokio::net::lookup_host((self.host.as_str(), self.port));
-        let addrs: Vec<IpAddr> =
-            match tokio::time::timeout(std::time::Duration::from_secs(10), lookup).await {
-                Ok(Ok(addrs)) => addrs.map(|a| a.ip()).collect(),
-                Ok(Err(e)) => return Err(format!("cannot resolve {}: {e}", self.host)),
-                Err(_) => return Err(format!("resolving {} took longer than 10 s", self.host)),
-            };
-        let ip = addrs
-            .iter()
-            .find(|a| a.is_ipv4())
-            .or_else(|| addrs.first())
-            .copied()
-            .ok_or_else(|| format!("{} has no address", self.host))?;
-        *self.resolved.lock() = Some(ip);
-        Ok(ip)
-    }
-
-    /// The memoised upstream address, if resolved.
-    pub fn resolved_ip(&self) -> Option<IpAddr> {
-        *self.resolved.lock()
-    }
-
-    /// Forgets a resolved hostname so the next request resolves again (after a connect failure).
-    pub fn forget_resolution(&self) {
-        if self.host.parse::<IpAddr>().is_err() {
-            *self.resolved.lock() = None;
         }
     }
 }
@@ -188,21 +149,5 @@ mod tests {
                 "{bad}"
             );
         }
-    }
-
-    #[tokio::test]
-    async fn item91_hostname_resolved_once_ipv4_preferred() {
-        let r = ExAppRecord::new("t".into(), "1".into(), "localhost".into(), 80, vec![]);
-        let ip = r.upstream_ip().await.unwrap();
-        assert!(ip.is_ipv4(), "IPv4 preferred, got {ip}");
-        assert_eq!(*r.resolved.lock(), Some(ip));
-        let bad = ExAppRecord::new(
-            "t".into(),
-            "1".into(),
-            "no-such-host.invalid".into(),
-            80,
-            vec![],
-        );
-        assert!(bad.upstream_ip().await.is_err());
     }
 }

@@ -7,6 +7,7 @@ use super::facts::{
 };
 use super::normalize::{normalize_path_keeping_encoded_slashes, PathError};
 use super::path::{extract_app, has_parent_segment};
+use super::plan::ForwardPlan;
 use super::routes::{route_verdict, RouteVerdict};
 use crate::nextcloud::{ExAppRecord, MetaLookup, UserLookup};
 use crate::security::SharedKey;
@@ -50,19 +51,6 @@ pub enum Refusal {
     Forbidden,
     NotFound,
     AgentError,
-}
-
-#[derive(Debug)]
-pub struct ForwardPlan {
-    pub record: Arc<ExAppRecord>,
-    /// App id as written in the path (sent as `EX-APP-ID`).
-    pub app_id: String,
-    /// Value for `AUTHORIZATION-APP-API`.
-    pub authorization: String,
-    /// The normalised path minus `/exapps/<id>`: what was decided on, and what is forwarded.
-    pub target_path: String,
-    /// Statuses that count as a failure when the ExApp answers them (contract §2.10).
-    pub bruteforce: Vec<u16>,
 }
 
 #[derive(Debug)]

@@ -11,6 +11,8 @@ pub mod engine_allow;
 pub mod facts;
 pub mod normalize;
 pub mod path;
+mod plan;
 pub mod routes;
 
-pub use decide::{decide, Context, Decision, ForwardPlan, Refusal, RequestFacts};
+pub use decide::{decide, Context, Decision, Refusal, RequestFacts};
+pub use plan::{strip_engine_headers, ForwardPlan};

@@ -13,11 +13,13 @@ mod connector;
 mod forward;
 mod lean;
 mod pool;
+mod resolve;
 pub(crate) mod splice;
 
 pub use body::{client_body, empty, full, Body, BoxError, ClientBodyError, IdleTimeoutBody};
 pub use connector::{BoxedIo, LocalDialer, LocalDialers};
 pub use forward::{prepare_client_headers, websocket_upgrade, Forwarder, UpstreamRequest};
+pub use resolve::{ResolveError, Resolver};
 
 use std::net::{IpAddr, SocketAddr};
 

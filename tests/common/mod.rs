@@ -19,7 +19,7 @@ pub const KEY: &str = "test-shared-key";
 pub struct TestHarp {
     pub addr: SocketAddr,
     pub https: Option<SocketAddr>,
-    pub state: Arc<harp::state::AppState>,
+    pub state: Inspect,
     pub tls: Option<harp::frontdoor::TlsReloader>,
     /// The FRP listener and its registry (for in-process tunnels, see [`engine_tunnel`]).
     pub frp: SocketAddr,
@@ -27,6 +27,13 @@ pub struct TestHarp {
     stop: Option<oneshot::Sender<()>>,
     pub task: Option<tokio::task::JoinHandle<Result<(), harp::CoreTaskDied>>>,
     pub dir: tempfile::TempDir,
+}
+
+/// harp's inspection handles (bans, Nextcloud caches, the resolver memo).
+pub struct Inspect {
+    pub bans: Arc<harp::security::BanList>,
+    pub nextcloud: Arc<harp::nextcloud::Nextcloud>,
+    pub resolver: Arc<harp::upstream::Resolver>,
 }
 
 impl TestHarp {
@@ -101,7 +108,11 @@ pub async fn start_harp_in(dir: tempfile::TempDir, nc: &str, extra: &[(&str, &st
     let (stop, stopped) = oneshot::channel::<()>();
     let addr = harp.http_addr();
     let https = harp.https_addr();
-    let state = harp.state();
+    let state = Inspect {
+        bans: harp.bans(),
+        nextcloud: harp.nextcloud(),
+        resolver: harp.resolver(),
+    };
     let tls = harp.tls_reloader();
     let frp = harp.frp_addr();
     let tunnels = harp.tunnels();

@@ -32,11 +32,16 @@ pub fn frpc_path() -> PathBuf {
     PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
 }
 
+/// harp's inspection handles the FRP tests read.
+pub struct Inspect {
+    pub bans: Arc<harp::security::BanList>,
+}
+
 pub struct TestHarp {
     pub http: SocketAddr,
     pub frp: SocketAddr,
     pub dir: PathBuf,
-    pub state: Arc<harp::state::AppState>,
+    pub state: Inspect,
     pub tunnels: Arc<harp::tunnel::server::registry::Registry>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<Result<(), harp::CoreTaskDied>>>,
@@ -113,7 +118,7 @@ pub async fn start_harp(dir: &Path, extra: &[(&str, &str)]) -> TestHarp {
         http: h.http_addr(),
         frp: h.frp_addr(),
         dir: dir.to_path_buf(),
-        state: h.state(),
+        state: Inspect { bans: h.bans() },
         tunnels: h.tunnels(),
         stop: Some(tx),
         task: None,

@@ -15,16 +15,25 @@ use super::engine::Engine;
 use super::names::Names;
 use super::{parse_engine_port, DockerError};
 use crate::control::{ControlError, ControlReply};
-use crate::state::AppState;
+use crate::upstream::Forwarder;
 use http::HeaderMap;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use std::future::Future;
+use std::path::PathBuf;
 use std::time::Duration;
+
+/// What the wrappers reach engines and certificates with.
+pub struct Wrappers {
+    /// Upstream client for engine calls (the control path's own, not a worker's).
+    pub forwarder: Forwarder,
+    /// Where the FRP certificates live (`install_certificates` copies the CA from here).
+    pub frp_certs: PathBuf,
+}
 
 /// Entry point from the control API. `op` is the path after `/docker/exapp/`.
 pub async fn handle(
-    state: &AppState,
+    ctx: &Wrappers,
     op: &str,
     headers: &HeaderMap,
     body: &[u8],
@@ -32,7 +41,7 @@ pub async fn handle(
     let budget = budget(op).ok_or(ControlError::NotFound)?;
     let port = parse_engine_port(headers.get("docker-engine-port").map(|v| v.as_bytes()))?;
     let engine = Engine {
-        forwarder: &state.forwarder,
+        forwarder: &ctx.forwarder,
         port,
     };
     let result = match op {
@@ -46,8 +55,7 @@ pub async fn handle(
         "remove" => within(op, budget, remove::remove(&engine, parse(body)?)).await,
         "image_remove" => within(op, budget, images::image_remove(&engine, parse(body)?)).await,
         "install_certificates" => {
-            let frp_dir = state.config.certs_dir.join("frp");
-            certificates::install(&engine, parse(body)?, &frp_dir, budget).await
+            certificates::install(&engine, parse(body)?, &ctx.frp_certs, budget).await
         }
         _ => return Err(ControlError::NotFound),
     };

@@ -7,7 +7,7 @@ use super::listener::LoginGrant;
 use super::loopback;
 use super::registry::{Registry, CONTROL_QUEUE, MAX_POOL};
 use super::ServerCtx;
-use crate::control::{check_login, FrpLoginVerdict};
+use crate::control::FrpLoginVerdict;
 use crate::tunnel::mux::MuxStream;
 use crate::tunnel::wire::crypto::{derive_key, privilege_key, CryptoReader, CryptoWriter};
 use crate::tunnel::wire::messages::*;
@@ -24,14 +24,16 @@ const SERVER_VERSION: &str = "0.65.0";
 /// The LoginResp error for a login refusal, or the accepted run id.
 fn authenticate(ctx: &ServerCtx, login: &Login, peer: SocketAddr) -> Result<String, String> {
     let token = login.metas.get("token").map(String::as_str);
-    match check_login(peer.ip(), token, &ctx.state.key, &ctx.state.bans) {
+    match ctx.login.check(peer.ip(), token) {
         FrpLoginVerdict::Accepted(_) => {}
         FrpLoginVerdict::Banned(_) => {
-            tracing::warn!(client = %peer, "FRP login refused: client is banned");
+            tracing::warn!("FRP login refused: client is banned");
             return Err("banned".into());
         }
         _ => {
-            tracing::warn!(client = %peer, "FRP login refused: wrong or missing metadatas.token (failure recorded)");
+            tracing::warn!(
+                "FRP login refused: wrong or missing metadatas.token (failure recorded)"
+            );
             // What frps answers when HaRP's login plugin replies 400.
             return Err("send Login request to plugin error".into());
         }
@@ -39,7 +41,7 @@ fn authenticate(ctx: &ServerCtx, login: &Login, peer: SocketAddr) -> Result<Stri
     // HaRP configures no frp auth.token, so the expected hash is MD5 of the timestamp alone.
     let expected = privilege_key(&ctx.auth_token, login.timestamp);
     if !bool::from(expected.as_bytes().ct_eq(login.privilege_key.as_bytes())) {
-        tracing::warn!(client = %peer, "FRP login refused: privilege_key does not match the server's auth.token");
+        tracing::warn!("FRP login refused: privilege_key does not match the server's auth.token");
         return Err("token in login doesn't match token from configuration".into());
     }
     Ok(if login.run_id.is_empty() {
@@ -86,6 +88,7 @@ pub async fn run(
             return;
         }
     };
+    tracing::Span::current().record("run_id", run_id.as_str());
     // Full-size session before frpc learns it may open work streams.
     grant.logged_in();
     let resp = Message::LoginResp(LoginResp {
@@ -96,7 +99,7 @@ pub async fn run(
     if write_msg(&mut stream, &resp).await.is_err() {
         return;
     }
-    tracing::info!(client = %peer, run_id = %run_id, version = %login.version, "FRP client logged in");
+    tracing::info!(version = %login.version, "FRP client logged in");
 
     let pool = (login.pool_count.max(0) as usize).min(MAX_POOL);
     let (tx, rx) = mpsc::channel(CONTROL_QUEUE);
@@ -119,29 +122,28 @@ pub async fn run(
         let msg = match msg {
             Ok(m) => m,
             Err(e) => {
-                tracing::debug!(client = %peer, "FRP control stream ended: {e}");
+                tracing::debug!("FRP control stream ended: {e}");
                 break;
             }
         };
         match msg {
-            Message::NewProxy(p) => new_proxy(&ctx.registry, &control, p, peer, &ctx),
+            Message::NewProxy(p) => new_proxy(&ctx.registry, &control, p, &ctx),
             Message::CloseProxy(c) => ctx.registry.remove_proxy(&control, &c.proxy_name),
             Message::Ping(_) => control.send(Message::Pong(Pong::default())),
             other => {
-                tracing::debug!(client = %peer, "unexpected {} on the control stream ignored", other.name());
+                tracing::debug!("unexpected {} on the control stream ignored", other.name());
             }
         }
     }
     ctx.registry.remove_control(&control);
     writer.abort();
-    tracing::info!(client = %peer, run_id = %control.run_id, "FRP client session ended");
+    tracing::info!("FRP client session ended");
 }
 
 fn new_proxy(
     registry: &Arc<Registry>,
     control: &Arc<super::registry::Control>,
     p: NewProxy,
-    peer: SocketAddr,
     ctx: &Arc<ServerCtx>,
 ) {
     let mut resp = NewProxyResp {
@@ -167,10 +169,10 @@ fn new_proxy(
             } else {
                 "ExApp"
             };
-            tracing::info!(client = %peer, proxy = %proxy.name, port = proxy.port, kind, "FRP proxy registered: {} <-> 127.0.0.1:{}", proxy.name, proxy.port);
+            tracing::info!(proxy = %proxy.name, port = proxy.port, kind, "FRP proxy registered: {} <-> 127.0.0.1:{}", proxy.name, proxy.port);
             resp.remote_addr = format!(":{}", proxy.port);
             if let Some(ip) = ctx.loopback_listeners {
-                let idle = ctx.state.config.timeouts.tunnel;
+                let idle = ctx.tunnel_idle;
                 let handle = loopback::spawn(registry.clone(), ip, proxy.port, idle);
                 if let Some(h) = handle {
                     registry.set_listener(&proxy, h);
@@ -178,7 +180,7 @@ fn new_proxy(
             }
         }
         Err(error) => {
-            tracing::warn!(client = %peer, proxy = %p.proxy_name, port = p.remote_port, "FRP proxy refused: {error}");
+            tracing::warn!(proxy = %p.proxy_name, port = p.remote_port, "FRP proxy refused: {error}");
             resp.error = error;
         }
     }

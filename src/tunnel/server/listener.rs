@@ -22,6 +22,7 @@ use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 /// frps's deadline for the first message of a stream.
 const FIRST_READ: Duration = Duration::from_secs(10);
@@ -171,20 +172,20 @@ async fn handle_conn(
             }
             match tokio::time::timeout_at(login_by, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => run_session(tls, peer, ctx, stop, admission, login_by).await,
-                Ok(Err(e)) => tracing::warn!(client = %peer, "FRP TLS handshake failed: {e}"),
-                Err(_) => tracing::warn!(client = %peer, "FRP TLS handshake timed out"),
+                Ok(Err(e)) => tracing::warn!("FRP TLS handshake failed: {e}"),
+                Err(_) => tracing::warn!("FRP TLS handshake timed out"),
             }
         }
         (Some(_), _) if ctx.force_tls => {
-            tracing::warn!(client = %peer, "non-TLS connection received on a TlsOnly server; closed (the FRP client needs transport.tls.enable = true and harp's certificates)");
+            tracing::warn!("non-TLS connection received on a TlsOnly server; closed (the FRP client needs transport.tls.enable = true and harp's certificates)");
         }
         (None, CUSTOM_TLS_BYTE | TLS_HANDSHAKE) => {
-            tracing::warn!(client = %peer, "TLS FRP client refused: harp runs with HP_FRP_DISABLE_TLS=true (set transport.tls.enable = false)");
+            tracing::warn!("TLS FRP client refused: harp runs with HP_FRP_DISABLE_TLS=true (set transport.tls.enable = false)");
         }
         (_, 0) => run_session(tcp, peer, ctx, stop, admission, login_by).await,
-        (_, b'F') => tracing::warn!(client = %peer, "unsupported frp wire protocol v2; closed"),
+        (_, b'F') => tracing::warn!("unsupported frp wire protocol v2; closed"),
         (_, _) => {
-            tracing::warn!(client = %peer, "FRP client without tcpMux is not supported; closed");
+            tracing::warn!("FRP client without tcpMux is not supported; closed");
         }
     }
 }
@@ -214,7 +215,7 @@ async fn run_session<T>(
             s = accept.recv() => match s {
                 Some(stream) => {
                     let grant = LoginGrant { session: session.clone(), admission: admission.clone() };
-                    tokio::spawn(dispatch(stream, peer, grant, ctx.clone()));
+                    tokio::spawn(dispatch(stream, peer, grant, ctx.clone()).in_current_span());
                 }
                 None => break,
             },
@@ -222,7 +223,7 @@ async fn run_session<T>(
                 waiting_for_login = false;
                 if !admission.is_logged_in() {
                     if let Some(held_back) = admission.gate.no_login.check() {
-                        tracing::warn!(client = %peer, held_back, "FRP connection closed: no successful login within {:?}", admission.gate.login_deadline);
+                        tracing::warn!(held_back, "FRP connection closed: no successful login within {:?}", admission.gate.login_deadline);
                     }
                     break;
                 }
@@ -252,68 +253,53 @@ async fn dispatch(mut stream: MuxStream, peer: SocketAddr, grant: LoginGrant, ct
     let first = match tokio::time::timeout(FIRST_READ, read_msg(&mut stream)).await {
         Ok(Ok(m)) => m,
         Ok(Err(e)) => {
-            tracing::warn!(client = %peer, "FRP stream closed: {e}");
+            tracing::warn!("FRP stream closed: {e}");
             return;
         }
         Err(_) => return,
     };
     match first {
-        Message::Login(login) => control::run(ctx, stream, login, peer, grant).await,
+        Message::Login(login) => {
+            // Inside the connection's span (peer); the run id is filled in once logged in.
+            let span = tracing::error_span!("frp_session", run_id = tracing::field::Empty);
+            control::run(ctx, stream, login, peer, grant)
+                .instrument(span)
+                .await
+        }
         Message::NewWorkConn(w) if !control::work_conn_key_ok(&ctx.auth_token, &w) => {
-            tracing::warn!(client = %peer, "work connection refused: its privilege_key does not match the server's auth.token");
+            tracing::warn!(
+                "work connection refused: its privilege_key does not match the server's auth.token"
+            );
         }
         Message::NewWorkConn(w) => {
             if !ctx
                 .registry
                 .add_work_conn(&w.run_id, grant.session.id(), stream)
             {
-                tracing::debug!(client = %peer, "work connection refused: run id unknown or logged in on another connection");
+                tracing::debug!(
+                    "work connection refused: run id unknown or logged in on another connection"
+                );
             }
         }
-        other => tracing::warn!(client = %peer, "FRP stream opened with {}; closed", other.name()),
+        other => tracing::warn!("FRP stream opened with {}; closed", other.name()),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::AppState;
-    use std::collections::HashMap;
     use tokio::io::AsyncWriteExt;
 
     /// A plain-TCP FRP server context with HaRP's policy and a fresh shared key.
     fn plain_ctx() -> Arc<ServerCtx> {
-        let vars: HashMap<String, String> = [
-            ("HP_SHARED_KEY", "test-key"),
-            ("NC_INSTANCE_URL", "http://127.0.0.1:1"),
-            ("HP_FRP_DISABLE_TLS", "true"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-        let config = crate::config::Config::from_vars(&vars).expect("test config");
-        let client = crate::nextcloud::NextcloudClient::new(
-            &config.nextcloud_base,
-            config.shared_key.clone(),
-        )
-        .expect("client");
-        let dialers = crate::upstream::LocalDialers::new(Vec::new());
-        let state = Arc::new(AppState {
-            key: config.shared_key.clone(),
-            bans: crate::security::BanList::new(config.blacklist_window, config.blacklist_count),
-            nextcloud: crate::nextcloud::Nextcloud::new(client, config.session_lifetime),
-            forwarder: crate::upstream::Forwarder::new(
-                config.timeouts.connect,
-                config.timeouts.server,
-                config.timeouts.tunnel,
-                dialers.clone(),
-            ),
-            dialers,
-            config,
-        });
+        let bans = crate::security::BanList::new(Duration::from_secs(60), 5);
         Arc::new(ServerCtx {
             registry: super::super::registry::Registry::new(),
-            state,
+            login: crate::control::LoginChecker::new(
+                crate::security::SharedKey::new("test-key"),
+                Arc::new(bans),
+            ),
+            tunnel_idle: None,
             tls: None,
             force_tls: false,
             auth_token: String::new(),

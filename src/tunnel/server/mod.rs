@@ -9,9 +9,10 @@ pub mod policy;
 pub mod registry;
 pub mod settings;
 
-use crate::state::AppState;
+use crate::control::LoginChecker;
 use registry::Registry;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
@@ -21,8 +22,11 @@ pub use registry::TunnelDialer;
 /// What every server task shares.
 pub struct ServerCtx {
     pub registry: Arc<Registry>,
-    /// Key and ban list for the login check.
-    pub state: Arc<AppState>,
+    /// The login check (shared key and ban list).
+    pub login: LoginChecker,
+    /// Idle timeout of the loopback listeners' relayed connections (HP_TIMEOUT_TUNNEL;
+    /// `None`: unlimited).
+    pub tunnel_idle: Option<Duration>,
     /// TLS for clients that start a handshake; `None` = no server certificate.
     pub tls: Option<TlsAcceptor>,
     /// Close plaintext clients at the first byte (HaRP's default).

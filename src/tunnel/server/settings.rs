@@ -4,7 +4,7 @@
 //! Keys harp cannot honour are logged and ignored rather than stopping the proxy.
 
 use super::policy::{ENGINE_PORTS, EXAPP_PORTS, MAX_PORTS_PER_CLIENT};
-use crate::config::{BindAddr, Config};
+use crate::config::BindAddr;
 use std::net::IpAddr;
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
@@ -46,17 +46,17 @@ pub struct FrpSettings {
 }
 
 impl FrpSettings {
-    /// HaRP's generated configuration.
-    pub fn harp_defaults(config: &Config) -> FrpSettings {
-        let dir = config.certs_dir.join("frp");
+    /// HaRP's generated configuration: listen on `bind`, with TLS from the certificates in
+    /// `frp_certs` (`None`: TLS disabled, HP_FRP_DISABLE_TLS).
+    pub fn harp_defaults(bind: BindAddr, frp_certs: Option<&Path>) -> FrpSettings {
         FrpSettings {
-            bind: config.frp_addr.clone(),
-            tls: (!config.frp_disable_tls).then(|| TlsFiles {
+            bind,
+            tls: frp_certs.map(|dir| TlsFiles {
                 cert: dir.join("server.crt"),
                 key: dir.join("server.key"),
                 ca: Some(dir.join("ca.crt")),
             }),
-            force_tls: !config.frp_disable_tls,
+            force_tls: frp_certs.is_some(),
             allow_ports: vec![EXAPP_PORTS, ENGINE_PORTS],
             max_ports_per_client: MAX_PORTS_PER_CLIENT,
             proxy_bind_addr: IpAddr::from([127, 0, 0, 1]),
@@ -65,23 +65,22 @@ impl FrpSettings {
         }
     }
 
-    /// The user file when `config.frps_config` exists, else HaRP's defaults.
-    pub fn load(config: &Config) -> Result<FrpSettings, SettingsError> {
-        let path = &config.frps_config;
+    /// The user file at `path` when it exists, else `harp_defaults`.
+    pub fn load(path: &Path, harp_defaults: FrpSettings) -> Result<FrpSettings, SettingsError> {
         if !path.is_file() {
-            return Ok(Self::harp_defaults(config));
+            return Ok(harp_defaults);
         }
         let text = std::fs::read_to_string(path).map_err(|source| SettingsError::Read {
-            path: path.clone(),
+            path: path.to_path_buf(),
             source,
         })?;
         let s = Self::parse(&text).map_err(|message| SettingsError::Invalid {
-            path: path.clone(),
+            path: path.to_path_buf(),
             message,
         })?;
         tracing::warn!(path = %path.display(), "using the user-supplied frps.toml instead of HaRP's FRP server settings");
         Ok(FrpSettings {
-            source: Some(path.clone()),
+            source: Some(path.to_path_buf()),
             ..s
         })
     }
@@ -259,6 +258,24 @@ ops = ["Login"]
         assert_eq!(s.allow_ports, vec![23000..=23999, 24000..=24099]);
         assert_eq!(s.max_ports_per_client, 1);
         assert_eq!(s.proxy_bind_addr, IpAddr::from([127, 0, 0, 1]));
+    }
+
+    #[test]
+    fn harp_defaults_follow_the_tls_switch_and_a_missing_file_keeps_them() {
+        let bind = BindAddr {
+            host: "0.0.0.0".into(),
+            port: 8782,
+        };
+        let with_tls = FrpSettings::harp_defaults(bind.clone(), Some(Path::new("/c/frp")));
+        assert!(with_tls.force_tls);
+        assert_eq!(
+            with_tls.tls.as_ref().unwrap().ca,
+            Some("/c/frp/ca.crt".into())
+        );
+        let plain = FrpSettings::harp_defaults(bind, None);
+        assert_eq!((plain.tls.is_none(), plain.force_tls), (true, false));
+        let kept = FrpSettings::load(Path::new("/nonexistent/frps.toml"), plain.clone()).unwrap();
+        assert_eq!(kept, plain);
     }
 
     #[test]

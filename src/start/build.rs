@@ -1,0 +1,127 @@
+//! Building the subsystems from the typed `Config`, once: each gets the narrow handle it needs
+//! (the FRP server a login checker, the control API its stores and a forwarder, the front door
+//! the pipeline's context and an upstream) and nothing else. The only place that sees them all.
+
+use super::StartError;
+use crate::certs;
+use crate::config::Config;
+use crate::control::{Control, LoginChecker};
+use crate::docker::{SocketDialer, Wrappers};
+use crate::frontdoor::{FrontDoor, Gate};
+use crate::nextcloud::{Nextcloud, NextcloudClient};
+use crate::security::BanList;
+use crate::tunnel::server::registry::Registry;
+use crate::tunnel::server::settings::FrpSettings;
+use crate::tunnel::server::TunnelDialer;
+use crate::upstream::{Forwarder, LocalDialers, Resolver};
+use ipnet::IpNet;
+use std::sync::Arc;
+use tokio_rustls::TlsAcceptor;
+
+/// Everything harp runs, built but not yet listening.
+pub(super) struct Subsystems {
+    pub frp_settings: FrpSettings,
+    pub frp_tls: Option<TlsAcceptor>,
+    pub tunnels: Arc<Registry>,
+    pub login: LoginChecker,
+    pub bans: Arc<BanList>,
+    pub nextcloud: Arc<Nextcloud>,
+    pub doors: DoorParts,
+}
+
+/// What every worker's [`FrontDoor`] shares, and how to make its own upstream pool.
+pub(super) struct DoorParts {
+    gate: Arc<Gate>,
+    control: Arc<Control>,
+    pub resolver: Arc<Resolver>,
+    trusted_proxies: Arc<[IpNet]>,
+    timeouts: crate::config::Timeouts,
+    dialers: LocalDialers,
+}
+
+impl DoorParts {
+    /// One worker's front door, with a fresh upstream pool for that worker's runtime.
+    pub fn door(&self) -> FrontDoor {
+        FrontDoor {
+            gate: self.gate.clone(),
+            control: self.control.clone(),
+            forwarder: forwarder(&self.timeouts, &self.dialers),
+            resolver: self.resolver.clone(),
+            trusted_proxies: self.trusted_proxies.clone(),
+            client_timeout: self.timeouts.client,
+        }
+    }
+}
+
+fn forwarder(t: &crate::config::Timeouts, dialers: &LocalDialers) -> Forwarder {
+    Forwarder::new(t.connect, t.server, t.tunnel, dialers.clone())
+}
+
+pub(super) fn build(config: &Config) -> Result<Subsystems, StartError> {
+    let key = config.shared_key.clone();
+    let client = NextcloudClient::new(&config.nextcloud_base, key.clone())?;
+    let frp_certs = config.certs_dir.join("frp");
+    // Certificates before any listener: the FRP server must be able to verify clients.
+    if !config.frp_disable_tls {
+        certs::ensure_frp_certs(&frp_certs, || config.frp_cert_validity_days())?;
+        certs::warn_if_expiring(&frp_certs);
+    }
+    let harp_frp = FrpSettings::harp_defaults(
+        config.frp_addr.clone(),
+        (!config.frp_disable_tls).then_some(frp_certs.as_path()),
+    );
+    let frp_settings = FrpSettings::load(&config.frps_config, harp_frp)?;
+    let frp_tls = match &frp_settings.tls {
+        Some(t) => Some(certs::server_acceptor(&t.cert, &t.key, t.ca.as_deref())?),
+        None => None,
+    };
+    let tunnels = Registry::with_policy(
+        frp_settings.allow_ports.clone(),
+        frp_settings.max_ports_per_client,
+        &frp_settings.auth_token,
+    );
+    // The Docker socket serves 24000 first; every other tunnel port goes through FRP.
+    let dialers = LocalDialers::new(vec![
+        Arc::new(SocketDialer {
+            path: config.docker_socket.clone(),
+        }),
+        Arc::new(TunnelDialer(tunnels.clone())),
+    ]);
+    let bans = Arc::new(BanList::new(
+        config.blacklist_window,
+        config.blacklist_count,
+    ));
+    let nextcloud = Arc::new(Nextcloud::new(client, config.session_lifetime));
+    let login = LoginChecker::new(key.clone(), bans.clone());
+    let control = Arc::new(Control {
+        login: login.clone(),
+        metadata: nextcloud.meta_cache_handle(),
+        docker: Wrappers {
+            // The control path's own pool (Docker wrappers), apart from the workers'.
+            forwarder: forwarder(&config.timeouts, &dialers),
+            frp_certs,
+        },
+    });
+    let gate = Arc::new(Gate {
+        key,
+        bans: bans.clone(),
+        nextcloud: nextcloud.clone(),
+    });
+    let doors = DoorParts {
+        gate,
+        control,
+        resolver: Arc::new(Resolver::default()),
+        trusted_proxies: config.trusted_proxies.clone().into(),
+        timeouts: config.timeouts,
+        dialers,
+    };
+    Ok(Subsystems {
+        frp_settings,
+        frp_tls,
+        tunnels,
+        login,
+        bans,
+        nextcloud,
+        doors,
+    })
+}
