@@ -18,3 +18,6 @@ pub use handler::{handle, FrontDoor};
 pub use listener::{accept_loop, bind, bind_sockets, drain, Listener};
 pub use stall::StallDisarm;
 pub use tls::{load_tls_acceptor, TlsError, TlsReloader};
+
+#[cfg(test)]
+mod tests;
