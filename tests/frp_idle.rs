@@ -2,15 +2,21 @@
 //! (frpc drops the whole session after 75 s without an ACK) and answer frpc's keep-alive
 //! pings, so the session — and the run id — survive and the ExApp stays reachable.
 
-mod frp_support;
+mod common;
 
-use frp_support::*;
+use common::exapp::unix_app;
+use common::frpc::*;
+use common::*;
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_work_stream_and_session_survive_85s() {
     let tmp = tempfile::tempdir().unwrap();
-    let h = start_harp(tmp.path(), &[]).await;
+    let h = Harness::builder()
+        .with_frp_tls()
+        .in_dir(tmp.path())
+        .start()
+        .await;
     let port = port_for(23000, "idle");
     let sock = tmp.path().join("exapp.sock");
     let _app = unix_app(&sock, "appidle").await;
@@ -19,7 +25,7 @@ async fn idle_work_stream_and_session_survive_85s() {
         "frpc",
         &single_proxy_toml(&h, "appidle", port, &sock),
     );
-    push_meta(&h, "appidle", port).await;
+    push_tunnel_meta(&h, "appidle", port).await;
     wait_ok(&h, "/exapps/appidle/warm", &[], Duration::from_secs(30)).await;
     let run_id = h.tunnels.proxy(port).unwrap().control.run_id.clone();
     tokio::time::sleep(Duration::from_secs(85)).await;
@@ -32,5 +38,5 @@ async fn idle_work_stream_and_session_survive_85s() {
         "frpc reconnected:\n{log}"
     );
     assert_eq!(h.tunnels.proxy(port).unwrap().control.run_id, run_id);
-    h.stop().await;
+    h.shutdown().await;
 }
