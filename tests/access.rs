@@ -8,7 +8,12 @@ use common::exapp::StubExApp;
 use common::nextcloud::{StubNextcloud, UserMode};
 use common::*;
 use serde_json::{json, Value};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// How long a test waits for a ban or a cache entry to expire (its lifetime is far shorter).
+const LIFT_DEADLINE: Duration = Duration::from_secs(10);
+/// How often a test looks again while waiting for an expiry.
+const POLL: Duration = Duration::from_millis(20);
 
 fn b64(s: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(s)
@@ -143,9 +148,19 @@ async fn item35_ban_drops_even_requests_with_a_valid_key() {
 async fn item36_ban_lifts_after_the_window() {
     let w = world(&[("HP_BLACKLIST_COUNT", "2"), ("HP_BLACKLIST_WINDOW", "1")]).await;
     get(&w, "/exapps/", &[]).await;
+    let before_ban = Instant::now();
     get(&w, "/exapps/", &[]).await;
     assert!(w.harp.is_banned(ME));
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // Poll for the lift itself rather than sleeping "a bit longer than" the window.
+    assert!(
+        wait_until(LIFT_DEADLINE, || !w.harp.is_banned(ME)).await,
+        "the ban did not lift within {LIFT_DEADLINE:?}"
+    );
+    assert!(
+        before_ban.elapsed() >= Duration::from_secs(1),
+        "the ban lifted before its 1 s window ({:?})",
+        before_ban.elapsed()
+    );
     assert_eq!(get(&w, "/exapps/foo/public", &[]).await.status(), 200);
 }
 
@@ -665,12 +680,24 @@ async fn item76_session_cache_within_lifetime() {
     let w = world(&[("HP_SESSION_LIFETIME", "0.5")]).await;
     w.nc.add_session("s", "alice", 1);
     let c = [("cookie", "oc_sessionPassphrase=s")];
+    let before_lookup = Instant::now();
     echo(&w, "/exapps/foo/api/x", &c).await;
     echo(&w, "/exapps/foo/api/y", &c).await;
     assert_eq!(w.nc.user_calls(), 1);
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    echo(&w, "/exapps/foo/api/z", &c).await;
+    // Ask again until harp asks Nextcloud again (the entry expired), with a deadline, rather
+    // than sleeping "a bit longer than" the lifetime; then check it was not early.
+    let end = before_lookup + LIFT_DEADLINE;
+    while w.nc.user_calls() == 1 {
+        assert!(Instant::now() < end, "the session entry never expired");
+        tokio::time::sleep(POLL).await;
+        echo(&w, "/exapps/foo/api/z", &c).await;
+    }
     assert_eq!(w.nc.user_calls(), 2);
+    assert!(
+        before_lookup.elapsed() >= Duration::from_millis(500),
+        "the session entry expired before its 0.5 s lifetime ({:?})",
+        before_lookup.elapsed()
+    );
 }
 
 #[tokio::test]

@@ -124,6 +124,7 @@ fn sample_normal(
                 None => NORMAL_LATENCY * 5,
             };
             lat.push(took);
+            // The pace of the latency probes (a sample every 50 ms), not a synchronisation.
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         lat

@@ -7,16 +7,15 @@ use common::exapp::StubExApp;
 use common::nextcloud::StubNextcloud;
 use common::*;
 use serde_json::{json, Value};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 
-/// Polls `cond` every 10 ms until it holds or `within` passes.
-async fn eventually(what: &str, within: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+/// Polls `cond` until it holds; fails naming `what` when `within` passes.
+async fn eventually(what: &str, within: Duration, cond: impl FnMut() -> bool) {
+    assert!(
+        wait_until(within, cond).await,
+        "timed out waiting for: {what}"
+    );
 }
 
 #[tokio::test]

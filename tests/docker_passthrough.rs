@@ -379,6 +379,7 @@ impl LocalRegistry {
             ),
         )
         .unwrap();
+        prereq::require_command("docker-registry", "docker-registry");
         let child = std::process::Command::new("docker-registry")
             .arg("serve")
             .arg(&config)

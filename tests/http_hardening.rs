@@ -204,14 +204,7 @@ async fn scripted(script: Script) -> Scripted {
 
 /// Polls `done` until it holds or `DEADLINE` passes.
 async fn eventually(done: impl Fn() -> bool) -> bool {
-    let until = Instant::now() + DEADLINE;
-    while Instant::now() < until {
-        if done() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    done()
+    wait_until(DEADLINE, done).await
 }
 
 const H2C_OFFER: &str = "Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n";

@@ -375,7 +375,7 @@ pub async fn fixed_response_server(
 
 /// A tiny HTTP/1.1 app on a unix socket: `/_ping` answers `OK` (a Docker engine's reply);
 /// anything else answers `<app>: <method> <path> body=<n>` after reading the whole body, and
-/// a path ending in `/up` adds ` fnv=<FNV-1a of the body>` so uploads can be checked intact.
+/// the query `?checksum` adds ` fnv=<FNV-1a of the body>` so uploads can be checked intact.
 pub async fn unix_app(path: &Path, app: &'static str) -> tokio::task::JoinHandle<()> {
     let _ = std::fs::remove_file(path);
     let listener = tokio::net::UnixListener::bind(path).unwrap();
@@ -427,6 +427,7 @@ where
     let svc = service_fn(move |req: Request<Incoming>| async move {
         let method = req.method().clone();
         let path = req.uri().path().to_string();
+        let checksum = req.uri().query() == Some("checksum");
         let body = if path.ends_with("/_ping") {
             "OK".to_string()
         } else {
@@ -439,7 +440,7 @@ where
                     fnv1a_update(&mut fnv, &d);
                 }
             }
-            if path.ends_with("/up") {
+            if checksum {
                 format!("{app}: {method} {path} body={n} fnv={fnv:016x}")
             } else {
                 format!("{app}: {method} {path} body={n}")

@@ -240,7 +240,7 @@ pub async fn upload_rate(h: &TestHarp, path: &str, mib: usize) -> f64 {
     );
     let t0 = Instant::now();
     let r = client()
-        .post(h.url(path))
+        .post(h.url(&format!("{path}?checksum")))
         .body(payload)
         .send()
         .await
