@@ -13,12 +13,14 @@ use common::tunnel::start_rust_client;
 use common::*;
 use std::time::Duration;
 
-// Floors in MiB/s for a 64 MiB upload. Measured on the shared 2-core machine (debug build,
-// other builds running): Go frpc (emulated with qemu there) MEAS_FRPC, harp tunnel
-// MEAS_RUST, direct MEAS_PLAIN; each floor is about a fifth of that.
-const FRPC_FLOOR: f64 = 0.0;
-const HARP_TUNNEL_FLOOR: f64 = 0.0;
-const DIRECT_FLOOR: f64 = 0.0;
+// Floors in MiB/s for a 64 MiB upload (debug build, the checksum computed on the way).
+// Measured on the shared 2-core machine with four other builds running (load average 6):
+// Go frpc (emulated with qemu there) 8.7, harp tunnel 40.8, direct 65.6. The harp-tunnel
+// and direct floors are about a fifth of that; the Go frpc floor is the 5 MiB/s this test
+// always asserted (about 60 %, since qemu leaves less headroom to divide).
+const FRPC_FLOOR: f64 = 5.0;
+const HARP_TUNNEL_FLOOR: f64 = 8.0;
+const DIRECT_FLOOR: f64 = 12.0;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bulk_upload_through_tunnel_vs_direct() {
