@@ -32,6 +32,10 @@ async fn rust_client_tls_unix_socket_and_tcp_target_reachable() {
     );
     let rate = upload_rate(&h, "/exapps/rapp/up", 16).await;
     eprintln!("harp tunnel client: 16 MiB upload at {rate:.1} MiB/s");
+    assert!(
+        rate >= HARP_TUNNEL_FLOOR,
+        "16 MiB through harp tunnel at {rate:.1} MiB/s, floor {HARP_TUNNEL_FLOOR} MiB/s"
+    );
     h.shutdown().await;
 
     // A plain localIP/localPort target, TLS off on both sides.
