@@ -8,7 +8,12 @@ use common::exapp::StubExApp;
 use common::nextcloud::{StubNextcloud, UserMode};
 use common::*;
 use serde_json::{json, Value};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// How long a test waits for a ban or a cache entry to expire (its lifetime is far shorter).
+const LIFT_DEADLINE: Duration = Duration::from_secs(10);
+/// How often a test looks again while waiting for an expiry.
+const POLL: Duration = Duration::from_millis(20);
 
 fn b64(s: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(s)
@@ -38,7 +43,11 @@ async fn world(extra: &[(&str, &str)]) -> World {
     let nc = StubNextcloud::start().await;
     let app = StubExApp::start().await;
     nc.add_app("foo", meta(app.port(), routes()));
-    let harp = start_harp(&nc.url(), extra).await;
+    let harp = Harness::builder()
+        .nextcloud(&nc.url())
+        .envs(extra)
+        .start()
+        .await;
     World { nc, app, harp }
 }
 
@@ -76,7 +85,7 @@ async fn item31_no_app_id_is_404_and_recorded() {
     assert_eq!(r.status(), 404);
     assert_eq!(r.headers()["content-type"], "text/plain");
     assert_eq!(r.text().await.unwrap(), "404 Not Found");
-    assert_eq!(failures(&w.harp, ME), 1);
+    assert_eq!(w.harp.failures_of(ME), 1);
 }
 
 #[tokio::test]
@@ -88,7 +97,7 @@ async fn item32_no_app_id_with_key_is_not_recorded() {
             .status(),
         404
     );
-    assert_eq!(failures(&w.harp, ME), 0);
+    assert_eq!(w.harp.failures_of(ME), 0);
 }
 
 #[tokio::test]
@@ -110,7 +119,7 @@ async fn item33_parent_segments_drop_the_connection() {
             String::from_utf8_lossy(&out)
         );
     }
-    assert_eq!(failures(&w.harp, ME), 4);
+    assert_eq!(w.harp.failures_of(ME), 4);
     assert_eq!(w.app.requests.load(std::sync::atomic::Ordering::SeqCst), 0);
 }
 
@@ -139,9 +148,19 @@ async fn item35_ban_drops_even_requests_with_a_valid_key() {
 async fn item36_ban_lifts_after_the_window() {
     let w = world(&[("HP_BLACKLIST_COUNT", "2"), ("HP_BLACKLIST_WINDOW", "1")]).await;
     get(&w, "/exapps/", &[]).await;
+    let before_ban = Instant::now();
     get(&w, "/exapps/", &[]).await;
-    assert!(w.harp.state.bans.is_banned(ME.parse().unwrap()));
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert!(w.harp.is_banned(ME));
+    // Poll for the lift itself rather than sleeping "a bit longer than" the window.
+    assert!(
+        wait_until(LIFT_DEADLINE, || !w.harp.is_banned(ME)).await,
+        "the ban did not lift within {LIFT_DEADLINE:?}"
+    );
+    assert!(
+        before_ban.elapsed() >= Duration::from_secs(1),
+        "the ban lifted before its 1 s window ({:?})",
+        before_ban.elapsed()
+    );
     assert_eq!(get(&w, "/exapps/foo/public", &[]).await.status(), 200);
 }
 
@@ -158,7 +177,7 @@ async fn item37_refused_requests_do_not_extend_the_ban() {
         )
         .await;
     }
-    assert_eq!(failures(&w.harp, ME), 2);
+    assert_eq!(w.harp.failures_of(ME), 2);
 }
 
 #[tokio::test]
@@ -170,8 +189,8 @@ async fn item38_trusted_proxy_failures_hit_the_forwarded_client() {
         &[("x-forwarded-for", "203.0.113.5, 10.0.0.1")],
     )
     .await;
-    assert_eq!(failures(&w.harp, "203.0.113.5"), 1);
-    assert_eq!(failures(&w.harp, ME), 0);
+    assert_eq!(w.harp.failures_of("203.0.113.5"), 1);
+    assert_eq!(w.harp.failures_of(ME), 0);
     let untrusted = world(&[("HP_TRUSTED_PROXY_IPS", "10.0.0.0/8")]).await;
     get(
         &untrusted,
@@ -179,8 +198,8 @@ async fn item38_trusted_proxy_failures_hit_the_forwarded_client() {
         &[("x-forwarded-for", "203.0.113.5")],
     )
     .await;
-    assert_eq!(failures(&untrusted.harp, ME), 1);
-    assert_eq!(failures(&untrusted.harp, "203.0.113.5"), 0);
+    assert_eq!(untrusted.harp.failures_of(ME), 1);
+    assert_eq!(untrusted.harp.failures_of("203.0.113.5"), 0);
 }
 
 #[tokio::test]
@@ -195,7 +214,7 @@ async fn item39_garbage_forwarded_for_falls_back_to_real_ip() {
         ],
     )
     .await;
-    assert_eq!(failures(&w.harp, "198.51.100.7"), 1);
+    assert_eq!(w.harp.failures_of("198.51.100.7"), 1);
 }
 
 #[tokio::test]
@@ -228,7 +247,7 @@ async fn item41_app_api_without_key_is_401_and_recorded() {
             .status(),
         401
     );
-    assert_eq!(failures(&w.harp, ME), 2);
+    assert_eq!(w.harp.failures_of(ME), 2);
 }
 
 #[tokio::test]
@@ -248,7 +267,7 @@ async fn item42_info_with_key() {
     assert!((v[0], v[1], v[2]) >= (0, 4, 4), "{doc}");
     assert_eq!(doc["docker"], true);
     assert_eq!(doc["kubernetes"]["enabled"], false);
-    assert_eq!(failures(&w.harp, ME), 0);
+    assert_eq!(w.harp.failures_of(ME), 0);
 }
 
 #[tokio::test]
@@ -279,7 +298,7 @@ async fn item49_engine_header_on_info_hits_the_allow_list() {
         .await
         .unwrap()
         .contains("Request forbidden by administrative rules."));
-    assert_eq!(failures(&w.harp, ME), 0);
+    assert_eq!(w.harp.failures_of(ME), 0);
 }
 
 #[tokio::test]
@@ -307,7 +326,7 @@ async fn item52_engine_refused_is_503_and_silent_engine_is_504() {
     .await;
     assert_eq!(r.status(), 503);
     let (silent, _t) = common::exapp::silent_server().await;
-    let _tunnel = engine_tunnel(&w.harp, 24097, silent).await;
+    let _tunnel = w.harp.engine_tunnel(24097, silent).await;
     let started = std::time::Instant::now();
     let r = get(
         &w,
@@ -323,7 +342,7 @@ async fn item52_engine_refused_is_503_and_silent_engine_is_504() {
 async fn engine_passthrough_keeps_path_query_and_strips_harp_headers() {
     let w = world(&[]).await;
     let app = std::net::SocketAddr::from(([127, 0, 0, 1], w.app.port()));
-    let _tunnel = engine_tunnel(&w.harp, 24096, app).await;
+    let _tunnel = w.harp.engine_tunnel(24096, app).await;
     let r = client()
         .post(
             w.harp
@@ -358,7 +377,7 @@ async fn item53_signed_with_wrong_key_is_dropped_and_recorded() {
         .await
         .unwrap();
     assert!(out.is_empty());
-    assert_eq!(failures(&w.harp, ME), 1);
+    assert_eq!(w.harp.failures_of(ME), 1);
 }
 
 #[tokio::test]
@@ -376,7 +395,7 @@ async fn item54_signed_unknown_exapp_goes_to_header_host_and_port() {
     assert_eq!(doc["headers"]["ex-app-version"], "9.9.9");
     // Fallback records are never cached: an unsigned request still finds no such ExApp.
     assert_eq!(get(&w, "/exapps/newapp/", &[]).await.status(), 404);
-    assert!(w.harp.state.nextcloud.meta_cache().get("newapp").is_none());
+    assert!(!w.harp.is_meta_cached("newapp"));
 }
 
 #[tokio::test]
@@ -386,7 +405,7 @@ async fn item55_56_signed_known_exapp_uses_metadata_and_skips_routes() {
     let doc = echo(&w, "/exapps/foo/no/route/matches", &signed(KEY)).await;
     assert_eq!(doc["target"], "/no/route/matches");
     assert_eq!(doc["headers"]["ex-app-version"], "1.2.3");
-    assert_eq!(failures(&w.harp, ME), 0);
+    assert_eq!(w.harp.failures_of(ME), 0);
 }
 
 #[tokio::test]
@@ -408,7 +427,7 @@ async fn item58_unsigned_internal_endpoints() {
             .unwrap();
         assert!(out.is_empty(), "{ep} must be dropped");
     }
-    assert_eq!(failures(&w.harp, ME), 3);
+    assert_eq!(w.harp.failures_of(ME), 3);
     assert_eq!(
         get(&w, "/exapps/unknown/heartbeat", &[]).await.status(),
         404
@@ -483,7 +502,7 @@ async fn item64_user_route_without_credentials_is_403_and_recorded() {
     let r = get(&w, "/exapps/foo/api/x", &[]).await;
     assert_eq!(r.status(), 403);
     assert_eq!(r.text().await.unwrap(), "403 Forbidden");
-    assert_eq!(failures(&w.harp, ME), 1);
+    assert_eq!(w.harp.failures_of(ME), 1);
 }
 
 #[tokio::test]
@@ -597,7 +616,7 @@ async fn item71_lookahead_routes_work() {
 async fn item72_no_route_is_404_and_recorded() {
     let w = world(&[]).await;
     assert_eq!(get(&w, "/exapps/foo/nothing", &[]).await.status(), 404);
-    assert_eq!(failures(&w.harp, ME), 1);
+    assert_eq!(w.harp.failures_of(ME), 1);
 }
 
 #[tokio::test]
@@ -625,7 +644,7 @@ async fn item74_user_info_errors_fall_back_to_anonymous() {
             b64(":apptoken"),
             "{mode:?}"
         );
-        assert_eq!(failures(&w.harp, ME), 0);
+        assert_eq!(w.harp.failures_of(ME), 0);
         assert_eq!(
             get(&w, "/exapps/foo/api/x", &cookie).await.status(),
             403,
@@ -661,12 +680,24 @@ async fn item76_session_cache_within_lifetime() {
     let w = world(&[("HP_SESSION_LIFETIME", "0.5")]).await;
     w.nc.add_session("s", "alice", 1);
     let c = [("cookie", "oc_sessionPassphrase=s")];
+    let before_lookup = Instant::now();
     echo(&w, "/exapps/foo/api/x", &c).await;
     echo(&w, "/exapps/foo/api/y", &c).await;
     assert_eq!(w.nc.user_calls(), 1);
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    echo(&w, "/exapps/foo/api/z", &c).await;
+    // Ask again until harp asks Nextcloud again (the entry expired), with a deadline, rather
+    // than sleeping "a bit longer than" the lifetime; then check it was not early.
+    let end = before_lookup + LIFT_DEADLINE;
+    while w.nc.user_calls() == 1 {
+        assert!(Instant::now() < end, "the session entry never expired");
+        tokio::time::sleep(POLL).await;
+        echo(&w, "/exapps/foo/api/z", &c).await;
+    }
     assert_eq!(w.nc.user_calls(), 2);
+    assert!(
+        before_lookup.elapsed() >= Duration::from_millis(500),
+        "the session entry expired before its 0.5 s lifetime ({:?})",
+        before_lookup.elapsed()
+    );
 }
 
 #[tokio::test]
@@ -729,10 +760,10 @@ async fn item79_nextcloud_set_cookie_is_never_replayed() {
 async fn item80_bruteforce_statuses_from_the_exapp_are_recorded() {
     let w = world(&[]).await;
     assert_eq!(get(&w, "/exapps/foo/status/401", &[]).await.status(), 401);
-    assert_eq!(failures(&w.harp, ME), 1);
+    assert_eq!(w.harp.failures_of(ME), 1);
     assert_eq!(get(&w, "/exapps/foo/status/200", &[]).await.status(), 200);
     assert_eq!(get(&w, "/exapps/foo/status/500", &[]).await.status(), 500);
-    assert_eq!(failures(&w.harp, ME), 1);
+    assert_eq!(w.harp.failures_of(ME), 1);
 }
 
 #[tokio::test]
@@ -744,5 +775,5 @@ async fn item81_signed_requests_never_record_bruteforce_statuses() {
             .status(),
         401
     );
-    assert_eq!(failures(&w.harp, ME), 0);
+    assert_eq!(w.harp.failures_of(ME), 0);
 }

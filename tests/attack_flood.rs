@@ -1,11 +1,12 @@
 //! Attack suite, resource exhaustion (issue #13): floods and descriptor limits against the real
 //! `harp` binary, measured through `/proc/<pid>` while normal requests are timed alongside.
 
-mod attack_support;
 mod common;
 
-use attack_support::*;
+use common::exapp::*;
 use common::nextcloud::StubNextcloud;
+use common::process::*;
+use common::{meta, wait_until, Harness};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -123,6 +124,7 @@ fn sample_normal(
                 None => NORMAL_LATENCY * 5,
             };
             lat.push(took);
+            // The pace of the latency probes (a sample every 50 ms), not a synchronisation.
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         lat
@@ -161,15 +163,15 @@ fn churn_request(i: usize) -> String {
 async fn attack07_ban_churn_keeps_normal_requests_fast() {
     let _g = serial().await;
     let nc = StubNextcloud::start().await;
-    let mut harp = Harp::spawn(
-        &nc.url(),
-        &[("HP_TRUSTED_PROXY_IPS", "127.0.0.1"), ("HP_WORKERS", "2")],
-    );
+    let mut harp = Harness::builder()
+        .nextcloud(&nc.url())
+        .envs(&[("HP_TRUSTED_PROXY_IPS", "127.0.0.1"), ("HP_WORKERS", "2")])
+        .spawn_process();
     let baseline = harp.rss_kib();
     let stop = Arc::new(AtomicBool::new(false));
-    let sampler = sample_normal(harp.http, stop.clone());
+    let sampler = sample_normal(harp.addr, stop.clone());
     let started = Instant::now();
-    let answered = request_flood(harp.http, CHURN_IPS, CHURN_TIME, DEEP, churn_request).await;
+    let answered = request_flood(harp.addr, CHURN_IPS, CHURN_TIME, DEEP, churn_request).await;
     let took = started.elapsed();
     stop.store(true, Ordering::Relaxed);
     let lat = sampler.await.unwrap();
@@ -195,7 +197,10 @@ async fn attack10_soft_nofile_limit_is_raised_to_the_hard_limit() {
     let nc = StubNextcloud::start().await;
     let (_, hard) = nofile_limits(std::process::id());
     let arg = format!("--nofile=1024:{hard}");
-    let harp = Harp::spawn_wrapped(&["prlimit", &arg, "--"], &nc.url(), &[]);
+    let harp = Harness::builder()
+        .nextcloud(&nc.url())
+        .wrapped_in(&["prlimit", &arg, "--"])
+        .spawn_process();
     let (soft, harp_hard) = nofile_limits(harp.pid);
     assert_eq!(harp_hard, hard, "the wrapper set the hard limit");
     assert_eq!(
@@ -218,11 +223,14 @@ const EXHAUSTED_CPU_TICKS: u64 = 40;
 async fn attack11_fd_exhaustion_backs_off_and_recovers() {
     let _g = serial().await;
     let nc = StubNextcloud::start().await;
-    let mut harp = Harp::spawn_wrapped(&["prlimit", TIGHT_NOFILE, "--"], &nc.url(), &[]);
-    assert_normal_fast(harp.http, "before").await;
+    let mut harp = Harness::builder()
+        .nextcloud(&nc.url())
+        .wrapped_in(&["prlimit", TIGHT_NOFILE, "--"])
+        .spawn_process();
+    assert_normal_fast(harp.addr, "before").await;
     let mut conns = Vec::new();
     for _ in 0..EXHAUST_CONNS {
-        if let Ok(s) = TcpStream::connect(harp.http).await {
+        if let Ok(s) = TcpStream::connect(harp.addr).await {
             conns.push(s);
         }
     }
@@ -247,7 +255,7 @@ async fn attack11_fd_exhaustion_backs_off_and_recovers() {
     );
     let end = Instant::now() + Duration::from_secs(10);
     let (served, last) = loop {
-        let last = timed_status(harp.http, &info_request()).await;
+        let last = timed_status(harp.addr, &info_request()).await;
         if last.0 == 200 || Instant::now() > end {
             break (last.0 == 200, last);
         }
@@ -268,13 +276,16 @@ const SLOW_CLIENT_TIMEOUT: Duration = Duration::from_secs(2);
 async fn attack17_slowloris_is_closed_after_the_client_timeout() {
     let _g = serial().await;
     let nc = StubNextcloud::start().await;
-    let mut harp = Harp::spawn(&nc.url(), &[("HP_TIMEOUT_CLIENT", "2s")]);
+    let mut harp = Harness::builder()
+        .nextcloud(&nc.url())
+        .envs(&[("HP_TIMEOUT_CLIENT", "2s")])
+        .spawn_process();
     let baseline = harp.fds();
     let started = Instant::now();
     let deadline = SLOW_CLIENT_TIMEOUT + Duration::from_secs(3);
     let mut set = tokio::task::JoinSet::new();
     for _ in 0..SLOW_CONNS {
-        let addr = harp.http;
+        let addr = harp.addr;
         set.spawn(async move {
             let mut s = TcpStream::connect(addr).await.unwrap();
             let opened = Instant::now();
@@ -299,7 +310,7 @@ async fn attack17_slowloris_is_closed_after_the_client_timeout() {
     }
     let mut normal = Vec::new();
     while started.elapsed() < SLOW_CLIENT_TIMEOUT {
-        normal.push(assert_normal_fast(harp.http, "during slowloris").await);
+        normal.push(assert_normal_fast(harp.addr, "during slowloris").await);
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let mut open_too_long = 0;
@@ -338,12 +349,15 @@ async fn attack17_cookie_flood_keeps_memory_bounded() {
     let nc = StubNextcloud::start().await;
     let app = RecordingExApp::start().await;
     nc.add_app("atk", meta(app.port(), attack_routes()));
-    let mut harp = Harp::spawn(&nc.url(), &[("HP_BLACKLIST_COUNT", "100000000")]);
+    let mut harp = Harness::builder()
+        .nextcloud(&nc.url())
+        .envs(&[("HP_BLACKLIST_COUNT", "100000000")])
+        .spawn_process();
     let baseline = harp.rss_kib();
     let stop = Arc::new(AtomicBool::new(false));
-    let sampler = sample_normal(harp.http, stop.clone());
+    let sampler = sample_normal(harp.addr, stop.clone());
     let started = Instant::now();
-    let answered = request_flood(harp.http, COOKIES, COOKIE_TIME, WIDE, cookie_request).await;
+    let answered = request_flood(harp.addr, COOKIES, COOKIE_TIME, WIDE, cookie_request).await;
     let took = started.elapsed();
     stop.store(true, Ordering::Relaxed);
     let p = p99(sampler.await.unwrap());

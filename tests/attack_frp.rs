@@ -3,11 +3,11 @@
 //! hand (harp's own frame codec is private); logged-in peers use harp's public mux session and
 //! FRP message codecs, as `harp tunnel` does.
 
-mod attack_support;
 mod common;
 
-use attack_support::*;
 use common::nextcloud::StubNextcloud;
+use common::process::*;
+use common::{meta, wait_until, Harness, KEY};
 use harp::tunnel::mux::{MuxStream, Role, Session, SessionConfig};
 use harp::tunnel::wire::crypto::privilege_key;
 use harp::tunnel::wire::messages::{Login, NewProxy, NewWorkConn};
@@ -59,7 +59,7 @@ struct Flood {
 
 /// Writes `chunk` repeatedly (never reading) until harp closes the connection, or the byte,
 /// time or RSS bound is hit; samples harp's RSS throughout.
-async fn flood(harp: &Harp, s: &mut TcpStream, chunk: &[u8], baseline_rss: u64) -> Flood {
+async fn flood(harp: &HarpProcess, s: &mut TcpStream, chunk: &[u8], baseline_rss: u64) -> Flood {
     let started = Instant::now();
     let mut f = Flood {
         sent: 0,
@@ -98,9 +98,12 @@ async fn closed_within(s: &mut TcpStream, within: Duration) -> bool {
     }
 }
 
-async fn frp_harp(vars: &[(&str, &str)]) -> (StubNextcloud, Harp) {
+async fn frp_harp(vars: &[(&str, &str)]) -> (StubNextcloud, HarpProcess) {
     let nc = StubNextcloud::start().await;
-    let harp = Harp::spawn(&nc.url(), vars);
+    let harp = Harness::builder()
+        .nextcloud(&nc.url())
+        .envs(vars)
+        .spawn_process();
     (nc, harp)
 }
 
@@ -120,7 +123,7 @@ async fn attack02_prelogin_ping_flood_is_closed_with_bounded_memory() {
         .collect();
     let started = Instant::now();
     let f = flood(&harp, &mut s, &chunk, baseline).await;
-    assert_normal_fast(harp.http, "during the PING flood").await;
+    assert_normal_fast(harp.addr, "during the PING flood").await;
     harp.assert_alive();
     assert!(
         f.peak_rss_kib <= baseline + RSS_MARGIN_KIB,
@@ -214,7 +217,7 @@ async fn attack05_prelogin_connection_flood_is_capped_and_expires() {
         }
     }
     let opened = started.elapsed();
-    assert_normal_fast(harp.http, "during the pre-login flood").await;
+    assert_normal_fast(harp.addr, "during the pre-login flood").await;
     let pid = harp.pid;
     let mut peak_after = peak;
     let all_gone = wait_until(LOGIN_DEADLINE.saturating_sub(opened), || {
@@ -255,7 +258,7 @@ fn now_secs() -> i64 {
 }
 
 /// Opens a session; logs in with the shared key unless `login` is false.
-async fn frp_peer(harp: &Harp, login: bool) -> FrpPeer {
+async fn frp_peer(harp: &HarpProcess, login: bool) -> FrpPeer {
     let tcp = TcpStream::connect(harp.frp).await.unwrap();
     let (session, accept) = Session::start(tcp, Role::Client, SessionConfig::default());
     let mut peer = FrpPeer {

@@ -1,12 +1,13 @@
 //! Attack suite, HTTP front door (issue #13): hostile clients against the real `harp` binary,
 //! with a stub Nextcloud and a recording stub ExApp in this process. Each test names the
-//! attack it repeats and what it proves; see `attack_support` for the shared expectations.
+//! attack it repeats and what it proves; see `common::process` for the shared expectations.
 
-mod attack_support;
 mod common;
 
-use attack_support::*;
+use common::exapp::*;
 use common::nextcloud::StubNextcloud;
+use common::process::*;
+use common::{meta, Harness, KEY};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -20,7 +21,7 @@ const ANSWER: Duration = Duration::from_secs(3);
 struct World {
     nc: StubNextcloud,
     app: RecordingExApp,
-    harp: Harp,
+    harp: HarpProcess,
 }
 
 async fn world(vars: &[(&str, &str)]) -> World {
@@ -30,7 +31,10 @@ async fn world(vars: &[(&str, &str)]) -> World {
     // Many of these attacks are failures harp records; the suite must not ban itself.
     let mut all = vec![("HP_BLACKLIST_COUNT", "1000000")];
     all.extend_from_slice(vars);
-    let harp = Harp::spawn(&nc.url(), &all);
+    let harp = Harness::builder()
+        .nextcloud(&nc.url())
+        .envs(&all)
+        .spawn_process();
     World { nc, app, harp }
 }
 
@@ -38,7 +42,7 @@ async fn world(vars: &[(&str, &str)]) -> World {
 async fn assert_public_reaches(w: &World) {
     let req =
         format!("GET /exapps/{APP}/public/ok HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-    let (status, _) = timed_status(w.harp.http, req.as_bytes()).await;
+    let (status, _) = timed_status(w.harp.addr, req.as_bytes()).await;
     assert_eq!(status, 200, "a PUBLIC request must reach the ExApp");
     assert!(w.app.saw("/public/ok"));
 }
@@ -50,8 +54,10 @@ async fn assert_public_reaches(w: &World) {
 async fn attack01_abandoned_lookups_release_their_fds() {
     let _g = serial().await;
     let (silent, _task) = common::exapp::silent_server().await;
-    let mut harp = Harp::spawn(&format!("http://{silent}/"), &[]);
-    assert_normal_fast(harp.http, "before").await;
+    let mut harp = Harness::builder()
+        .nextcloud(&format!("http://{silent}/"))
+        .spawn_process();
+    assert_normal_fast(harp.addr, "before").await;
     let baseline = harp.fds();
     const REQUESTS: usize = 1_200;
     const BATCH: usize = 100;
@@ -59,7 +65,7 @@ async fn attack01_abandoned_lookups_release_their_fds() {
     for batch in 0..REQUESTS / BATCH {
         let mut set = tokio::task::JoinSet::new();
         for i in 0..BATCH {
-            let addr = harp.http;
+            let addr = harp.addr;
             set.spawn(async move {
                 let mut s = TcpStream::connect(addr).await.unwrap();
                 // Distinct app ids: every request starts its own lookup.
@@ -78,7 +84,7 @@ async fn attack01_abandoned_lookups_release_their_fds() {
         );
         // Between batches, so the measure is harp's, not a 1,200-deep accept backlog's.
         if batch % 3 == 2 {
-            assert_normal_fast(harp.http, "during abandoned lookups").await;
+            assert_normal_fast(harp.addr, "during abandoned lookups").await;
         }
     }
     harp.fds_settle(baseline, "after 1,200 abandoned lookups")
@@ -97,7 +103,7 @@ async fn attack06_escaped_internal_endpoints_never_reach_the_exapp() {
         let req = format!(
             "PUT /exapps/{APP}{path}?enabled=0 HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
         );
-        let _ = raw_exchange(w.harp.http, req.as_bytes(), ANSWER).await;
+        let _ = raw_exchange(w.harp.addr, req.as_bytes(), ANSWER).await;
         assert!(
             !w.app.saw("nabled"),
             "anonymous PUT {path} reached the ExApp: {:?}",
@@ -116,7 +122,7 @@ async fn attack06_escaped_admin_path_is_not_a_user_route() {
     let req = format!(
         "GET /exapps/{APP}/api/%61dmin/ HTTP/1.1\r\nHost: x\r\nCookie: oc_sessionPassphrase=user-cookie\r\nConnection: close\r\n\r\n"
     );
-    let _ = raw_exchange(w.harp.http, req.as_bytes(), ANSWER).await;
+    let _ = raw_exchange(w.harp.addr, req.as_bytes(), ANSWER).await;
     assert!(
         !w.app.saw("dmin"),
         "a USER passed ^/api/admin with an escaped path: {:?}",
@@ -126,7 +132,7 @@ async fn attack06_escaped_admin_path_is_not_a_user_route() {
     let req = format!(
         "GET /exapps/{APP}/api/list HTTP/1.1\r\nHost: x\r\nCookie: oc_sessionPassphrase=user-cookie\r\nConnection: close\r\n\r\n"
     );
-    let (status, _) = timed_status(w.harp.http, req.as_bytes()).await;
+    let (status, _) = timed_status(w.harp.addr, req.as_bytes()).await;
     assert_eq!(status, 200, "the USER reaches ^/api");
 }
 
@@ -139,7 +145,7 @@ async fn attack06_escaped_separators_and_nul_are_400() {
     for esc in ["%2F", "%2f", "%5C", "%5c", "%00"] {
         let req =
             format!("GET /exapps/{APP}/a{esc}b HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-        let out = raw_exchange(w.harp.http, req.as_bytes(), ANSWER)
+        let out = raw_exchange(w.harp.addr, req.as_bytes(), ANSWER)
             .await
             .unwrap_or_else(|o| o);
         assert_eq!(
@@ -159,7 +165,7 @@ async fn attack06_escaped_separators_and_nul_are_400() {
 async fn attack08_h2c_upgrade_does_not_open_a_tunnel() {
     let _g = serial().await;
     let w = world(&[]).await;
-    let mut s = TcpStream::connect(w.harp.http).await.unwrap();
+    let mut s = TcpStream::connect(w.harp.addr).await.unwrap();
     let req = format!(
         "GET /exapps/{APP}/public/h2c HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n"
     );
@@ -203,7 +209,7 @@ async fn attack09_connection_header_cannot_strip_injected_headers() {
     let req = format!(
         "GET /exapps/{APP}/public/conn HTTP/1.1\r\nHost: x\r\nConnection: authorization-app-api, ex-app-id, aa-version, ex-app-version, host\r\n\r\n"
     );
-    let out = raw_exchange(w.harp.http, req.as_bytes(), ANSWER)
+    let out = raw_exchange(w.harp.addr, req.as_bytes(), ANSWER)
         .await
         .unwrap_or_else(|o| o);
     assert_eq!(status_of(&out), 200, "{}", String::from_utf8_lossy(&out));
@@ -234,7 +240,7 @@ async fn attack09_connection_header_cannot_strip_injected_headers() {
 async fn attack12_stalled_upload_times_out_on_the_client_timeout() {
     let _g = serial().await;
     let w = world(&[("HP_TIMEOUT_CLIENT", "500ms"), ("HP_TIMEOUT_SERVER", "60s")]).await;
-    let mut s = TcpStream::connect(w.harp.http).await.unwrap();
+    let mut s = TcpStream::connect(w.harp.addr).await.unwrap();
     let req = format!(
         "POST /exapps/{APP}/public/upload HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n0123456789"
     );
@@ -264,7 +270,7 @@ async fn attack13_duplicate_host_is_refused() {
     let req = format!(
         "GET /exapps/{APP}/public/dup HTTP/1.1\r\nHost: a\r\nHost: b\r\nConnection: close\r\n\r\n"
     );
-    let out = raw_exchange(w.harp.http, req.as_bytes(), ANSWER)
+    let out = raw_exchange(w.harp.addr, req.as_bytes(), ANSWER)
         .await
         .unwrap_or_else(|o| o);
     assert_eq!(status_of(&out), BAD_REQUEST, "duplicate Host");
@@ -283,7 +289,7 @@ async fn attack13_malformed_chunked_body_is_400() {
     let req = format!(
         "POST /exapps/{APP}/public/chunk HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\nZZ\r\nhello\r\n0\r\n\r\n"
     );
-    let out = raw_exchange(w.harp.http, req.as_bytes(), ANSWER)
+    let out = raw_exchange(w.harp.addr, req.as_bytes(), ANSWER)
         .await
         .unwrap_or_else(|o| o);
     assert_eq!(
@@ -307,7 +313,7 @@ async fn attack13_response_with_cl_and_te_drops_content_length() {
     .await;
     w.nc.add_app("rawapp", meta(raw.port(), attack_routes()));
     let out = raw_exchange(
-        w.harp.http,
+        w.harp.addr,
         b"GET /exapps/rawapp/x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
         ANSWER,
     )
@@ -412,7 +418,7 @@ async fn attack14_docker_create_rejects_hostile_payloads() {
 async fn attack15_engine_port_outside_the_plan_is_refused() {
     let _g = serial().await;
     let w = world(&[]).await;
-    let own = w.harp.http.port().to_string();
+    let own = w.harp.addr.port().to_string();
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
     for port in ["8780", own.as_str(), "22"] {
         let r = client
@@ -485,7 +491,7 @@ async fn attack17_request_smuggling_variants_never_reach_the_exapp() {
         ("TE with space", te_space),
         ("TE with tab", te_tab),
     ] {
-        let out = raw_exchange(w.harp.http, raw.as_bytes(), ANSWER)
+        let out = raw_exchange(w.harp.addr, raw.as_bytes(), ANSWER)
             .await
             .unwrap_or_else(|o| o);
         for status in statuses(&out).into_iter().skip(1) {
@@ -515,7 +521,7 @@ async fn attack17_spoofed_identity_headers_never_pass() {
     let req = format!(
         "GET /exapps/{APP}/public/spoof HTTP/1.1\r\nHost: x\r\n{spoof}Connection: close\r\n\r\n"
     );
-    let out = raw_exchange(w.harp.http, req.as_bytes(), ANSWER)
+    let out = raw_exchange(w.harp.addr, req.as_bytes(), ANSWER)
         .await
         .unwrap_or_else(|o| o);
     let seen = w.app.seen.lock().clone();
@@ -537,7 +543,7 @@ async fn attack17_spoofed_identity_headers_never_pass() {
     let req = format!(
         "GET /exapps/{APP}/admin/spoof HTTP/1.1\r\nHost: x\r\n{spoof}Connection: close\r\n\r\n"
     );
-    let out = raw_exchange(w.harp.http, req.as_bytes(), ANSWER)
+    let out = raw_exchange(w.harp.addr, req.as_bytes(), ANSWER)
         .await
         .unwrap_or_else(|o| o);
     assert_ne!(status_of(&out), 200);

@@ -1,6 +1,12 @@
 //! The `harp` binary: configuration errors exit 1 naming the variable, `check` masks secrets,
 //! `--help` lists every variable, SIGTERM stops it with status 0, logs never carry secrets.
+//!
+//! These tests drive the binary's command line directly (exact environments, signals, exit
+//! codes), so they spawn it themselves rather than through `common::Harness`.
 
+mod common;
+
+use common::prereq;
 use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -318,6 +324,7 @@ fn soft_open_file_limit_is_raised_to_the_hard_limit() {
     let low = "256";
     assert_ne!(hard, low, "the test needs a hard limit above {low}");
     // `prlimit` sets the limits and execs harp, so the child's pid is harp's.
+    prereq::require_command("prlimit", "util-linux");
     let mut child = Command::new("prlimit")
         .arg(format!("--nofile={low}:{hard}"))
         .arg(BIN)

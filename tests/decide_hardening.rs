@@ -7,23 +7,22 @@ use common::exapp::StubExApp;
 use common::nextcloud::StubNextcloud;
 use common::*;
 use serde_json::{json, Value};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 
-/// Polls `cond` every 10 ms until it holds or `within` passes.
-async fn eventually(what: &str, within: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+/// Polls `cond` until it holds; fails naming `what` when `within` passes.
+async fn eventually(what: &str, within: Duration, cond: impl FnMut() -> bool) {
+    assert!(
+        wait_until(within, cond).await,
+        "timed out waiting for: {what}"
+    );
 }
 
 #[tokio::test]
 async fn abandoned_lookups_close_their_nextcloud_connections() {
     let nc = StubNextcloud::start().await;
     nc.hang();
-    let h = start_harp(&nc.url(), &[]).await;
+    let h = Harness::builder().nextcloud(&nc.url()).start().await;
     let app = StubExApp::start().await;
     // `foo` is known (pushed), so its requests wait on user-info; `gone<i>` wait on exapp-meta.
     push_meta(&h, "foo", &meta(app.port(), json!([]))).await;
@@ -47,7 +46,7 @@ async fn abandoned_lookups_close_their_nextcloud_connections() {
         || nc.hanging_open() == 2 * EACH,
     )
     .await;
-    assert_eq!(h.state.nextcloud.lookups_in_flight(), 2 * EACH);
+    assert_eq!(h.lookups_in_flight(), 2 * EACH);
     drop(clients);
     eventually(
         "harp closed every connection to Nextcloud",
@@ -56,7 +55,7 @@ async fn abandoned_lookups_close_their_nextcloud_connections() {
     )
     .await;
     assert_eq!(
-        h.state.nextcloud.lookups_in_flight(),
+        h.lookups_in_flight(),
         0,
         "no stale single-flight entry is left"
     );
@@ -71,7 +70,7 @@ async fn admin_and_public() -> (StubNextcloud, StubExApp, TestHarp) {
         {"url": "^/", "access_level": 0, "bruteforce_protection": []},
     ]);
     nc.add_app("foo", meta(app.port(), routes));
-    let h = start_harp(&nc.url(), &[]).await;
+    let h = Harness::builder().nextcloud(&nc.url()).start().await;
     (nc, app, h)
 }
 
@@ -136,7 +135,7 @@ async fn ambiguous_paths_are_400_and_not_recorded() {
             "{path}"
         );
     }
-    assert_eq!(failures(&h, "127.0.0.1"), 0);
+    assert_eq!(h.failures_of("127.0.0.1"), 0);
     assert_eq!(app.requests.load(std::sync::atomic::Ordering::SeqCst), 0);
 }
 
@@ -170,7 +169,7 @@ async fn engine_ports_outside_the_plan_are_400_and_nothing_is_dialled() {
 async fn encoded_image_names_pass_through_to_the_engine() {
     let (_nc, app, h) = admin_and_public().await;
     let engine = std::net::SocketAddr::from(([127, 0, 0, 1], app.port()));
-    let _tunnel = engine_tunnel(&h, 24094, engine).await;
+    let _tunnel = h.engine_tunnel(24094, engine).await;
     let r = client()
         .get(h.url("/exapps/app_api/v1.44/images/ghcr.io%2Fnextcloud%2Fapp%3alatest/json"))
         .header("harp-shared-key", KEY)

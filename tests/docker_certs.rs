@@ -1,8 +1,9 @@
 //! `install_certificates` against real containers (contract §4.6; checklist 116–119).
 
-mod docker_support;
+mod common;
 
-use docker_support::*;
+use common::docker::*;
+use common::*;
 use serde_json::json;
 
 const BUNDLE: &str = "\
@@ -28,11 +29,7 @@ async fn item116_stopped_debian_container_gets_all_certificates_and_stays_stoppe
         container,
         h,
         ..
-    } = create_test_exapp(Options {
-        frp_certs: true,
-        ..Options::default()
-    })
-    .await;
+    } = create_test_exapp(Harness::builder().frp_placeholder_certs()).await;
     let r = h
         .wrapper(
             "install_certificates",
@@ -76,11 +73,7 @@ async fn item117_running_container_stays_running() {
         container,
         h,
         ..
-    } = create_test_exapp(Options {
-        frp_certs: true,
-        ..Options::default()
-    })
-    .await;
+    } = create_test_exapp(Harness::builder().frp_placeholder_certs()).await;
     assert_eq!(h.wrapper("start", json!({"name": name})).await.status, 204);
     let r = h
         .wrapper(
@@ -106,11 +99,7 @@ async fn item118_no_frp_certs_when_not_asked() {
         container,
         h,
         ..
-    } = create_test_exapp(Options {
-        frp_certs: true,
-        ..Options::default()
-    })
-    .await;
+    } = create_test_exapp(Harness::builder().frp_placeholder_certs()).await;
     let r = h
         .wrapper(
             "install_certificates",
@@ -125,7 +114,7 @@ async fn item118_no_frp_certs_when_not_asked() {
 #[tokio::test]
 async fn item119_missing_container_is_404() {
     require_docker();
-    let h = start_harp(Options::default()).await;
+    let h = Harness::builder().with_docker().start().await;
     let r = h
         .wrapper("install_certificates", json!({"name": unique()}))
         .await;
@@ -140,7 +129,7 @@ async fn missing_frp_certificates_are_skipped() {
         container,
         h,
         ..
-    } = create_test_exapp(Options::default()).await;
+    } = create_test_exapp(Harness::builder()).await;
     let r = h
         .wrapper("install_certificates", json!({"name": name}))
         .await;
@@ -159,11 +148,11 @@ async fn frp_certs_installed_even_when_system_certs_fail() {
     let container = format!("nc_app_{name}");
     cleanup.container(&container);
     docker_ok(&["create", "--name", &container, "--user", "1000", &image]);
-    let h = start_harp(Options {
-        frp_certs: true,
-        ..Options::default()
-    })
-    .await;
+    let h = Harness::builder()
+        .with_docker()
+        .frp_placeholder_certs()
+        .start()
+        .await;
     let r = h
         .wrapper(
             "install_certificates",

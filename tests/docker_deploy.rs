@@ -1,9 +1,10 @@
 //! A whole AppAPI deploy and uninstall (contract §4.7) through harp against the real engine,
 //! ending in a signed heartbeat that travels through harp to the container.
 
-mod docker_support;
+mod common;
 
-use docker_support::*;
+use common::docker::*;
+use common::*;
 use reqwest::Method;
 use serde_json::json;
 
@@ -16,11 +17,11 @@ async fn appapi_deploy_sequence_heartbeat_and_uninstall() {
     cleanup.exapp(&name);
     let container = format!("nc_app_{name}");
     let volume = format!("nc_app_{name}_data");
-    let h = start_harp(Options {
-        frp_certs: true,
-        ..Options::default()
-    })
-    .await;
+    let h = Harness::builder()
+        .with_docker()
+        .frp_placeholder_certs()
+        .start()
+        .await;
 
     // Image existence check through the pass-through (the pull step needs a registry; see
     // item47 in docker_passthrough.rs).
@@ -64,8 +65,7 @@ async fn appapi_deploy_sequence_heartbeat_and_uninstall() {
         .await
         .unwrap();
     assert_eq!(r.status(), 204);
-    let heartbeat = h
-        .client
+    let heartbeat = client()
         .get(h.url(&format!("/exapps/{name}/heartbeat")))
         .header("ex-app-version", "1.0.0")
         .header("ex-app-id", name.as_str())

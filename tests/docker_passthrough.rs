@@ -1,9 +1,10 @@
 //! Docker Engine pass-through and the engine registry against the real engine (contract §2.3,
 //! §5.1; checklist 44–52; issue #3 items 1–2).
 
-mod docker_support;
+mod common;
 
-use docker_support::*;
+use common::docker::*;
+use common::*;
 use reqwest::Method;
 use std::time::Duration;
 
@@ -15,7 +16,7 @@ fn engine_api_version() -> String {
 #[tokio::test]
 async fn item44_versioned_ping_reaches_the_engine() {
     require_docker();
-    let h = start_harp(Options::default()).await;
+    let h = Harness::builder().with_docker().start().await;
     let v = engine_api_version();
     let r = answer(
         h.app_api(Method::GET, &format!("/v{v}/_ping"), Some("24000"))
@@ -43,7 +44,7 @@ async fn item44_versioned_ping_reaches_the_engine() {
 #[tokio::test]
 async fn item45_unversioned_ping_and_head() {
     require_docker();
-    let h = start_harp(Options::default()).await;
+    let h = Harness::builder().with_docker().start().await;
     let r = answer(
         h.app_api(Method::GET, "/_ping", Some("24000"))
             .send()
@@ -69,7 +70,7 @@ async fn item46_container_inspect_forwarded_only_for_nc_app_names() {
     let container = format!("nc_app_{name}");
     cleanup.container(&container);
     docker_ok(&["create", "--name", &container, &image]);
-    let h = start_harp(Options::default()).await;
+    let h = Harness::builder().with_docker().start().await;
     let v = engine_api_version();
     let r = answer(
         h.app_api(
@@ -123,7 +124,7 @@ async fn item47_image_pull_streams_with_query_string() {
     docker_ok(&["image", "rm", &remote_tag]);
     assert!(inspect("image", &remote_tag).is_none());
 
-    let h = start_harp(Options::default()).await;
+    let h = Harness::builder().with_docker().start().await;
     let v = engine_api_version();
     let mut r = h
         .app_api(
@@ -158,7 +159,7 @@ async fn item47_image_pull_streams_with_query_string() {
 #[tokio::test]
 async fn item48_other_engine_calls_are_forbidden() {
     require_docker();
-    let h = start_harp(Options::default()).await;
+    let h = Harness::builder().with_docker().start().await;
     for (method, path) in [
         (Method::DELETE, "/v1.41/containers/nc_app_foo"),
         (Method::POST, "/v1.41/containers/create"),
@@ -177,7 +178,7 @@ async fn item48_other_engine_calls_are_forbidden() {
 #[tokio::test]
 async fn item49_info_with_engine_port_goes_to_the_allow_list() {
     require_docker();
-    let h = start_harp(Options::default()).await;
+    let h = Harness::builder().with_docker().start().await;
     let r = h
         .app_api(Method::GET, "/info", Some("24000"))
         .send()
@@ -192,7 +193,7 @@ async fn item49_info_with_engine_port_goes_to_the_allow_list() {
 #[tokio::test]
 async fn item50_wrapper_path_with_engine_port_reaches_the_control_api() {
     require_docker();
-    let h = start_harp(Options::default()).await;
+    let h = Harness::builder().with_docker().start().await;
     let r = h
         .wrapper("exists", serde_json::json!({"name": unique()}))
         .await;
@@ -203,7 +204,7 @@ async fn item50_wrapper_path_with_engine_port_reaches_the_control_api() {
 #[tokio::test]
 async fn item51_non_integer_engine_port_is_a_400() {
     require_docker();
-    let h = start_harp(Options::default()).await;
+    let h = Harness::builder().with_docker().start().await;
     for bad in ["abc", "0", "70000"] {
         let r = answer(
             h.app_api(Method::GET, "/_ping", Some(bad))
@@ -229,11 +230,11 @@ async fn item52_unreachable_engine_503_silent_engine_504() {
             conns.push(c);
         }
     });
-    let h = start_harp(Options {
-        vars: vec![("HP_TIMEOUT_SERVER", "1s".into())],
-        ..Options::default()
-    })
-    .await;
+    let h = Harness::builder()
+        .with_docker()
+        .env("HP_TIMEOUT_SERVER", "1s")
+        .start()
+        .await;
     // Pass-through: a plan port no tunnel holds is 503; a port outside the plan is refused
     // before anything is dialled (the silent engine through a tunnel: tests/access.rs item52).
     let r = h
@@ -267,7 +268,7 @@ async fn item52_unreachable_engine_503_silent_engine_504() {
 #[tokio::test]
 async fn local_engine_relay_answers_ping_on_loopback() {
     require_docker();
-    let h = start_harp(Options::default()).await;
+    let h = Harness::builder().with_docker().start().await;
     let relay = h.local_engine.expect("relay listener bound");
     assert!(relay.ip().is_loopback());
     let r = answer(reqwest::get(format!("http://{relay}/_ping")).await.unwrap()).await;
@@ -288,11 +289,11 @@ async fn local_engine_relay_defaults_to_24000_and_a_taken_port_is_not_fatal() {
     assert_eq!(cfg.local_engine_listen, "127.0.0.1:24000".parse().unwrap());
 
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let h = start_harp(Options {
-        local_engine_listen: taken.local_addr().unwrap(),
-        ..Options::default()
-    })
-    .await;
+    let h = Harness::builder()
+        .with_docker()
+        .local_engine_listen(taken.local_addr().unwrap())
+        .start()
+        .await;
     assert_eq!(h.local_engine, None);
     let r = answer(
         h.app_api(Method::GET, "/_ping", Some("24000"))
@@ -312,11 +313,11 @@ async fn recovers_when_the_engine_socket_is_recreated() {
     let tmp = tempfile::tempdir().unwrap();
     let sock = tmp.path().join("docker.sock");
     let relay = SocketRelay::start(&sock);
-    let h = start_harp(Options {
-        docker_socket: sock.clone(),
-        ..Options::default()
-    })
-    .await;
+    let h = Harness::builder()
+        .with_docker()
+        .env("HP_DOCKER_SOCKET", sock.display().to_string())
+        .start()
+        .await;
     let ping = || async {
         answer(
             h.app_api(Method::GET, "/_ping", Some("24000"))
@@ -378,6 +379,7 @@ impl LocalRegistry {
             ),
         )
         .unwrap();
+        prereq::require_command("docker-registry", "docker-registry");
         let child = std::process::Command::new("docker-registry")
             .arg("serve")
             .arg(&config)

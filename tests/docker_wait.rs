@@ -1,8 +1,9 @@
 //! `wait_for_start` against real container states (contract §4.6; checklist 109–113).
 
-mod docker_support;
+mod common;
 
-use docker_support::*;
+use common::docker::*;
+use common::*;
 use serde_json::json;
 use std::time::{Duration, Instant};
 
@@ -13,7 +14,7 @@ async fn item109_running_without_health_check_starts_at_once() {
         name,
         h,
         ..
-    } = create_test_exapp(Options::default()).await;
+    } = create_test_exapp(Harness::builder()).await;
     assert_eq!(h.wrapper("start", json!({"name": name})).await.status, 204);
     let t0 = Instant::now();
     let r = h.wrapper("wait_for_start", json!({"name": name})).await;
@@ -49,7 +50,7 @@ async fn item110_unhealthy_running_container_counts_as_started() {
         "1",
         &image,
     ]);
-    let h = start_harp(Options::default()).await;
+    let h = Harness::builder().with_docker().start().await;
     assert_eq!(h.wrapper("start", json!({"name": name})).await.status, 204);
     let r = h.wrapper("wait_for_start", json!({"name": name})).await;
     assert_eq!(r.status, 200);
@@ -77,7 +78,7 @@ async fn healthy_container_reports_health() {
         "1s",
         &image,
     ]);
-    let h = start_harp(Options::default()).await;
+    let h = Harness::builder().with_docker().start().await;
     assert_eq!(h.wrapper("start", json!({"name": name})).await.status, 204);
     let r = h.wrapper("wait_for_start", json!({"name": name})).await;
     assert_eq!(
@@ -95,10 +96,10 @@ async fn item111_exited_container_is_not_recoverable() {
     let container = format!("nc_app_{name}");
     cleanup.container(&container);
     docker_ok(&["create", "--name", &container, &image, "/bin/true"]);
-    let h = start_harp(Options::default()).await;
+    let h = Harness::builder().with_docker().start().await;
     assert_eq!(h.wrapper("start", json!({"name": name})).await.status, 204);
     assert!(
-        eventually(Duration::from_secs(10), || {
+        wait_until(Duration::from_secs(10), || {
             container_inspect(&container).unwrap()["State"]["Status"] == "exited"
         })
         .await
@@ -114,7 +115,7 @@ async fn item111_exited_container_is_not_recoverable() {
 #[tokio::test]
 async fn item112_missing_container_is_not_found() {
     require_docker();
-    let h = start_harp(Options::default()).await;
+    let h = Harness::builder().with_docker().start().await;
     let r = h.wrapper("wait_for_start", json!({"name": unique()})).await;
     assert_eq!(r.status, 200);
     assert_eq!(
@@ -144,7 +145,7 @@ async fn item113_stuck_in_starting_gives_up_before_110_seconds() {
         "600s",
         &image,
     ]);
-    let h = start_harp(Options::default()).await;
+    let h = Harness::builder().with_docker().start().await;
     assert_eq!(h.wrapper("start", json!({"name": name})).await.status, 204);
     let t0 = Instant::now();
     let r = h.wrapper("wait_for_start", json!({"name": name})).await;

@@ -1,15 +1,16 @@
 //! `/docker/exapp/*` wrappers against the real engine: naming, create, start/stop, remove,
 //! image_remove and ownership labels (contract §4.5–§4.6; checklist 98–108, 114–115).
 
-mod docker_support;
+mod common;
 
-use docker_support::*;
+use common::docker::*;
+use common::*;
 use serde_json::json;
 
 #[tokio::test]
 async fn item98_engine_port_header_required_and_in_range() {
     require_docker();
-    let h = start_harp(Options::default()).await;
+    let h = Harness::builder().with_docker().start().await;
     let body = json!({"name": "x"}).to_string();
     let r = h.wrapper_on("start", None, body.clone()).await;
     assert_eq!(r.status, 400);
@@ -33,7 +34,7 @@ async fn item98_engine_port_header_required_and_in_range() {
 #[tokio::test]
 async fn bad_bodies_and_names_are_400_with_a_message() {
     require_docker();
-    let h = start_harp(Options::default()).await;
+    let h = Harness::builder().with_docker().start().await;
     let r = h
         .wrapper_on("exists", Some("24000"), "{not json".into())
         .await;
@@ -88,7 +89,7 @@ async fn item99_exists_reports_image_ref() {
     let image = import_test_image(&cleanup, &name);
     cleanup.container(&format!("nc_app_{name}"));
     docker_ok(&["create", "--name", &format!("nc_app_{name}"), &image]);
-    let h = start_harp(Options::default()).await;
+    let h = Harness::builder().with_docker().start().await;
     let r = h.wrapper("exists", json!({"name": name})).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.json(), json!({"exists": true, "image_ref": image}));
@@ -103,7 +104,7 @@ async fn item100_create_with_appapi_payload() {
     let name = unique();
     let image = import_test_image(&cleanup, &name);
     cleanup.exapp(&name);
-    let h = start_harp(Options::default()).await;
+    let h = Harness::builder().with_docker().start().await;
     let r = h.wrapper("create", appapi_create_body(&name, &image)).await;
     assert_eq!(r.status, 201, "{r:?}");
     let v = r.json();
@@ -134,7 +135,7 @@ async fn item101_create_makes_and_mounts_the_data_volume() {
     cleanup.exapp(&name);
     let volume = format!("nc_app_{name}_data");
     assert!(inspect("volume", &volume).is_none());
-    let h = start_harp(Options::default()).await;
+    let h = Harness::builder().with_docker().start().await;
     let r = h.wrapper("create", appapi_create_body(&name, &image)).await;
     assert_eq!(r.status, 201, "{r:?}");
     assert!(inspect("volume", &volume).is_some());
@@ -155,7 +156,7 @@ async fn item102_custom_network_gets_the_app_alias_bridge_and_host_do_not() {
     let net = format!("{name}_net");
     cleanup.network(&net);
     docker_ok(&["network", "create", &net]);
-    let h = start_harp(Options::default()).await;
+    let h = Harness::builder().with_docker().start().await;
     for (suffix, mode) in [("c", net.as_str()), ("b", "bridge"), ("h", "host")] {
         let app = format!("{name}{suffix}");
         cleanup.exapp(&app);
@@ -189,7 +190,7 @@ async fn item103_compute_devices() {
     let cleanup = Cleanup::default();
     let name = unique();
     let image = import_test_image(&cleanup, &name);
-    let h = start_harp(Options::default()).await;
+    let h = Harness::builder().with_docker().start().await;
 
     let cuda = format!("{name}cuda");
     cleanup.exapp(&cuda);
@@ -246,7 +247,7 @@ async fn item104_read_only_bind_mount_and_resource_limits() {
     let image = import_test_image(&cleanup, &name);
     cleanup.exapp(&name);
     let src = tempfile::tempdir().unwrap();
-    let h = start_harp(Options::default()).await;
+    let h = Harness::builder().with_docker().start().await;
     let mut body = appapi_create_body(&name, &image);
     body["mount_points"] = json!([
         {"source": src.path(), "target": "/ro", "mode": "ro"},
@@ -278,7 +279,7 @@ async fn item105_create_twice_is_a_conflict() {
         image,
         h,
         ..
-    } = create_test_exapp(Options::default()).await;
+    } = create_test_exapp(Harness::builder()).await;
     let r = h.wrapper("create", appapi_create_body(&name, &image)).await;
     assert_eq!(r.status, 409);
     assert_eq!(
@@ -295,7 +296,7 @@ async fn item106_role_suffix_names_container_not_volume() {
     let image = import_test_image(&cleanup, &name);
     cleanup.exapp(&name);
     cleanup.container(&format!("nc_app_{name}_rp"));
-    let h = start_harp(Options::default()).await;
+    let h = Harness::builder().with_docker().start().await;
     let mut body = appapi_create_body(&name, &image);
     body["role_suffix"] = json!("rp");
     let r = h.wrapper("create", body).await;
@@ -320,7 +321,7 @@ async fn instance_id_names_and_ownership_labels() {
     let volume = format!("nc_app_inst1_{name}_data");
     cleanup.volume(&volume);
     cleanup.container(&container);
-    let h = start_harp(Options::default()).await;
+    let h = Harness::builder().with_docker().start().await;
     let mut body = appapi_create_body(&name, &image);
     body["instance_id"] = json!("inst1");
     let r = h.wrapper("create", body).await;
@@ -368,7 +369,7 @@ async fn remove_refuses_a_container_of_another_instance() {
         "org.nextcloud.harp.instance-id=other-cloud",
         &image,
     ]);
-    let h = start_harp(Options::default()).await;
+    let h = Harness::builder().with_docker().start().await;
     let r = h.wrapper("remove", json!({"name": name})).await;
     assert_eq!(r.status, 409, "{r:?}");
     assert!(r.body.contains("other-cloud"), "{r:?}");
@@ -389,7 +390,7 @@ async fn item107_start_twice_reports_already_started() {
         name,
         h,
         ..
-    } = create_test_exapp(Options::default()).await;
+    } = create_test_exapp(Harness::builder()).await;
     let r = h.wrapper("start", json!({"name": name})).await;
     assert_eq!((r.status, r.body.as_str()), (204, ""));
     assert_eq!(
@@ -412,7 +413,7 @@ async fn item108_stop_twice_reports_already_stopped() {
         name,
         h,
         ..
-    } = create_test_exapp(Options::default()).await;
+    } = create_test_exapp(Harness::builder()).await;
     assert_eq!(h.wrapper("start", json!({"name": name})).await.status, 204);
     let r = h.wrapper("stop", json!({"name": name})).await;
     assert_eq!((r.status, r.body.as_str()), (204, ""));
@@ -438,7 +439,7 @@ async fn item114_remove_missing_data_and_volume_in_use() {
     cleanup.exapp(&name);
     cleanup.container(&format!("nc_app_{name}_rp"));
     let volume = format!("nc_app_{name}_data");
-    let h = start_harp(Options::default()).await;
+    let h = Harness::builder().with_docker().start().await;
 
     let r = h
         .wrapper("remove", json!({"name": unique(), "remove_data": true}))
@@ -488,7 +489,7 @@ async fn item115_image_remove_outcomes() {
     require_docker();
     let cleanup = Cleanup::default();
     let name = unique();
-    let h = start_harp(Options::default()).await;
+    let h = Harness::builder().with_docker().start().await;
 
     let r = h
         .wrapper(
@@ -548,7 +549,7 @@ async fn remove_data_refuses_a_volume_of_another_instance() {
         "org.nextcloud.harp.instance-id=other-cloud",
         &volume,
     ]);
-    let h = start_harp(Options::default()).await;
+    let h = Harness::builder().with_docker().start().await;
     let r = h
         .wrapper("remove", json!({"name": name, "remove_data": true}))
         .await;
@@ -572,7 +573,7 @@ async fn hostile_create_payloads_are_400_and_reach_no_engine() {
     let victim = format!("nc_app_{base}v");
     cleanup.container(&victim);
     docker_ok(&["create", "--name", &victim, &image]);
-    let h = start_harp(Options::default()).await;
+    let h = Harness::builder().with_docker().start().await;
     let mount = |source: &str, mode: serde_json::Value| json!([{"source": source, "target": "/models", "mode": mode}]);
     let cases = [
         (
@@ -670,7 +671,7 @@ async fn accepted_create_fields_reach_the_engine_normalised() {
     let src = tempfile::tempdir().unwrap();
     let blank = src.path().join("AI models");
     std::fs::create_dir(&blank).unwrap();
-    let h = start_harp(Options::default()).await;
+    let h = Harness::builder().with_docker().start().await;
     for (i, policy) in ["", "no", "always", "unless-stopped", "on-failure"]
         .into_iter()
         .enumerate()

@@ -1,8 +1,10 @@
 //! FRP certificate generation and checks at start-up (contract §1.9, §9 items 18, 19, 21).
 
-mod frp_support;
+mod common;
 
-use frp_support::*;
+use common::exapp::unix_app;
+use common::frpc::*;
+use common::*;
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -25,7 +27,12 @@ fn san_dns(path: &Path) -> Vec<String> {
 #[tokio::test]
 async fn item18_start_generates_ca_server_client_with_names_and_validity() {
     let tmp = tempfile::tempdir().unwrap();
-    let h = start_harp(tmp.path(), &[("HP_FRP_CERT_VALIDITY_DAYS", "100")]).await;
+    let h = Harness::builder()
+        .with_frp_tls()
+        .in_dir(tmp.path())
+        .envs(&[("HP_FRP_CERT_VALIDITY_DAYS", "100")])
+        .start()
+        .await;
     let dir = h.certs();
     for f in [
         "ca.crt",
@@ -52,7 +59,7 @@ async fn item18_start_generates_ca_server_client_with_names_and_validity() {
         san_dns(&dir.join("client.crt")),
         ["DNSName(harp.client.nc)"]
     );
-    h.stop().await;
+    h.shutdown().await;
 }
 
 fn snapshot(dir: &Path) -> BTreeMap<String, (Vec<u8>, std::time::SystemTime)> {
@@ -72,13 +79,22 @@ fn snapshot(dir: &Path) -> BTreeMap<String, (Vec<u8>, std::time::SystemTime)> {
 #[tokio::test]
 async fn item19_existing_cert_dir_left_byte_identical() {
     let tmp = tempfile::tempdir().unwrap();
-    let h = start_harp(tmp.path(), &[]).await;
+    let h = Harness::builder()
+        .with_frp_tls()
+        .in_dir(tmp.path())
+        .start()
+        .await;
     let dir = h.certs();
-    h.stop().await;
+    h.shutdown().await;
     let before = snapshot(&dir);
     // Validity is not even looked at when nothing has to be generated.
-    let h = start_harp(tmp.path(), &[("HP_FRP_CERT_VALIDITY_DAYS", "abc")]).await;
-    h.stop().await;
+    let h = Harness::builder()
+        .with_frp_tls()
+        .in_dir(tmp.path())
+        .envs(&[("HP_FRP_CERT_VALIDITY_DAYS", "abc")])
+        .start()
+        .await;
+    h.shutdown().await;
     assert_eq!(before, snapshot(&dir));
 }
 
@@ -193,14 +209,15 @@ async fn item22_user_supplied_frps_toml_is_used_instead_of_generated_settings() 
         ),
     )
     .unwrap();
-    let h = start_harp(
-        tmp.path(),
-        &[
+    let h = Harness::builder()
+        .with_frp_tls()
+        .in_dir(tmp.path())
+        .envs(&[
             ("HP_FRPS_CONFIG", frps.to_str().unwrap()),
             ("HP_FRP_DISABLE_TLS", "true"),
-        ],
-    )
-    .await;
+        ])
+        .start()
+        .await;
     assert_eq!(
         h.frp.port(),
         port,
@@ -227,8 +244,8 @@ async fn item22_user_supplied_frps_toml_is_used_instead_of_generated_settings() 
     )
     .replace("log.level", "auth.token = \"s3cret\"\nlog.level");
     let frpc = start_frpc(tmp.path(), "frpc", &toml);
-    push_meta(&h, "app22", app_port).await;
-    push_meta(&h, "app22b", app_port + 1).await;
+    push_tunnel_meta(&h, "app22", app_port).await;
+    push_tunnel_meta(&h, "app22b", app_port + 1).await;
     let t = std::time::Duration::from_secs(30);
     assert_eq!(
         wait_ok(&h, "/exapps/app22/a", &[], t).await,
@@ -239,5 +256,5 @@ async fn item22_user_supplied_frps_toml_is_used_instead_of_generated_settings() 
         "app22: GET /b body=0"
     );
     assert!(frpc.log_text().contains("login to server success"));
-    h.stop().await;
+    h.shutdown().await;
 }

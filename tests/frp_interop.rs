@@ -1,9 +1,11 @@
 //! Interop with the real Go frpc 0.65.0 against harp's native FRP server (contract §9 items
 //! 20, 121–127). Each test runs its own harp and frpc; frpc is killed on drop.
 
-mod frp_support;
+mod common;
 
-use frp_support::*;
+use common::exapp::unix_app;
+use common::frpc::*;
+use common::*;
 use std::time::{Duration, Instant};
 
 const T: Duration = Duration::from_secs(30);
@@ -11,7 +13,11 @@ const T: Duration = Duration::from_secs(30);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn item121_exapp_behind_frpc_tls_reachable_with_64mib_upload() {
     let tmp = tempfile::tempdir().unwrap();
-    let h = start_harp(tmp.path(), &[]).await;
+    let h = Harness::builder()
+        .with_frp_tls()
+        .in_dir(tmp.path())
+        .start()
+        .await;
     let port = port_for(23000, "item121");
     let sock = tmp.path().join("exapp.sock");
     let _app = unix_app(&sock, "app121").await;
@@ -20,7 +26,7 @@ async fn item121_exapp_behind_frpc_tls_reachable_with_64mib_upload() {
         "frpc",
         &single_proxy_toml(&h, "app121", port, &sock),
     );
-    push_meta(&h, "app121", port).await;
+    push_tunnel_meta(&h, "app121", port).await;
     let body = wait_ok(&h, "/exapps/app121/hello", &[], T).await;
     assert_eq!(body, "app121: GET /hello body=0");
 
@@ -36,13 +42,17 @@ async fn item121_exapp_behind_frpc_tls_reachable_with_64mib_upload() {
         r.text().await.unwrap(),
         "app121: POST /upload body=67108864"
     );
-    h.stop().await;
+    h.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn item124_remote_engine_reachable_via_docker_engine_port() {
     let tmp = tempfile::tempdir().unwrap();
-    let h = start_harp(tmp.path(), &[]).await;
+    let h = Harness::builder()
+        .with_frp_tls()
+        .in_dir(tmp.path())
+        .start()
+        .await;
     let sock = tmp.path().join("docker.sock");
     let _engine = unix_app(&sock, "engine").await;
     let _frpc = start_frpc(
@@ -56,13 +66,18 @@ async fn item124_remote_engine_reachable_via_docker_engine_port() {
         wait_ok(&h, "/exapps/app_api/v1.44/_ping", &hdrs, T).await,
         "OK"
     );
-    h.stop().await;
+    h.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn item122_wrong_token_rejected_and_counted() {
     let tmp = tempfile::tempdir().unwrap();
-    let h = start_harp(tmp.path(), &[("HP_BLACKLIST_COUNT", "2")]).await;
+    let h = Harness::builder()
+        .with_frp_tls()
+        .in_dir(tmp.path())
+        .envs(&[("HP_BLACKLIST_COUNT", "2")])
+        .start()
+        .await;
     let port = port_for(23000, "item122");
     let sock = tmp.path().join("exapp.sock");
     let frpc = start_frpc(
@@ -80,22 +95,24 @@ async fn item122_wrong_token_rejected_and_counted() {
         ),
     );
     frpc.wait_log("send Login request to plugin error", T).await;
-    let ip = "127.0.0.1".parse().unwrap();
     // frpc retries (loginFailExit = false) after ~2 s: the second failure bans 127.0.0.1.
-    let end = Instant::now() + T;
-    while !h.state.bans.is_banned(ip) {
-        assert!(Instant::now() < end, "wrong-token logins were not counted");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    assert!(
+        wait_until(T, || h.is_banned("127.0.0.1")).await,
+        "wrong-token logins were not counted"
+    );
     frpc.wait_log("banned", T).await;
     assert!(h.tunnels.proxy(port).is_none());
-    h.stop().await;
+    h.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn item123_frpc_without_client_certificate_rejected() {
     let tmp = tempfile::tempdir().unwrap();
-    let h = start_harp(tmp.path(), &[]).await;
+    let h = Harness::builder()
+        .with_frp_tls()
+        .in_dir(tmp.path())
+        .start()
+        .await;
     let port = port_for(23000, "item123");
     let sock = tmp.path().join("exapp.sock");
     let frpc = start_frpc(
@@ -131,13 +148,17 @@ async fn item123_frpc_without_client_certificate_rejected() {
     );
     plain.wait_log("connect to server error", T).await;
     assert!(h.tunnels.proxy(port).is_none());
-    h.stop().await;
+    h.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn item125_port_outside_ranges_and_second_proxy_refused() {
     let tmp = tempfile::tempdir().unwrap();
-    let h = start_harp(tmp.path(), &[]).await;
+    let h = Harness::builder()
+        .with_frp_tls()
+        .in_dir(tmp.path())
+        .start()
+        .await;
     let port = port_for(23000, "item125");
     let second = port_for(23000, "second125");
     let bad = port_for(23000, "badname125");
@@ -167,14 +188,11 @@ async fn item125_port_outside_ranges_and_second_proxy_refused() {
     two.wait_log("exceed the max_ports_per_client", T).await;
     // frpc registers its proxies in no fixed order: whichever came first wins, the other is
     // refused. Ports come from distinct tags so no other test's tunnel can sit on them.
-    let end = std::time::Instant::now() + T;
-    while h.tunnels.proxy(port).is_none() && h.tunnels.proxy(second).is_none() {
-        assert!(
-            std::time::Instant::now() < end,
-            "neither proxy was registered"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let registered = wait_until(T, || {
+        h.tunnels.proxy(port).is_some() || h.tunnels.proxy(second).is_some()
+    })
+    .await;
+    assert!(registered, "neither proxy was registered");
     assert!(
         h.tunnels.proxy(port).is_none() || h.tunnels.proxy(second).is_none(),
         "one client may register only one proxy"
@@ -192,7 +210,7 @@ async fn item125_port_outside_ranges_and_second_proxy_refused() {
     );
     bad_name.wait_log("is not a valid app id", T).await;
     assert!(h.tunnels.proxy(bad).is_none());
-    h.stop().await;
+    h.shutdown().await;
 }
 
 /// Local address of listening TCP sockets on `port` from /proc/net/tcp{,6}.
@@ -214,7 +232,11 @@ fn listeners_on(port: u16) -> Vec<String> {
 async fn item126_tunnel_ports_bound_to_loopback_only() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let tmp = tempfile::tempdir().unwrap();
-    let h = start_harp(tmp.path(), &[]).await;
+    let h = Harness::builder()
+        .with_frp_tls()
+        .in_dir(tmp.path())
+        .start()
+        .await;
     let port = port_for(23000, "item126");
     let sock = tmp.path().join("exapp.sock");
     let _app = unix_app(&sock, "app126").await;
@@ -235,36 +257,35 @@ async fn item126_tunnel_ports_bound_to_loopback_only() {
     c.read_to_string(&mut resp).await.unwrap();
     assert!(resp.ends_with("app126: GET /direct body=0"), "{resp}");
     drop(frpc);
-    let end = Instant::now() + T;
-    while !listeners_on(port).is_empty() {
-        assert!(
-            Instant::now() < end,
-            "loopback listener outlived its tunnel"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    h.stop().await;
+    assert!(
+        wait_until(T, || listeners_on(port).is_empty()).await,
+        "loopback listener outlived its tunnel"
+    );
+    h.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn item127_frpc_and_harp_restarts_resume_routing() {
     let tmp = tempfile::tempdir().unwrap();
-    let h = start_harp(tmp.path(), &[]).await;
+    let h = Harness::builder()
+        .with_frp_tls()
+        .in_dir(tmp.path())
+        .start()
+        .await;
     let port = port_for(23000, "item127");
     let sock = tmp.path().join("exapp.sock");
     let _app = unix_app(&sock, "app127").await;
     let toml = single_proxy_toml(&h, "app127", port, &sock);
     let mut frpc = start_frpc(tmp.path(), "frpc", &toml);
-    push_meta(&h, "app127", port).await;
+    push_tunnel_meta(&h, "app127", port).await;
     wait_ok(&h, "/exapps/app127/a", &[], T).await;
 
     // frpc gone: 503 at once (no connect timeout, no hang).
     frpc.kill();
-    let end = Instant::now() + T;
-    while h.tunnels.proxy(port).is_some() {
-        assert!(Instant::now() < end, "tunnel not dropped after frpc died");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    assert!(
+        wait_until(T, || h.tunnels.proxy(port).is_none()).await,
+        "tunnel not dropped after frpc died"
+    );
     let t0 = Instant::now();
     let (status, _) = get(&h, "/exapps/app127/a", &[]).await;
     assert_eq!(status, 503);
@@ -280,21 +301,31 @@ async fn item127_frpc_and_harp_restarts_resume_routing() {
 
     // harp restarted on the same FRP port: frpc reconnects by itself.
     let frp_addr = h.frp.to_string();
-    h.stop().await;
-    let h2 = start_harp(tmp.path(), &[("HP_FRP_ADDRESS", &frp_addr)]).await;
-    push_meta(&h2, "app127", port).await;
+    h.shutdown().await;
+    let h2 = Harness::builder()
+        .with_frp_tls()
+        .in_dir(tmp.path())
+        .envs(&[("HP_FRP_ADDRESS", &frp_addr)])
+        .start()
+        .await;
+    push_tunnel_meta(&h2, "app127", port).await;
     assert_eq!(
         wait_ok(&h2, "/exapps/app127/c", &[], Duration::from_secs(60)).await,
         "app127: GET /c body=0"
     );
     drop(frpc2);
-    h2.stop().await;
+    h2.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn item20_plain_tcp_mode_generates_no_certs_and_accepts_plain_frpc() {
     let tmp = tempfile::tempdir().unwrap();
-    let h = start_harp(tmp.path(), &[("HP_FRP_DISABLE_TLS", "true")]).await;
+    let h = Harness::builder()
+        .with_frp_tls()
+        .in_dir(tmp.path())
+        .envs(&[("HP_FRP_DISABLE_TLS", "true")])
+        .start()
+        .await;
     assert!(!h.certs().exists());
     let port = port_for(23000, "item20");
     let sock = tmp.path().join("exapp.sock");
@@ -313,18 +344,22 @@ async fn item20_plain_tcp_mode_generates_no_certs_and_accepts_plain_frpc() {
             }],
         ),
     );
-    push_meta(&h, "app20", port).await;
+    push_tunnel_meta(&h, "app20", port).await;
     assert_eq!(
         wait_ok(&h, "/exapps/app20/x", &[], T).await,
         "app20: GET /x body=0"
     );
-    h.stop().await;
+    h.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_proxy_encryption_and_compression_honoured_with_real_frpc() {
     let tmp = tempfile::tempdir().unwrap();
-    let h = start_harp(tmp.path(), &[]).await;
+    let h = Harness::builder()
+        .with_frp_tls()
+        .in_dir(tmp.path())
+        .start()
+        .await;
     let port = port_for(23000, "encrypted");
     let sock = tmp.path().join("exapp.sock");
     let _app = unix_app(&sock, "appenc").await;
@@ -334,7 +369,7 @@ async fn per_proxy_encryption_and_compression_honoured_with_real_frpc() {
         &format!("remotePort = {port}\ntransport.useEncryption = true\ntransport.useCompression = true\n"),
     );
     let _frpc = start_frpc(tmp.path(), "frpc", &toml);
-    push_meta(&h, "appenc", port).await;
+    push_tunnel_meta(&h, "appenc", port).await;
     wait_ok(&h, "/exapps/appenc/x", &[], T).await;
     let wrapping = h.tunnels.proxy(port).unwrap().wrapping;
     assert!(wrapping.encryption && wrapping.compression);
@@ -345,14 +380,19 @@ async fn per_proxy_encryption_and_compression_honoured_with_real_frpc() {
         .await
         .unwrap();
     assert_eq!(r.text().await.unwrap(), "appenc: POST /up body=3145733");
-    h.stop().await;
+    h.shutdown().await;
 }
 
 #[tokio::test]
 async fn unsupported_first_bytes_are_closed_without_reply() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let tmp = tempfile::tempdir().unwrap();
-    let h = start_harp(tmp.path(), &[("HP_FRP_DISABLE_TLS", "true")]).await;
+    let h = Harness::builder()
+        .with_frp_tls()
+        .in_dir(tmp.path())
+        .envs(&[("HP_FRP_DISABLE_TLS", "true")])
+        .start()
+        .await;
     // frp wire protocol v2 magic, a raw (non-mux) Login, and garbage.
     for first in [
         &b"FRP\x00\x02\r\n"[..],
@@ -368,13 +408,17 @@ async fn unsupported_first_bytes_are_closed_without_reply() {
             .unwrap_or(0);
         assert_eq!(n, 0);
     }
-    h.stop().await;
+    h.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn app_level_heartbeats_answered_with_pong() {
     let tmp = tempfile::tempdir().unwrap();
-    let h = start_harp(tmp.path(), &[]).await;
+    let h = Harness::builder()
+        .with_frp_tls()
+        .in_dir(tmp.path())
+        .start()
+        .await;
     let port = port_for(23000, "heartbeat");
     let sock = tmp.path().join("exapp.sock");
     let _app = unix_app(&sock, "apphb").await;
@@ -384,22 +428,27 @@ async fn app_level_heartbeats_answered_with_pong() {
     );
     let frpc = start_frpc(tmp.path(), "frpc", &toml);
     h.wait_tunnel(port, T).await;
-    frpc.wait_log("receive heartbeat from server", T).await;
-    // Well past frpc's 3 s heartbeat timeout: still the first session.
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    // Five answered heartbeats, 1 s apart, span more than frpc's 3 s heartbeat timeout: a
+    // harp that stopped answering would have made frpc give up on the session by then.
+    frpc.wait_log_count("receive heartbeat from server", 5, T)
+        .await;
     assert_eq!(
         frpc.log_text().matches("login to server success").count(),
         1,
         "{}",
         frpc.log_text()
     );
-    h.stop().await;
+    h.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn custom_tls_first_byte_0x17_accepted() {
     let tmp = tempfile::tempdir().unwrap();
-    let h = start_harp(tmp.path(), &[]).await;
+    let h = Harness::builder()
+        .with_frp_tls()
+        .in_dir(tmp.path())
+        .start()
+        .await;
     let port = port_for(23000, "firstbyte");
     let sock = tmp.path().join("exapp.sock");
     let _app = unix_app(&sock, "app17").await;
@@ -408,10 +457,10 @@ async fn custom_tls_first_byte_0x17_accepted() {
         "transport.tls.disableCustomTLSFirstByte = false\nlog.level",
     );
     let _frpc = start_frpc(tmp.path(), "frpc", &toml);
-    push_meta(&h, "app17", port).await;
+    push_tunnel_meta(&h, "app17", port).await;
     assert_eq!(
         wait_ok(&h, "/exapps/app17/z", &[], T).await,
         "app17: GET /z body=0"
     );
-    h.stop().await;
+    h.shutdown().await;
 }

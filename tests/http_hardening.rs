@@ -34,7 +34,11 @@ const DEADLINE: Duration = Duration::from_secs(10);
 
 async fn harp_for(port: u16, extra: &[(&str, &str)]) -> (StubNextcloud, TestHarp) {
     let nc = StubNextcloud::start().await;
-    let h = start_harp(&nc.url(), extra).await;
+    let h = Harness::builder()
+        .nextcloud(&nc.url())
+        .envs(extra)
+        .start()
+        .await;
     push_meta(&h, "foo", &meta(port, routes())).await;
     (nc, h)
 }
@@ -200,14 +204,7 @@ async fn scripted(script: Script) -> Scripted {
 
 /// Polls `done` until it holds or `DEADLINE` passes.
 async fn eventually(done: impl Fn() -> bool) -> bool {
-    let until = Instant::now() + DEADLINE;
-    while Instant::now() < until {
-        if done() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    done()
+    wait_until(DEADLINE, done).await
 }
 
 const H2C_OFFER: &str = "Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n";
@@ -339,7 +336,7 @@ async fn stalled_upload_is_408_and_closed_well_before_the_server_timeout() {
         .unwrap();
     assert_eq!(status_of(&out), 408, "{:?}", String::from_utf8_lossy(&out));
     assert!(started.elapsed() >= Duration::from_millis(300));
-    assert_eq!(failures(&h, "127.0.0.1"), 0);
+    assert_eq!(h.failures_of("127.0.0.1"), 0);
 }
 
 #[tokio::test]
@@ -497,7 +494,11 @@ async fn content_length_beside_chunked_request_cannot_smuggle() {
 #[tokio::test]
 async fn stalled_control_body_is_408() {
     let nc = StubNextcloud::start().await;
-    let h = start_harp(&nc.url(), &SHORT_CLIENT).await;
+    let h = Harness::builder()
+        .nextcloud(&nc.url())
+        .envs(&SHORT_CLIENT)
+        .start()
+        .await;
     let mut s = TcpStream::connect(h.addr).await.unwrap();
     let head = format!(
         "POST /exapps/app_api/exapp_storage/foo HTTP/1.1\r\nHost: x\r\nharp-shared-key: {KEY}\r\nContent-Length: 100\r\n\r\n{{\"exapp"

@@ -21,7 +21,10 @@ async fn item82_index_php_base_url_is_normalised() {
     let nc = StubNextcloud::start().await;
     let app = StubExApp::start().await;
     nc.add_app("foo", meta(app.port(), public()));
-    let h = start_harp(&format!("http://{}/index.php/", nc.addr), &[]).await;
+    let h = Harness::builder()
+        .nextcloud(&format!("http://{}/index.php/", nc.addr))
+        .start()
+        .await;
     assert_eq!(
         get(&h, "/exapps/foo/x").await.status(),
         200,
@@ -35,7 +38,7 @@ async fn item83_lookups_use_the_lowercase_id() {
     let nc = StubNextcloud::start().await;
     let app = StubExApp::start().await;
     nc.add_app("myapp", meta(app.port(), public()));
-    let h = start_harp(&nc.url(), &[]).await;
+    let h = Harness::builder().nextcloud(&nc.url()).start().await;
     let r = get(&h, "/exapps/MyApp/x").await;
     assert_eq!(r.status(), 200);
     let doc: serde_json::Value = r.json().await.unwrap();
@@ -46,7 +49,7 @@ async fn item83_lookups_use_the_lowercase_id() {
 #[tokio::test]
 async fn item84_unknown_exapp_is_negatively_cached() {
     let nc = StubNextcloud::start().await;
-    let h = start_harp(&nc.url(), &[]).await;
+    let h = Harness::builder().nextcloud(&nc.url()).start().await;
     assert_eq!(get(&h, "/exapps/ghost/x").await.status(), 404);
     assert_eq!(get(&h, "/exapps/ghost/y").await.status(), 404);
     assert_eq!(
@@ -64,11 +67,11 @@ async fn item84_unknown_exapp_is_negatively_cached() {
 async fn item85_nextcloud_errors_are_404_uncached_unrecorded() {
     let nc = StubNextcloud::start().await;
     *nc.state.meta_status.lock() = Some(500);
-    let h = start_harp(&nc.url(), &[]).await;
+    let h = Harness::builder().nextcloud(&nc.url()).start().await;
     assert_eq!(get(&h, "/exapps/foo/x").await.status(), 404);
     assert_eq!(get(&h, "/exapps/foo/x").await.status(), 404);
     assert_eq!(nc.meta_calls(), 2);
-    assert_eq!(failures(&h, "127.0.0.1"), 0);
+    assert_eq!(h.failures_of("127.0.0.1"), 0);
 }
 
 #[tokio::test]
@@ -76,7 +79,7 @@ async fn item85_nextcloud_down_is_404_quickly() {
     let free = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/", free.local_addr().unwrap());
     drop(free);
-    let h = start_harp(&url, &[]).await;
+    let h = Harness::builder().nextcloud(&url).start().await;
     let started = std::time::Instant::now();
     assert_eq!(get(&h, "/exapps/foo/x").await.status(), 404);
     assert!(started.elapsed() < Duration::from_secs(2));
@@ -88,7 +91,7 @@ async fn item86_concurrent_misses_share_one_call() {
     let app = StubExApp::start().await;
     nc.add_app("foo", meta(app.port(), public()));
     *nc.state.meta_delay.lock() = Duration::from_millis(300);
-    let h = start_harp(&nc.url(), &[]).await;
+    let h = Harness::builder().nextcloud(&nc.url()).start().await;
     let c = client();
     let reqs = (0..50).map(|i| c.get(h.url(&format!("/exapps/foo/{i}"))).send());
     for r in futures_util::future::join_all(reqs).await {
@@ -112,7 +115,7 @@ async fn cold_session_cache_asks_once_per_cookie_under_concurrency() {
     for i in 0..10 {
         nc.add_session(&format!("c{i}"), "alice", 1);
     }
-    let h = start_harp(&nc.url(), &[]).await;
+    let h = Harness::builder().nextcloud(&nc.url()).start().await;
     let c = client();
     let reqs = (0..100).map(|i| {
         c.get(h.url("/exapps/foo/x"))
@@ -130,7 +133,7 @@ async fn item87_records_are_used_without_further_calls() {
     let nc = StubNextcloud::start().await;
     let app = StubExApp::start().await;
     nc.add_app("foo", meta(app.port(), public()));
-    let h = start_harp(&nc.url(), &[]).await;
+    let h = Harness::builder().nextcloud(&nc.url()).start().await;
     for _ in 0..5 {
         assert_eq!(get(&h, "/exapps/foo/x").await.status(), 200);
     }
@@ -141,7 +144,7 @@ async fn item87_records_are_used_without_further_calls() {
 async fn item88_pushed_record_takes_effect_at_once() {
     let nc = StubNextcloud::start().await;
     let app = StubExApp::start().await;
-    let h = start_harp(&nc.url(), &[]).await;
+    let h = Harness::builder().nextcloud(&nc.url()).start().await;
     assert_eq!(
         get(&h, "/exapps/foo/x").await.status(),
         404,
@@ -155,7 +158,7 @@ async fn item88_pushed_record_takes_effect_at_once() {
 #[tokio::test]
 async fn item89_delete_storage() {
     let nc = StubNextcloud::start().await;
-    let h = start_harp(&nc.url(), &[]).await;
+    let h = Harness::builder().nextcloud(&nc.url()).start().await;
     push_meta(&h, "foo", &meta(1, public())).await;
     let del = || {
         client()
@@ -172,7 +175,7 @@ async fn item89_delete_storage() {
 #[tokio::test]
 async fn item90_storage_push_validation() {
     let nc = StubNextcloud::start().await;
-    let h = start_harp(&nc.url(), &[]).await;
+    let h = Harness::builder().nextcloud(&nc.url()).start().await;
     let post = |body: &'static str| {
         client()
             .post(h.url("/exapps/app_api/exapp_storage/foo"))
@@ -201,10 +204,10 @@ async fn item91_hostnames_resolve_and_unresolvable_is_404() {
     nc.add_app("named", doc.clone());
     doc["host"] = json!("no-such-host.invalid");
     nc.add_app("lost", doc);
-    let h = start_harp(&nc.url(), &[]).await;
+    let h = Harness::builder().nextcloud(&nc.url()).start().await;
     assert_eq!(get(&h, "/exapps/named/x").await.status(), 200);
     assert_eq!(get(&h, "/exapps/lost/x").await.status(), 404);
-    assert_eq!(failures(&h, "127.0.0.1"), 0);
+    assert_eq!(h.failures_of("127.0.0.1"), 0);
 }
 
 #[tokio::test]
@@ -212,7 +215,7 @@ async fn item92_93_target_path_and_query() {
     let nc = StubNextcloud::start().await;
     let app = StubExApp::start().await;
     nc.add_app("foo", meta(app.port(), public()));
-    let h = start_harp(&nc.url(), &[]).await;
+    let h = Harness::builder().nextcloud(&nc.url()).start().await;
     for (path, target) in [
         ("/exapps/foo", "/"),
         ("/exapps/foo?q=1", "/?q=1"),
@@ -228,7 +231,7 @@ async fn item92_93_target_path_and_query() {
 #[tokio::test]
 async fn pushed_hostname_is_resolved_again_after_a_connect_failure() {
     let nc = StubNextcloud::start().await;
-    let h = start_harp(&nc.url(), &[]).await;
+    let h = Harness::builder().nextcloud(&nc.url()).start().await;
     let free = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = free.local_addr().unwrap().port();
     drop(free);
@@ -236,9 +239,9 @@ async fn pushed_hostname_is_resolved_again_after_a_connect_failure() {
     doc["host"] = json!("localhost");
     push_meta(&h, "foo", &doc).await;
     assert_eq!(get(&h, "/exapps/foo/x").await.status(), 503);
+    let resolved = h.cached_resolved_ip("foo");
     assert_eq!(
-        h.state.resolver.memoised("localhost"),
-        None,
+        resolved, None,
         "a connect failure forgets the resolved address"
     );
     let app = tokio::net::TcpListener::bind(("127.0.0.1", port))
@@ -254,6 +257,6 @@ async fn pushed_hostname_is_resolved_again_after_a_connect_failure() {
             .unwrap();
     });
     assert_eq!(get(&h, "/exapps/foo/x").await.status(), 200);
-    assert!(h.state.resolver.memoised("localhost").is_some());
+    assert!(h.cached_resolved_ip("foo").is_some());
     serve.await.unwrap();
 }

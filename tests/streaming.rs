@@ -19,7 +19,11 @@ fn public() -> serde_json::Value {
 async fn setup(extra: &[(&str, &str)]) -> (StubNextcloud, StubExApp, TestHarp) {
     let nc = StubNextcloud::start().await;
     let app = StubExApp::start().await;
-    let h = start_harp(&nc.url(), extra).await;
+    let h = Harness::builder()
+        .nextcloud(&nc.url())
+        .envs(extra)
+        .start()
+        .await;
     push_meta(&h, "foo", &meta(app.port(), public())).await;
     (nc, app, h)
 }
@@ -124,7 +128,7 @@ async fn head_requests_end_at_the_head_and_keep_the_connection_usable() {
 #[tokio::test]
 async fn item97_exapp_down_is_503_and_not_recorded() {
     let nc = StubNextcloud::start().await;
-    let h = start_harp(&nc.url(), &[]).await;
+    let h = Harness::builder().nextcloud(&nc.url()).start().await;
     let free = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = free.local_addr().unwrap().port();
     drop(free);
@@ -140,13 +144,13 @@ async fn item97_exapp_down_is_503_and_not_recorded() {
         503
     );
     assert!(started.elapsed() < Duration::from_secs(2));
-    assert_eq!(failures(&h, "127.0.0.1"), 0);
+    assert_eq!(h.failures_of("127.0.0.1"), 0);
 }
 
 #[tokio::test]
 async fn garbage_from_the_exapp_is_502() {
     let nc = StubNextcloud::start().await;
-    let h = start_harp(&nc.url(), &[]).await;
+    let h = Harness::builder().nextcloud(&nc.url()).start().await;
     let (addr, _t) = garbage_server().await;
     push_meta(&h, "foo", &meta(addr.port(), public())).await;
     assert_eq!(
@@ -164,14 +168,14 @@ async fn garbage_from_the_exapp_is_502() {
 async fn server_timeout_gives_504_and_client_timeout_does_not_cut_slow_answers() {
     let nc = StubNextcloud::start().await;
     let app = StubExApp::start().await;
-    let h = start_harp(
-        &nc.url(),
-        &[
+    let h = Harness::builder()
+        .nextcloud(&nc.url())
+        .envs(&[
             ("HP_TIMEOUT_SERVER", "800ms"),
             ("HP_TIMEOUT_CLIENT", "200ms"),
-        ],
-    )
-    .await;
+        ])
+        .start()
+        .await;
     push_meta(&h, "foo", &meta(app.port(), public())).await;
     let r = client()
         .get(h.url("/exapps/foo/slow?ms=500"))
@@ -328,7 +332,7 @@ async fn item96_slow_metadata_is_404_and_two_slow_calls_are_503() {
     let app = StubExApp::start().await;
     nc.add_app("foo", meta(app.port(), public()));
     *nc.state.meta_delay.lock() = Duration::from_secs(27);
-    let h = start_harp(&nc.url(), &[]).await;
+    let h = Harness::builder().nextcloud(&nc.url()).start().await;
     let started = Instant::now();
     assert_eq!(
         client()
@@ -345,7 +349,7 @@ async fn item96_slow_metadata_is_404_and_two_slow_calls_are_503() {
     nc2.add_app("foo", meta(app.port(), public()));
     *nc2.state.meta_delay.lock() = Duration::from_secs(20);
     *nc2.state.user_delay.lock() = Duration::from_secs(20);
-    let h2 = start_harp(&nc2.url(), &[]).await;
+    let h2 = Harness::builder().nextcloud(&nc2.url()).start().await;
     let started = Instant::now();
     let r = client()
         .get(h2.url("/exapps/foo/x"))
@@ -356,7 +360,7 @@ async fn item96_slow_metadata_is_404_and_two_slow_calls_are_503() {
     assert_eq!(r.status(), 503);
     assert_eq!(r.text().await.unwrap(), "503 Service Unavailable (HaRP)");
     // The deadline cancelled the pending user-info lookup instead of leaving it behind.
-    assert_eq!(h2.state.nextcloud.lookups_in_flight(), 0);
+    assert_eq!(h2.lookups_in_flight(), 0);
     let took = started.elapsed();
     assert!(
         took >= Duration::from_secs(29) && took < Duration::from_secs(33),
@@ -457,16 +461,20 @@ async fn https_get(
 #[tokio::test]
 async fn item17_https_only_with_a_certificate_and_item27_reload() {
     let nc = StubNextcloud::start().await;
-    let without = start_harp(&nc.url(), &[]).await;
+    let without = Harness::builder().nextcloud(&nc.url()).start().await;
     assert!(without.https.is_none(), "no cert.pem, no HTTPS listener");
 
     let dir = tempfile::tempdir().unwrap();
     let first = write_cert(&dir.path().join("certs"), "harp.test");
-    let h = start_harp_in(dir, &nc.url(), &[]).await;
+    let h = Harness::builder()
+        .in_dir(dir.path())
+        .nextcloud(&nc.url())
+        .start()
+        .await;
     let r = https_get(&h, &first, "harp.test").await.unwrap();
     assert_eq!(r.status(), 200);
 
-    let second = write_cert(&h.dir.path().join("certs"), "harp.test");
+    let second = write_cert(&h.dir.join("certs"), "harp.test");
     h.tls.as_ref().unwrap().reload().unwrap();
     assert!(
         https_get(&h, &first, "harp.test").await.is_err(),
@@ -528,7 +536,11 @@ async fn healthcheck_probe_passes_on_harp_and_fails_on_a_wedged_listener() {
 async fn several_workers_share_the_port_and_stop_cleanly() {
     let nc = StubNextcloud::start().await;
     let app = StubExApp::start().await;
-    let h = start_harp(&nc.url(), &[("HP_WORKERS", "3")]).await;
+    let h = Harness::builder()
+        .nextcloud(&nc.url())
+        .envs(&[("HP_WORKERS", "3")])
+        .start()
+        .await;
     push_meta(&h, "foo", &meta(app.port(), public())).await;
     let reqs = (0..120).map(|i| {
         // A fresh client per request: new connections are spread over the workers' sockets.
@@ -576,7 +588,7 @@ async fn engine_calls_survive_a_dead_pooled_connection() {
     let (_nc, _app, h) = setup(&[]).await;
     let (engine, _t) = flaky_engine().await;
     // Engine ports are limited to the port plan: reach the flaky engine through a tunnel.
-    let _tunnel = engine_tunnel(&h, 24095, engine).await;
+    let _tunnel = h.engine_tunnel(24095, engine).await;
     let port = "24095";
     let c = client();
     for round in 0..3 {

@@ -1,33 +1,39 @@
-//! Shared helpers of the `docker_*` integration tests: they run against the real Docker Engine
-//! on this machine and start harp in-process.
+//! The real Docker Engine of this machine as a peer (the `docker_*` tests): the CLI, a tiny
+//! test image built without any registry, a relay socket, and the AppAPI calls harp answers.
+//! harp itself is started by [`super::Harness`] (`.with_docker()`).
 //!
 //! Every resource a test makes is named `harptest_<random>…` and registered with a [`Cleanup`]
 //! guard that removes it when the test ends, also when it panics, so tests can run in parallel
 //! and leave nothing behind.
 
-#![allow(dead_code)]
-
-use std::collections::HashMap;
+use super::{client, prereq, Harness, TestHarp, KEY};
 use std::io::Write;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::Mutex;
-use std::time::Duration;
 
-pub const KEY: &str = "harptest-shared-key";
 pub const DOCKER_SOCKET: &str = "/var/run/docker.sock";
+/// Debian's static busybox, the whole userland of the test image.
+const BUSYBOX: &str = "/usr/bin/busybox";
 
-/// Fails the test loudly when the engine is not there: these tests never skip silently.
+/// Fails the test with one line when the engine is not there: these tests never skip.
 pub fn require_docker() {
-    let out = Command::new("docker").arg("info").output().unwrap_or_else(|e| {
-        panic!("Docker tests need the `docker` CLI and a running daemon: cannot run `docker info`: {e}")
-    });
-    assert!(
-        out.status.success(),
-        "Docker tests need a running Docker daemon at {DOCKER_SOCKET}; `docker info` failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    prereq::require_command("docker", "docker.io");
+    let out = Command::new("docker")
+        .arg("info")
+        .output()
+        .unwrap_or_else(|e| {
+            prereq::missing(&format!(
+                "cannot run `docker info` ({e}): install docker.io and start the daemon"
+            ))
+        });
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        prereq::missing(&format!(
+            "no Docker daemon answers at {DOCKER_SOCKET} (`docker info`: {}): start it (`systemctl start docker`) or run `tests/setup`",
+            err.lines().last().unwrap_or("").trim()
+        ));
+    }
 }
 
 /// `harptest_<12 hex>`: unique per test, valid as an ExApp name and a Docker name.
@@ -129,9 +135,8 @@ pub const HEARTBEAT: &str = "{\"status\":\"ok\"}";
 /// serves `/www` on port 8080 (so `GET /heartbeat` answers [`HEARTBEAT`]) and exits on SIGTERM
 /// at once, keeping `stop` fast.
 pub fn import_test_image(cleanup: &Cleanup, name: &str) -> String {
-    let busybox = std::fs::read("/usr/bin/busybox").expect(
-        "the Docker tests need Debian's busybox-static (/usr/bin/busybox); .ci/run installs it",
-    );
+    prereq::require_file(BUSYBOX, "busybox-static");
+    let busybox = std::fs::read(BUSYBOX).unwrap();
     let mut b = tar::Builder::new(Vec::new());
     let dir = |b: &mut tar::Builder<Vec<u8>>, path: &str, uid: u64| {
         let mut h = tar::Header::new_gnu();
@@ -212,110 +217,9 @@ pub fn import_test_image(cleanup: &Cleanup, name: &str) -> String {
     tag
 }
 
-#[path = "../common/tunnel.rs"]
-mod tunnel;
-pub use tunnel::EngineTunnel;
-
-impl TestHarp {
-    /// Engine port `remote_port` (24001–24099) reaches the TCP server at `local` through an
-    /// in-process `harp tunnel`, as a remote engine would.
-    pub async fn engine_tunnel(&self, remote_port: u16, local: SocketAddr) -> EngineTunnel {
-        tunnel::engine_tunnel(self.frp, KEY, &self.tunnels, remote_port, local).await
-    }
-}
-
-/// A running in-process harp.
-pub struct TestHarp {
-    pub addr: SocketAddr,
-    /// The FRP listener and its registry, for [`TestHarp::engine_tunnel`].
-    pub frp: SocketAddr,
-    pub tunnels: std::sync::Arc<harp::tunnel::server::registry::Registry>,
-    pub local_engine: Option<SocketAddr>,
-    pub dir: tempfile::TempDir,
-    pub client: reqwest::Client,
-    _stop: tokio::sync::oneshot::Sender<()>,
-}
-
-pub struct Options {
-    pub docker_socket: PathBuf,
-    pub vars: Vec<(&'static str, String)>,
-    /// Where the loopback relay listens; port 0 by default so parallel tests do not compete.
-    pub local_engine_listen: SocketAddr,
-    /// Writes `<certs>/frp/{ca.crt,client.crt,client.key}` before start.
-    pub frp_certs: bool,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Options {
-            docker_socket: DOCKER_SOCKET.into(),
-            vars: Vec::new(),
-            local_engine_listen: "127.0.0.1:0".parse().unwrap(),
-            frp_certs: false,
-        }
-    }
-}
-
 pub const FRP_CA: &str = "frp-ca-test-content\n";
 pub const FRP_CLIENT_CRT: &str = "frp-client-crt-test-content\n";
 pub const FRP_CLIENT_KEY: &str = "frp-client-key-test-content\n";
-
-pub async fn start_harp(opts: Options) -> TestHarp {
-    let dir = tempfile::tempdir().unwrap();
-    let certs = dir.path().join("certs");
-    std::fs::create_dir_all(&certs).unwrap();
-    if opts.frp_certs {
-        let frp = certs.join("frp");
-        std::fs::create_dir_all(&frp).unwrap();
-        std::fs::write(frp.join("ca.crt"), FRP_CA).unwrap();
-        std::fs::write(frp.join("client.crt"), FRP_CLIENT_CRT).unwrap();
-        std::fs::write(frp.join("client.key"), FRP_CLIENT_KEY).unwrap();
-    }
-    let path = |p: &Path| p.to_str().unwrap().to_string();
-    let mut vars: HashMap<String, String> = [
-        ("HP_SHARED_KEY", KEY.to_string()),
-        ("NC_INSTANCE_URL", "http://127.0.0.1:1".into()),
-        ("HP_EXAPPS_ADDRESS", "127.0.0.1:0".into()),
-        ("HP_EXAPPS_HTTPS_ADDRESS", "127.0.0.1:0".into()),
-        ("HP_FRP_ADDRESS", "127.0.0.1:0".into()),
-        // The FRP server is not under test here, and the placeholder `<certs>/frp` files above
-        // are not a usable TLS setup (harp refuses an incomplete FRP certificate directory).
-        ("HP_FRP_DISABLE_TLS", "true".into()),
-        ("HP_CERTS_DIR", path(&certs)),
-        ("HP_CONFIG_DIR", path(&dir.path().join("run"))),
-        ("HP_DATA_DIR", path(&dir.path().join("data"))),
-        ("HP_DOCKER_SOCKET", path(&opts.docker_socket)),
-        ("HP_LOG_LEVEL", "warning".into()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
-    for (k, v) in opts.vars {
-        vars.insert(k.to_string(), v);
-    }
-    let mut cfg = harp::config::Config::from_vars(&vars).expect("test configuration is valid");
-    cfg.local_engine_listen = opts.local_engine_listen;
-    let h = harp::Harp::bind(cfg).await.expect("harp binds");
-    let addr = h.http_addr();
-    let local_engine = h.local_engine_addr();
-    let (frp, tunnels) = (h.frp_addr(), h.tunnels());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(h.serve(async move {
-        let _ = stopped.await;
-    }));
-    TestHarp {
-        addr,
-        frp,
-        tunnels,
-        local_engine,
-        dir,
-        client: reqwest::Client::builder()
-            .timeout(Duration::from_secs(170))
-            .build()
-            .unwrap(),
-        _stop: stop,
-    }
-}
 
 /// One answer, read completely.
 #[derive(Debug)]
@@ -331,11 +235,8 @@ impl Answer {
     }
 }
 
+/// AppAPI's Docker calls, as harp's tests of them make them.
 impl TestHarp {
-    pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
     /// A request to `/exapps/app_api<path>` with the shared key and optional engine port.
     pub fn app_api(
         &self,
@@ -343,8 +244,7 @@ impl TestHarp {
         path: &str,
         port: Option<&str>,
     ) -> reqwest::RequestBuilder {
-        let mut r = self
-            .client
+        let mut r = client()
             .request(method, self.url(&format!("/exapps/app_api{path}")))
             .header("harp-shared-key", KEY);
         if let Some(p) = port {
@@ -432,20 +332,6 @@ impl SocketRelay {
     }
 }
 
-/// Polls `f` until it returns true or `timeout` passes.
-pub async fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if f() {
-            return true;
-        }
-        if tokio::time::Instant::now() > deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 /// An ExApp container created through harp's `create` wrapper from a fresh test image, with
 /// everything it made registered for cleanup.
 pub struct CreatedExApp {
@@ -456,14 +342,15 @@ pub struct CreatedExApp {
     pub h: TestHarp,
 }
 
-pub async fn create_test_exapp(opts: Options) -> CreatedExApp {
+/// `harp` is the harness to start (`.with_docker()` is added here).
+pub async fn create_test_exapp(harp: Harness) -> CreatedExApp {
     require_docker();
     let cleanup = Cleanup::default();
     let name = unique();
     let image = import_test_image(&cleanup, &name);
     cleanup.exapp(&name);
     let container = format!("nc_app_{name}");
-    let h = start_harp(opts).await;
+    let h = harp.with_docker().start().await;
     let created = h.wrapper("create", appapi_create_body(&name, &image)).await;
     assert_eq!(created.status, 201, "{created:?}");
     CreatedExApp {

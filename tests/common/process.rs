@@ -1,18 +1,10 @@
-//! Shared machinery of the attack suite (`tests/attack_*.rs`, project issue #13): the real
-//! `harp` binary as a child process (so its fds, RSS and CPU time can be read from
-//! `/proc/<pid>`), a recording stub ExApp, raw HTTP and FRP helpers, and one constant per
-//! expected answer so the lead can adjust statuses in one place.
-#![allow(dead_code)]
+//! harp as a child process (the real binary, started by [`super::Harness::spawn_process`]),
+//! so its fds, RSS and CPU time can be read from `/proc/<pid>`; the `/proc` readers; and the
+//! raw-HTTP helpers and expected answers of the attack suite (`tests/attack_*.rs`, project
+//! issue #13), one constant per expected answer so they can be adjusted in one place.
 
-use bytes::Bytes;
-use http_body_util::{combinators::BoxBody, BodyExt, Full};
-use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
 use parking_lot::Mutex;
 use std::collections::VecDeque;
-use std::convert::Infallible;
 use std::io::BufRead;
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -21,7 +13,9 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-pub const KEY: &str = "test-shared-key";
+use super::exapp::read_head;
+use super::{prereq, wait_until, KEY};
+
 const BIN: &str = env!("CARGO_BIN_EXE_harp");
 
 /// Expected answer to a request harp refuses as malformed (bad framing, forbidden escapes,
@@ -48,10 +42,10 @@ pub async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
 }
 
 /// The harp binary running as a child; killed on drop.
-pub struct Harp {
+pub struct HarpProcess {
     child: Child,
     pub pid: u32,
-    pub http: SocketAddr,
+    pub addr: SocketAddr,
     pub frp: SocketAddr,
     logs: Arc<Mutex<VecDeque<String>>>,
     _dir: tempfile::TempDir,
@@ -60,39 +54,27 @@ pub struct Harp {
 /// How many of harp's last log lines are kept for failure messages.
 const LOG_TAIL: usize = 200;
 
-impl Harp {
-    /// Starts harp against the Nextcloud at `nc` with the suite's defaults plus `vars`.
-    pub fn spawn(nc: &str, vars: &[(&str, &str)]) -> Harp {
-        Harp::spawn_wrapped(&[], nc, vars)
-    }
+/// How long a child harp may take to report its ports.
+const START_DEADLINE: Duration = Duration::from_secs(20);
 
-    /// Like [`Harp::spawn`], run through `wrapper` (e.g. `prlimit --nofile=…`), which must
-    /// `exec` harp so the child's pid is harp's.
-    pub fn spawn_wrapped(wrapper: &[&str], nc: &str, vars: &[(&str, &str)]) -> Harp {
-        let dir = tempfile::tempdir().unwrap();
+impl HarpProcess {
+    /// Starts harp with exactly `vars` (the parent's environment is not inherited), run
+    /// through `wrapper` when not empty; `dir` holds its directories and lives as long as it.
+    pub(super) fn spawn(
+        wrapper: &[String],
+        vars: &std::collections::BTreeMap<String, String>,
+        dir: tempfile::TempDir,
+    ) -> HarpProcess {
         let mut cmd = match wrapper.split_first() {
             Some((prog, args)) => {
+                prereq::require_command(prog, "util-linux");
                 let mut c = Command::new(prog);
                 c.args(args).arg(BIN);
                 c
             }
             None => Command::new(BIN),
         };
-        cmd.env_clear()
-            .env("HP_SHARED_KEY", KEY)
-            .env("NC_INSTANCE_URL", nc)
-            .env("HP_EXAPPS_ADDRESS", "127.0.0.1:0")
-            .env("HP_FRP_ADDRESS", "127.0.0.1:0")
-            .env("HP_FRP_DISABLE_TLS", "true")
-            .env("HP_DOCKER_SOCKET", "/nonexistent/docker.sock")
-            .env("HP_WORKERS", "1")
-            .env("HP_LOG_LEVEL", "warning")
-            .env("HP_CERTS_DIR", dir.path().join("certs"))
-            .env("HP_CONFIG_DIR", dir.path().join("run"))
-            .env("HP_DATA_DIR", dir.path().join("data"));
-        for (k, v) in vars {
-            cmd.env(k, v);
-        }
+        cmd.env_clear().envs(vars);
         let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -121,7 +103,7 @@ impl Harp {
                 }
             });
         }
-        let line = match rx.recv_timeout(Duration::from_secs(20)) {
+        let line = match rx.recv_timeout(START_DEADLINE) {
             Ok(l) => l,
             Err(_) => {
                 let _ = child.kill();
@@ -138,9 +120,9 @@ impl Harp {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or_else(|| panic!("no {key} in {line:?}"))
         };
-        Harp {
+        HarpProcess {
             pid: child.id(),
-            http: addr("http="),
+            addr: addr("http="),
             frp: addr("frp="),
             child,
             logs,
@@ -175,7 +157,7 @@ impl Harp {
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.http, path)
+        format!("http://{}{}", self.addr, path)
     }
 
     /// Waits until the fd count is within [`FD_MARGIN`] of `baseline`.
@@ -203,7 +185,7 @@ impl Harp {
     }
 }
 
-impl Drop for Harp {
+impl Drop for HarpProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -266,20 +248,6 @@ pub fn nofile_limits(pid: u32) -> (String, String) {
     (f[3].to_string(), f[4].to_string())
 }
 
-/// Polls `cond` every 20 ms until it holds (true) or `within` passes (false).
-pub async fn wait_until(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + within;
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() >= end {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// Sends `request` on a fresh connection and returns the status of the answer (0 when harp
 /// closed without answering) and the time it took; panics past [`NORMAL_LATENCY`] × 5.
 pub async fn timed_status(addr: SocketAddr, request: &[u8]) -> (u16, Duration) {
@@ -325,20 +293,6 @@ pub async fn assert_normal_fast(addr: SocketAddr, what: &str) -> Duration {
     took
 }
 
-/// Reads until the end of a response head (or EOF / 64 KiB).
-pub async fn read_head(s: &mut TcpStream) -> std::io::Result<Vec<u8>> {
-    let mut out = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !out.windows(4).any(|w| w == b"\r\n\r\n") && out.len() < 65_536 {
-        let n = s.read(&mut buf).await?;
-        if n == 0 {
-            break;
-        }
-        out.extend_from_slice(&buf[..n]);
-    }
-    Ok(out)
-}
-
 /// The status code of a response head, 0 when there is none.
 pub fn status_of(head: &[u8]) -> u16 {
     std::str::from_utf8(head)
@@ -375,152 +329,6 @@ pub fn statuses(raw: &[u8]) -> Vec<u16> {
     text.match_indices("HTTP/1.1 ")
         .filter_map(|(i, _)| text.get(i + 9..i + 12).and_then(|c| c.parse().ok()))
         .collect()
-}
-
-/// What the recording ExApp saw of one request.
-#[derive(Clone, Debug)]
-pub struct Seen {
-    pub method: String,
-    pub target: String,
-    pub headers: http::HeaderMap,
-}
-
-type Body = BoxBody<Bytes, Infallible>;
-
-/// A stub ExApp that records every request, answers JSON `ok` (200), and answers **101** to
-/// any `Upgrade` request, then keeps speaking HTTP/1.1 on the upgraded connection, so a proxy
-/// that relays such an upgrade lets later requests through undecided (and recorded here).
-pub struct RecordingExApp {
-    pub addr: SocketAddr,
-    pub seen: Arc<Mutex<Vec<Seen>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for RecordingExApp {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-impl RecordingExApp {
-    pub async fn start() -> RecordingExApp {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let rec = seen.clone();
-        let task = tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                tokio::spawn(serve_recording(TokioIo::new(stream), rec.clone()));
-            }
-        });
-        RecordingExApp { addr, seen, task }
-    }
-
-    pub fn port(&self) -> u16 {
-        self.addr.port()
-    }
-
-    /// Targets received so far (path and query as the ExApp saw them).
-    pub fn targets(&self) -> Vec<String> {
-        self.seen.lock().iter().map(|s| s.target.clone()).collect()
-    }
-
-    /// Whether any received target contains `needle`.
-    pub fn saw(&self, needle: &str) -> bool {
-        self.seen.lock().iter().any(|s| s.target.contains(needle))
-    }
-}
-
-fn serve_recording<I>(
-    io: I,
-    rec: Arc<Mutex<Vec<Seen>>>,
-) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
-where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-{
-    Box::pin(async move {
-        let svc = service_fn(move |req| {
-            let rec = rec.clone();
-            async move { Ok::<_, Infallible>(record(req, rec).await) }
-        });
-        let _ = hyper::server::conn::http1::Builder::new()
-            .serve_connection(io, svc)
-            .with_upgrades()
-            .await;
-    })
-}
-
-/// Largest request body the recording ExApp reads before answering (it reads bodies so a
-/// stalled upload keeps the upstream request open, as a real app would).
-const RECORD_BODY_LIMIT: usize = 16 * 1024 * 1024;
-
-async fn record(mut req: Request<Incoming>, rec: Arc<Mutex<Vec<Seen>>>) -> Response<Body> {
-    let target = req
-        .uri()
-        .path_and_query()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_default();
-    rec.lock().push(Seen {
-        method: req.method().to_string(),
-        target,
-        headers: req.headers().clone(),
-    });
-    if let Some(proto) = req.headers().get("upgrade").cloned() {
-        let upgrade = hyper::upgrade::on(&mut req);
-        let rec = rec.clone();
-        tokio::spawn(async move {
-            if let Ok(up) = upgrade.await {
-                serve_recording(up, rec).await;
-            }
-        });
-        let mut r = Response::new(Full::new(Bytes::new()).boxed());
-        *r.status_mut() = hyper::StatusCode::SWITCHING_PROTOCOLS;
-        r.headers_mut().insert("upgrade", proto);
-        r.headers_mut()
-            .insert("connection", "Upgrade".parse().unwrap());
-        return r;
-    }
-    let mut read = 0usize;
-    let body = req.body_mut();
-    while let Some(Ok(frame)) = body.frame().await {
-        read += frame.data_ref().map_or(0, |d| d.len());
-        if read > RECORD_BODY_LIMIT {
-            break;
-        }
-    }
-    let mut r = Response::new(Full::new(Bytes::from_static(b"{\"ok\":true}")).boxed());
-    r.headers_mut()
-        .insert("content-type", "application/json".parse().unwrap());
-    r
-}
-
-/// A server that answers every request with the fixed bytes `response`, then closes.
-pub async fn fixed_response_server(
-    response: &'static [u8],
-) -> (SocketAddr, tokio::task::JoinHandle<()>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let task = tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let _ = read_head(&mut s).await;
-                let _ = s.write_all(response).await;
-                let _ = s.shutdown().await;
-            });
-        }
-    });
-    (addr, task)
-}
-
-/// ExApp metadata in the shape Nextcloud's `exapp-meta` returns.
-pub fn meta(port: u16, routes: serde_json::Value) -> serde_json::Value {
-    serde_json::json!({
-        "exapp_token": "apptoken",
-        "exapp_version": "1.2.3",
-        "host": "127.0.0.1",
-        "port": port,
-        "routes": routes,
-    })
 }
 
 /// The route table of the attack app: `^/admin` and `^/api/admin` ADMIN, `^/api` USER,
