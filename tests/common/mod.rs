@@ -197,7 +197,6 @@ impl Harness {
             https: harp.https_addr(),
             tls: harp.tls_reloader(),
             frp: harp.frp_addr(),
-            tunnels: harp.tunnels(),
             local_engine: harp.local_engine_addr(),
             internals: Internals::of(&harp),
             dir,
@@ -225,9 +224,8 @@ pub struct TestHarp {
     pub addr: SocketAddr,
     pub https: Option<SocketAddr>,
     pub tls: Option<harp::frontdoor::TlsReloader>,
-    /// The FRP listener and its registry of tunnels.
+    /// The FRP listener.
     pub frp: SocketAddr,
-    pub tunnels: Arc<harp::tunnel::server::registry::Registry>,
     /// The loopback relay to the local engine, when it could bind.
     pub local_engine: Option<SocketAddr>,
     /// Where harp's certificate, run and data directories are.
@@ -268,7 +266,7 @@ impl TestHarp {
 
     /// Waits until a tunnel owns `port`.
     pub async fn wait_tunnel(&self, port: u16, within: Duration) {
-        let ok = wait_until(within, || self.tunnels.proxy(port).is_some()).await;
+        let ok = wait_until(within, || self.has_tunnel(port)).await;
         assert!(ok, "no tunnel registered port {port} within {within:?}");
     }
 
@@ -294,12 +292,14 @@ impl Drop for TestHarp {
 /// touch harp's shared state, so a change to its wiring is followed here alone.
 struct Internals {
     state: Arc<harp::state::AppState>,
+    tunnels: Arc<harp::tunnel::server::registry::Registry>,
 }
 
 impl Internals {
     fn of(harp: &harp::Harp) -> Internals {
         Internals {
             state: harp.state(),
+            tunnels: harp.tunnels(),
         }
     }
 }
@@ -319,6 +319,29 @@ impl TestHarp {
     /// Nextcloud look-ups harp has in flight.
     pub fn lookups_in_flight(&self) -> usize {
         self.internals.state.nextcloud.lookups_in_flight()
+    }
+
+    /// Whether a tunnel owns the engine or ExApp port `port`.
+    pub fn has_tunnel(&self, port: u16) -> bool {
+        self.internals.tunnels.proxy(port).is_some()
+    }
+
+    /// The run id of the FRP session that owns `port` (panics when no tunnel does).
+    pub fn tunnel_run_id(&self, port: u16) -> String {
+        self.tunnel(port).control.run_id.clone()
+    }
+
+    /// Whether the tunnel on `port` asked for (encryption, compression).
+    pub fn tunnel_wrapping(&self, port: u16) -> (bool, bool) {
+        let w = self.tunnel(port).wrapping;
+        (w.encryption, w.compression)
+    }
+
+    fn tunnel(&self, port: u16) -> Arc<harp::tunnel::server::registry::Proxy> {
+        self.internals
+            .tunnels
+            .proxy(port)
+            .unwrap_or_else(|| panic!("no tunnel owns port {port}"))
     }
 
     /// Whether harp holds metadata for `app` in its cache.
