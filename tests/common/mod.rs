@@ -32,7 +32,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::oneshot;
 
 /// The shared key every test harp and its peers use.
@@ -424,14 +424,15 @@ pub async fn raw_exchange(
     }
 }
 
-/// Polls `cond` until it holds (true) or `within` passes (false).
+/// Polls `cond` until it holds (true) or `within` passes (false). On tokio's clock, so a
+/// test on paused time waits its deadline without spending it.
 pub async fn wait_until(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + within;
+    let end = tokio::time::Instant::now() + within;
     loop {
         if cond() {
             return true;
         }
-        if Instant::now() >= end {
+        if tokio::time::Instant::now() >= end {
             return false;
         }
         tokio::time::sleep(POLL).await;
