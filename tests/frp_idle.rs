@@ -186,7 +186,7 @@ async fn idle_session_streams_acked_and_keepalives_answered() {
     let frpc = start_frpc(tmp.path(), "frpc", &toml);
     push_tunnel_meta(&h, "appidle", port).await;
     wait_ok(&h, "/exapps/appidle/warm", &[], T).await;
-    let run_id = h.tunnels.proxy(port).unwrap().control.run_id.clone();
+    let run_id = h.tunnel_run_id(port);
 
     // The session is idle now; frpc keeps a pooled work stream open for the next visitor.
     let kept_alive = wait_until(T, || answered_pings(&events.lock()) >= PINGS).await;
@@ -213,6 +213,6 @@ async fn idle_session_streams_acked_and_keepalives_answered() {
         1,
         "frpc reconnected:\n{log}"
     );
-    assert_eq!(h.tunnels.proxy(port).unwrap().control.run_id, run_id);
+    assert_eq!(h.tunnel_run_id(port), run_id);
     h.shutdown().await;
 }

@@ -101,7 +101,7 @@ async fn item122_wrong_token_rejected_and_counted() {
         "wrong-token logins were not counted"
     );
     frpc.wait_log("banned", T).await;
-    assert!(h.tunnels.proxy(port).is_none());
+    assert!(!h.has_tunnel(port));
     h.shutdown().await;
 }
 
@@ -147,7 +147,7 @@ async fn item123_frpc_without_client_certificate_rejected() {
         ),
     );
     plain.wait_log("connect to server error", T).await;
-    assert!(h.tunnels.proxy(port).is_none());
+    assert!(!h.has_tunnel(port));
     h.shutdown().await;
 }
 
@@ -188,13 +188,10 @@ async fn item125_port_outside_ranges_and_second_proxy_refused() {
     two.wait_log("exceed the max_ports_per_client", T).await;
     // frpc registers its proxies in no fixed order: whichever came first wins, the other is
     // refused. Ports come from distinct tags so no other test's tunnel can sit on them.
-    let registered = wait_until(T, || {
-        h.tunnels.proxy(port).is_some() || h.tunnels.proxy(second).is_some()
-    })
-    .await;
+    let registered = wait_until(T, || h.has_tunnel(port) || h.has_tunnel(second)).await;
     assert!(registered, "neither proxy was registered");
     assert!(
-        h.tunnels.proxy(port).is_none() || h.tunnels.proxy(second).is_none(),
+        !h.has_tunnel(port) || !h.has_tunnel(second),
         "one client may register only one proxy"
     );
     let outside = start_frpc(
@@ -209,7 +206,7 @@ async fn item125_port_outside_ranges_and_second_proxy_refused() {
         &single_proxy_toml(&h, "Not-An-App", bad, &sock),
     );
     bad_name.wait_log("is not a valid app id", T).await;
-    assert!(h.tunnels.proxy(bad).is_none());
+    assert!(!h.has_tunnel(bad));
     h.shutdown().await;
 }
 
@@ -283,7 +280,7 @@ async fn item127_frpc_and_harp_restarts_resume_routing() {
     // frpc gone: 503 at once (no connect timeout, no hang).
     frpc.kill();
     assert!(
-        wait_until(T, || h.tunnels.proxy(port).is_none()).await,
+        wait_until(T, || !h.has_tunnel(port)).await,
         "tunnel not dropped after frpc died"
     );
     let t0 = Instant::now();
@@ -371,8 +368,7 @@ async fn per_proxy_encryption_and_compression_honoured_with_real_frpc() {
     let _frpc = start_frpc(tmp.path(), "frpc", &toml);
     push_tunnel_meta(&h, "appenc", port).await;
     wait_ok(&h, "/exapps/appenc/x", &[], T).await;
-    let wrapping = h.tunnels.proxy(port).unwrap().wrapping;
-    assert!(wrapping.encryption && wrapping.compression);
+    assert_eq!(h.tunnel_wrapping(port), (true, true));
     let r = client()
         .post(h.url("/exapps/appenc/up"))
         .body(vec![7u8; 3 * 1024 * 1024 + 5])

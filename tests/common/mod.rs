@@ -32,7 +32,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::oneshot;
 
 /// The shared key every test harp and its peers use.
@@ -197,7 +197,6 @@ impl Harness {
             https: harp.https_addr(),
             tls: harp.tls_reloader(),
             frp: harp.frp_addr(),
-            tunnels: harp.tunnels(),
             local_engine: harp.local_engine_addr(),
             internals: Internals::of(&harp),
             dir,
@@ -225,9 +224,8 @@ pub struct TestHarp {
     pub addr: SocketAddr,
     pub https: Option<SocketAddr>,
     pub tls: Option<harp::frontdoor::TlsReloader>,
-    /// The FRP listener and its registry of tunnels.
+    /// The FRP listener.
     pub frp: SocketAddr,
-    pub tunnels: Arc<harp::tunnel::server::registry::Registry>,
     /// The loopback relay to the local engine, when it could bind.
     pub local_engine: Option<SocketAddr>,
     /// Where harp's certificate, run and data directories are.
@@ -268,7 +266,7 @@ impl TestHarp {
 
     /// Waits until a tunnel owns `port`.
     pub async fn wait_tunnel(&self, port: u16, within: Duration) {
-        let ok = wait_until(within, || self.tunnels.proxy(port).is_some()).await;
+        let ok = wait_until(within, || self.has_tunnel(port)).await;
         assert!(ok, "no tunnel registered port {port} within {within:?}");
     }
 
@@ -296,6 +294,7 @@ struct Internals {
     bans: Arc<harp::security::BanList>,
     nextcloud: Arc<harp::nextcloud::Nextcloud>,
     resolver: Arc<harp::upstream::Resolver>,
+    tunnels: Arc<harp::tunnel::server::registry::Registry>,
 }
 
 impl Internals {
@@ -304,6 +303,7 @@ impl Internals {
             bans: harp.bans(),
             nextcloud: harp.nextcloud(),
             resolver: harp.resolver(),
+            tunnels: harp.tunnels(),
         }
     }
 }
@@ -323,6 +323,29 @@ impl TestHarp {
     /// Nextcloud look-ups harp has in flight.
     pub fn lookups_in_flight(&self) -> usize {
         self.internals.nextcloud.lookups_in_flight()
+    }
+
+    /// Whether a tunnel owns the engine or ExApp port `port`.
+    pub fn has_tunnel(&self, port: u16) -> bool {
+        self.internals.tunnels.proxy(port).is_some()
+    }
+
+    /// The run id of the FRP session that owns `port` (panics when no tunnel does).
+    pub fn tunnel_run_id(&self, port: u16) -> String {
+        self.tunnel(port).control.run_id.clone()
+    }
+
+    /// Whether the tunnel on `port` asked for (encryption, compression).
+    pub fn tunnel_wrapping(&self, port: u16) -> (bool, bool) {
+        let w = self.tunnel(port).wrapping;
+        (w.encryption, w.compression)
+    }
+
+    fn tunnel(&self, port: u16) -> Arc<harp::tunnel::server::registry::Proxy> {
+        self.internals
+            .tunnels
+            .proxy(port)
+            .unwrap_or_else(|| panic!("no tunnel owns port {port}"))
     }
 
     /// Whether harp holds metadata for `app` in its cache.
@@ -400,14 +423,15 @@ pub async fn raw_exchange(
     }
 }
 
-/// Polls `cond` until it holds (true) or `within` passes (false).
+/// Polls `cond` until it holds (true) or `within` passes (false). On tokio's clock, so a
+/// test on paused time waits its deadline without spending it.
 pub async fn wait_until(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + within;
+    let end = tokio::time::Instant::now() + within;
     loop {
         if cond() {
             return true;
         }
-        if Instant::now() >= end {
+        if tokio::time::Instant::now() >= end {
             return false;
         }
         tokio::time::sleep(POLL).await;
