@@ -278,7 +278,7 @@ async fn item49_engine_header_on_info_hits_the_allow_list() {
         .text()
         .await
         .unwrap()
-        .contains("Request forbidden by administrative rules."));
+        .contains("not in harp's Docker API allow-list"));
     assert_eq!(failures(&w.harp, ME), 0);
 }
 
