@@ -193,7 +193,7 @@ async fn nginx_recipe_proxies_requests_websockets_and_bans_the_real_client() {
     // Failures (a path no route allows) count against the client, not nginx and not the
     // address the client forged.
     for _ in 0..3 {
-        assert_eq!(get_from(CLIENT, nginx, "/exapps/echo/private").await, 403);
+        assert_eq!(get_from(CLIENT, nginx, "/exapps/echo/private").await, 404);
     }
     assert_eq!(failures(&h, CLIENT), 3);
     assert_eq!(failures(&h, "127.0.0.1"), 0, "nginx itself was counted");
