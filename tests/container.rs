@@ -150,6 +150,18 @@ async fn harp_image_runs_like_harp_and_serves_an_exapp_through_the_tunnel_layer(
     let (harp_image, layer) = build_images(&cleanup, &format!("{id}_"));
     let base = import_test_image(&cleanup, &format!("{id}_base"));
     let exapp_image = build_exapp_image(&cleanup, &id, &base, &layer);
+    // Without HP_SHARED_KEY (exapp_direct, or a non-HaRP daemon) start.sh only execs the app.
+    let direct = format!("{id}_direct");
+    cleanup.container(&direct);
+    let out = docker_ok(&[
+        "run",
+        "--name",
+        &direct,
+        &exapp_image,
+        "/bin/cat",
+        "/www/hello",
+    ]);
+    assert_eq!(out, HELLO.trim_end());
 
     let net = format!("{id}_net");
     docker_ok(&["network", "create", &net]);
