@@ -40,3 +40,16 @@ pub fn probe(host: &str, port: u16, key: &SharedKey, timeout: Duration) -> Resul
         ))
     }
 }
+
+/// Whether `host:port` accepts a TCP connection within `timeout` (the FRP and HTTPS listeners,
+/// which the probe cannot exercise with a request of their own).
+pub fn accepts_tcp(host: &str, port: u16, timeout: Duration) -> Result<(), String> {
+    let addr: SocketAddr = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {host}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{host} has no address"))?;
+    TcpStream::connect_timeout(&addr, timeout)
+        .map(drop)
+        .map_err(|e| format!("nothing accepts connections on {addr}: {e}"))
+}

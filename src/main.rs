@@ -25,9 +25,31 @@ enum Command {
     /// Run an FRP client (frpc subset) from a TOML file, reconnecting forever.
     Tunnel {
         /// frpc-style TOML configuration.
-        #[arg(short = 'c', long = "config")]
-        config: std::path::PathBuf,
+        #[arg(short = 'c', long = "config", required_unless_present = "from_env")]
+        config: Option<std::path::PathBuf>,
+        /// Build the configuration from an ExApp container's environment as HaRP's ExApp
+        /// start.sh does (HP_SHARED_KEY, HP_FRP_ADDRESS, HP_FRP_PORT, APP_ID, APP_PORT;
+        /// TLS when /certs/frp exists; the app on /tmp/exapp.sock unless HP_TUNNEL_LOCAL).
+        #[arg(long = "from-env", conflicts_with = "config")]
+        from_env: bool,
     },
+}
+
+/// Under this file name the binary is the image's health probe: HaRP's users call
+/// `/healthcheck.sh` from compose files, and a scratch image has no shell to run a script, so
+/// the image ships the binary (a link to it) under that name.
+const HEALTHCHECK_NAME: &str = "healthcheck.sh";
+
+/// A multi-call binary: the command line when invoked as `healthcheck.sh`, else clap's.
+fn command_line() -> Cli {
+    let argv0 = std::env::args_os().next().unwrap_or_default();
+    let invoked_as = std::path::Path::new(&argv0).file_name();
+    if invoked_as.is_some_and(|n| n == HEALTHCHECK_NAME) {
+        return Cli {
+            command: Some(Command::Healthcheck),
+        };
+    }
+    Cli::parse()
 }
 
 fn variables_help() -> String {
@@ -42,9 +64,9 @@ fn variables_help() -> String {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    if let Some(Command::Tunnel { config }) = &cli.command {
-        return tunnel(config);
+    let cli = command_line();
+    if let Some(Command::Tunnel { config, from_env }) = &cli.command {
+        return tunnel(config.as_deref(), *from_env);
     }
     let config = match Config::from_env() {
         Ok(c) => c,
@@ -63,23 +85,15 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Some(Command::Healthcheck) => {
-            let addr = &config.exapps_addr;
-            match harp::health::probe(
-                addr.local_dial_host(),
-                addr.port,
-                &config.shared_key,
-                harp::health::PROBE_TIMEOUT,
-            ) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("harp: unhealthy: {e}");
-                    ExitCode::FAILURE
-                }
+        Some(Command::Healthcheck) => match healthcheck(&config) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("harp: unhealthy: {e}");
+                ExitCode::FAILURE
             }
-        }
+        },
         Some(Command::Certs) => certs(&config),
-        Some(Command::Tunnel { config: path }) => tunnel(&path),
+        Some(Command::Tunnel { config, from_env }) => tunnel(config.as_deref(), from_env),
         None | Some(Command::Run) => match serve(config) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -88,6 +102,27 @@ fn main() -> ExitCode {
             }
         },
     }
+}
+
+/// Contract §6.5: a heartbeat through the whole front-door pipeline (a wedged harp that still
+/// accepts fails it), then the FRP listener and, when a certificate is configured, the HTTPS
+/// listener accept TCP.
+fn healthcheck(config: &Config) -> Result<(), String> {
+    use harp::health::{accepts_tcp, probe, PROBE_TIMEOUT};
+    let http = &config.exapps_addr;
+    probe(
+        http.local_dial_host(),
+        http.port,
+        &config.shared_key,
+        PROBE_TIMEOUT,
+    )?;
+    let frp = &config.frp_addr;
+    accepts_tcp(frp.local_dial_host(), frp.port, PROBE_TIMEOUT)?;
+    if config.certs_dir.join("cert.pem").exists() {
+        let https = &config.exapps_https_addr;
+        accepts_tcp(https.local_dial_host(), https.port, PROBE_TIMEOUT)?;
+    }
+    Ok(())
 }
 
 fn certs(config: &Config) -> ExitCode {
@@ -114,12 +149,22 @@ fn certs(config: &Config) -> ExitCode {
     }
 }
 
-fn tunnel(path: &std::path::Path) -> ExitCode {
+fn tunnel(path: Option<&std::path::Path>, from_env: bool) -> ExitCode {
+    use harp::tunnel::client::{ClientConfig, EXAPP_FRP_CERTS_DIR};
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
         .with_target(false)
         .init();
-    let cfg = match harp::tunnel::client::ClientConfig::load(path) {
+    let loaded = match path {
+        Some(path) if !from_env => ClientConfig::load(path).map_err(|e| e.to_string()),
+        _ => {
+            // Contract §5.2: TLS exactly when AppAPI installed the FRP certificates.
+            let certs = std::path::Path::new(EXAPP_FRP_CERTS_DIR);
+            ClientConfig::from_env(|k| std::env::var(k).ok(), certs.is_dir().then_some(certs))
+                .map_err(|e| format!("--from-env: {e}"))
+        }
+    };
+    let cfg = match loaded {
         Ok(c) => c,
         Err(e) => {
             eprintln!("harp tunnel: {e}");

@@ -297,7 +297,7 @@ async fn item49_engine_header_on_info_hits_the_allow_list() {
         .text()
         .await
         .unwrap()
-        .contains("Request forbidden by administrative rules."));
+        .contains("not in harp's Docker API allow-list"));
     assert_eq!(w.harp.failures_of(ME), 0);
 }
 

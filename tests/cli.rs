@@ -225,6 +225,30 @@ fn healthcheck_fails_when_nothing_listens() {
     assert!(text.contains("unhealthy"), "{text}");
 }
 
+/// The image's `/healthcheck.sh` is the binary under that name (a scratch image has no shell):
+/// invoked so, with no arguments, it runs the health probe instead of starting harp. (The
+/// healthy case is Docker's own health status in tests/container.rs.)
+#[test]
+fn invoked_as_healthcheck_sh_runs_the_probe() {
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("healthcheck.sh");
+    std::os::unix::fs::symlink(BIN, &link).unwrap();
+    let port = free_port().to_string();
+    let addr = format!("127.0.0.1:{port}");
+    let out = Command::new(&link)
+        .env_clear()
+        .envs(OK_ENV)
+        .env("HP_EXAPPS_ADDRESS", &addr)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("harp: unhealthy: cannot connect to 127.0.0.1:"),
+        "{text}"
+    );
+}
+
 fn write_cert(dir: &std::path::Path) -> rcgen::CertifiedKey {
     let ck = rcgen::generate_simple_self_signed(vec!["harp.test".to_string()]).unwrap();
     std::fs::create_dir_all(dir).unwrap();

@@ -243,6 +243,13 @@ async fn item52_unreachable_engine_503_silent_engine_504() {
         .await
         .unwrap();
     assert_eq!(r.status(), 503);
+    let page = r.text().await.unwrap();
+    assert!(
+        page.contains(
+            "No Docker Engine is connected on port 24098: no FRP tunnel has registered this port"
+        ),
+        "{page}"
+    );
     let r = h
         .app_api(Method::GET, "/_ping", Some(&silent_port))
         .send()
@@ -256,7 +263,7 @@ async fn item52_unreachable_engine_503_silent_engine_504() {
     assert_eq!(r.status, 503);
     assert!(
         r.body
-            .starts_with("Could not connect to Docker Engine on port 24098"),
+            .starts_with("No Docker Engine is connected on port 24098"),
         "{r:?}"
     );
     let _tunnel = h.engine_tunnel(24093, silent_addr).await;
@@ -335,9 +342,7 @@ async fn recovers_when_the_engine_socket_is_recreated() {
     assert_eq!(ping().await.status, 503);
     let down = exists().await;
     assert_eq!(down.status, 503, "{down:?}");
-    assert!(down
-        .body
-        .contains("Could not connect to Docker Engine on port 24000"));
+    assert!(down.body.contains("No Docker Engine answers on port 24000"));
     let relayed = h.local_engine.unwrap();
     let r = reqwest::get(format!("http://{relayed}/_ping")).await;
     assert!(r.is_err() || !r.unwrap().status().is_success());

@@ -258,3 +258,57 @@ async fn item22_user_supplied_frps_toml_is_used_instead_of_generated_settings() 
     assert!(frpc.log_text().contains("login to server success"));
     h.shutdown().await;
 }
+
+/// HaRP's `start.sh` commands for `/certs/frp` (RSA 2048, the CA and the server both named
+/// `harp.nc`, SANs from an openssl config), so a migration test uses what HaRP really made.
+const HARP_CERT_SCRIPT: &str = r#"set -e
+cnf() { printf '[ req ]\ndefault_bits = 2048\ndefault_md = sha256\nprompt = no\ndistinguished_name = dn\nreq_extensions = req_ext\n\n[ dn ]\nCN = %s\n\n[ req_ext ]\nsubjectAltName = DNS:%s\n' "$1" "$1"; }
+cnf harp.nc > server-openssl.cnf
+cnf harp.client.nc > client-openssl.cnf
+openssl genrsa -out ca.key 2048
+openssl req -x509 -new -nodes -key ca.key -subj /CN=harp.nc -days 5000 -out ca.crt
+openssl genrsa -out server.key 2048
+openssl req -new -sha256 -key server.key -subj /CN=harp.nc -reqexts req_ext -config server-openssl.cnf -out server.csr
+openssl x509 -req -days 5000 -sha256 -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -extfile server-openssl.cnf -extensions req_ext -out server.crt
+openssl genrsa -out client.key 2048
+openssl req -new -sha256 -key client.key -subj /CN=harp.client.nc -config client-openssl.cnf -out client.csr
+openssl x509 -req -days 5000 -sha256 -in client.csr -CA ca.crt -CAkey ca.key -CAcreateserial -extfile client-openssl.cnf -extensions req_ext -out client.crt
+"#;
+
+/// Moving from HaRP keeps its `/certs` volume (MIGRATING.md): harp serves FRP with HaRP's RSA
+/// files as they are, the real frpc logs in with HaRP's client files, and nothing is rewritten.
+#[tokio::test]
+async fn harps_rsa_certificates_are_used_as_they_are() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("certs/frp");
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(HARP_CERT_SCRIPT)
+        .current_dir(&dir)
+        .output()
+        .expect("the certificate tests need openssl (tests/setup installs it)");
+    assert!(
+        out.status.success(),
+        "HaRP's certificate commands failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let before = snapshot(&dir);
+    let h = start_harp(tmp.path(), &[]).await;
+    let sock = tmp.path().join("app.sock");
+    let _app = unix_app(&sock, "rsa").await;
+    let port = port_for(23000, "harp-rsa-certs");
+    let frpc = start_frpc(
+        tmp.path(),
+        "rsa",
+        &single_proxy_toml(&h, "rsaapp", port, &sock),
+    );
+    let registered = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        h.wait_tunnel(port, std::time::Duration::from_secs(30)),
+    )
+    .await;
+    assert!(registered.is_ok(), "frpc log:\n{}", frpc.log_text());
+    h.stop().await;
+    assert_eq!(before, snapshot(&dir), "HaRP's files were modified");
+}

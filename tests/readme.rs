@@ -18,4 +18,7 @@ fn ci_runs_the_readme_test_command() {
     let ci = include_str!("../.ci/run");
     assert!(readme.contains("cargo nextest run --workspace"));
     assert!(ci.contains("cargo nextest run --workspace"));
+    // The set-up command the README gives a fresh clone is the one CI runs.
+    assert!(readme.contains("tests/setup "));
+    assert!(ci.lines().any(|l| l.trim() == "tests/setup"));
 }

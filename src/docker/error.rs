@@ -14,7 +14,7 @@ pub enum DockerError {
     /// Already exists, in use, or owned by another Nextcloud instance (409).
     #[error("{0}")]
     Conflict(String),
-    #[error("Could not connect to Docker Engine on port {port}: {detail}")]
+    #[error("{} ({detail})", unreachable_message(*port))]
     Unreachable { port: u16, detail: String },
     /// The engine answered with a status the operation does not expect (503).
     #[error("Docker Engine returned unexpected status {status} for {what}: {message}")]
@@ -30,6 +30,19 @@ pub enum DockerError {
     Timeout(String),
     #[error("{0}")]
     Internal(String),
+}
+
+/// What an admin reads when no engine answers on `port` (wrappers and the pass-through alike).
+/// A refused remote engine port (24001–24099) means no FRP client registered it, the usual
+/// mistake when adding a remote Docker host, so the text says that rather than "connect failed".
+pub(crate) fn unreachable_message(port: u16) -> String {
+    if port == super::LOCAL_ENGINE_PORT {
+        format!("No Docker Engine answers on port {port}: the local Docker socket is not reachable (is it mounted into harp's container?)")
+    } else {
+        format!(
+            "No Docker Engine is connected on port {port}: no FRP tunnel has registered this port"
+        )
+    }
 }
 
 impl DockerError {
@@ -110,13 +123,23 @@ mod tests {
     }
 
     #[test]
-    fn unreachable_message_names_the_port() {
+    fn unreachable_message_names_the_port_and_the_cause() {
         let e = DockerError::Unreachable {
             port: 24000,
             detail: "refused".into(),
         };
-        assert!(e
-            .to_string()
-            .starts_with("Could not connect to Docker Engine on port 24000"));
+        let text = e.to_string();
+        assert!(
+            text.starts_with("No Docker Engine answers on port 24000: the local Docker socket"),
+            "{text}"
+        );
+        assert!(text.ends_with("(refused)"), "{text}");
+        let e = DockerError::Unreachable {
+            port: 24017,
+            detail: "refused".into(),
+        };
+        assert!(e.to_string().starts_with(
+            "No Docker Engine is connected on port 24017: no FRP tunnel has registered this port"
+        ));
     }
 }

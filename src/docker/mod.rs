@@ -23,6 +23,7 @@ mod registry;
 mod socket_dialer;
 mod wrappers;
 
+pub(crate) use error::unreachable_message;
 pub use error::DockerError;
 pub use loopback::{bind_local_engine_listener, LocalEngineListener};
 pub use names::{container_name, volume_name, LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGED_BY};

@@ -84,7 +84,7 @@ pub(super) async fn engine_call(
         Err(UpstreamError::ClientBody(fault)) => client_fault(&fault),
         Err(e) => {
             tracing::warn!(error = %e, "Docker Engine pass-through failed");
-            respond::upstream_error(&e)
+            respond::engine_error(port, &e)
         }
     }
 }

@@ -36,12 +36,28 @@ pub fn refusal(r: &Refusal) -> Response<Body> {
     }
 }
 
+/// The status and page title stay HAProxy's; the text says which rule refused the call, so an
+/// admin looks at the allow-list instead of at permissions or the shared key.
 pub fn engine_forbidden() -> Response<Body> {
     html(
         StatusCode::FORBIDDEN,
         "403 Forbidden",
-        "Request forbidden by administrative rules.",
+        "Request forbidden: this Docker Engine API call is not in harp's Docker API allow-list.",
     )
+}
+
+/// A Docker Engine pass-through that could not reach its engine. A refused connection on a
+/// remote engine port (24001–24099) means no FRP client has registered that port, the usual
+/// mistake when adding a remote Docker host, so the page names the port and says so.
+pub fn engine_error(port: u16, e: &UpstreamError) -> Response<Body> {
+    match e {
+        UpstreamError::Connect(..) => html(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "503 Service Unavailable",
+            &crate::docker::unreachable_message(port),
+        ),
+        other => upstream_error(other),
+    }
 }
 
 pub fn upstream_error(e: &UpstreamError) -> Response<Body> {

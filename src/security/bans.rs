@@ -9,6 +9,10 @@
 //! the ban check are O(1) and hold one shard's lock briefly. An earlier version scanned every
 //! entry under one global lock for each new IP past the cap, and throughput fell from ~20k to
 //! under 1k requests/s once an attacker had spread failures over 100k addresses.
+//!
+//! The list logs each ban itself, once, at the failure that reaches the threshold (address,
+//! failure count, how long the ban lasts): every caller (front door, FRP login) then reports
+//! bans the same way, and a banned client's later failures add no log lines about the ban.
 
 use lru::LruCache;
 use parking_lot::Mutex;
@@ -104,13 +108,29 @@ impl BanList {
         {
             times.pop_front();
         }
+        let was_banned = times.len() as u64 >= u64::from(self.threshold);
         times.push_back(now);
         // A single IP cannot need more timestamps than the threshold to stay banned.
         let cap = (self.threshold as usize).max(1);
         while times.len() > cap {
             times.pop_front();
         }
-        times.len()
+        let count = times.len();
+        if !was_banned && count as u64 >= u64::from(self.threshold) {
+            // Banned until the oldest counted failure leaves the window.
+            let oldest = times.front().copied().unwrap_or(now);
+            let lasts = self.window.saturating_sub(now.duration_since(oldest));
+            drop(shard);
+            tracing::warn!(
+                client = %ip,
+                failures = count,
+                ban_seconds = lasts.as_secs(),
+                "client banned: {count} failures within {}s; its requests are dropped for the next {}s",
+                self.window.as_secs(),
+                lasts.as_secs()
+            );
+        }
+        count
     }
 
     /// Drops every IP without a failure inside the window (called periodically).
@@ -161,6 +181,69 @@ mod tests {
         bans.record_at(IP, t0);
         assert!(bans.is_banned_at(IP, t0));
         assert!(!bans.is_banned_at("192.0.2.2".parse().unwrap(), t0));
+    }
+
+    /// Runs `f` with harp's log lines captured as plain text.
+    fn logs_of(f: impl FnOnce()) -> String {
+        use std::sync::{Arc, Mutex};
+        let buf = Arc::new(Mutex::new(Vec::<u8>::new()));
+        let sink = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || CaptureWriter(sink.clone()))
+            .finish();
+        tracing::subscriber::with_default(subscriber, f);
+        let text = String::from_utf8(buf.lock().unwrap().clone()).unwrap();
+        text
+    }
+
+    struct CaptureWriter(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for CaptureWriter {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_ban_is_logged_once_with_address_count_and_duration() {
+        let bans = BanList::new(Duration::from_secs(300), 3);
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let logs = logs_of(|| {
+            bans.record_at(IP, at(0));
+            bans.record_at(IP, at(10));
+            bans.record_at(IP, at(20));
+            // Failures after the ban (e.g. FRP logins racing the check) add no ban line.
+            for s in 21..30 {
+                bans.record_at(IP, at(s));
+            }
+        });
+        let lines: Vec<&str> = logs.lines().filter(|l| l.contains("banned")).collect();
+        assert_eq!(lines.len(), 1, "{logs}");
+        let line = lines[0];
+        assert!(line.contains("WARN"), "{line}");
+        assert!(line.contains("client=192.0.2.1"), "{line}");
+        assert!(line.contains("failures=3"), "{line}");
+        // Banned at 20 s with the oldest counted failure at 0 s: 280 s left.
+        assert!(line.contains("ban_seconds=280"), "{line}");
+
+        // Once the ban has lifted, reaching the threshold again is a new ban, logged again.
+        let logs = logs_of(|| {
+            assert!(!bans.is_banned_at(IP, at(400)));
+            for s in 400..403 {
+                bans.record_at(IP, at(s));
+            }
+        });
+        assert_eq!(
+            logs.lines().filter(|l| l.contains("banned")).count(),
+            1,
+            "{logs}"
+        );
     }
 
     #[test]

@@ -5,5 +5,8 @@
 mod config;
 mod session;
 
-pub use config::{ClientConfig, ConfigError, Local, ProxyConfig};
+pub use config::{
+    ClientConfig, ConfigError, Local, ProxyConfig, EXAPP_FRP_CERTS_DIR, EXAPP_SOCKET,
+    LOCAL_TARGET_VAR,
+};
 pub use session::{run, ClientError};
