@@ -11,9 +11,10 @@
 //! One test does it all, so both images are built once per run. Everything is named
 //! `harptest_<random>…` and removed by a drop guard, also when the test fails.
 
-mod docker_support;
+mod common;
 
-use docker_support::*;
+use common::docker::*;
+use common::*;
 use serde_json::json;
 use std::path::Path;
 use std::process::Command;
@@ -84,7 +85,7 @@ fn logs(container: &str) -> String {
 /// Waits until Docker itself reports the container `healthy` (its HEALTHCHECK runs
 /// `/healthcheck.sh` every 10 s).
 async fn wait_healthy(container: &str, what: &str) {
-    let healthy = eventually(Duration::from_secs(60), || {
+    let healthy = wait_until(Duration::from_secs(60), || {
         docker(&["inspect", "-f", "{{.State.Health.Status}}", container])
             .stdout
             .starts_with(b"healthy")

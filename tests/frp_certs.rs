@@ -294,7 +294,11 @@ async fn harps_rsa_certificates_are_used_as_they_are() {
         String::from_utf8_lossy(&out.stderr)
     );
     let before = snapshot(&dir);
-    let h = start_harp(tmp.path(), &[]).await;
+    let h = Harness::builder()
+        .with_frp_tls()
+        .in_dir(tmp.path())
+        .start()
+        .await;
     let sock = tmp.path().join("app.sock");
     let _app = unix_app(&sock, "rsa").await;
     let port = port_for(23000, "harp-rsa-certs");
@@ -309,6 +313,6 @@ async fn harps_rsa_certificates_are_used_as_they_are() {
     )
     .await;
     assert!(registered.is_ok(), "frpc log:\n{}", frpc.log_text());
-    h.stop().await;
+    h.shutdown().await;
     assert_eq!(before, snapshot(&dir), "HaRP's files were modified");
 }

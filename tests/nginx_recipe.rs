@@ -154,14 +154,13 @@ async fn nginx_recipe_proxies_requests_websockets_and_bans_the_real_client() {
     let app = StubExApp::start().await;
     // nginx is on harp's loopback, so 127.0.0.1 is the trusted proxy. Nextcloud is never
     // asked: the metadata is pushed, as AppAPI does.
-    let h = start_harp(
-        "http://127.0.0.1:9",
-        &[
+    let h = Harness::builder()
+        .envs(&[
             ("HP_TRUSTED_PROXY_IPS", "127.0.0.1"),
             ("HP_BLACKLIST_COUNT", "3"),
-        ],
-    )
-    .await;
+        ])
+        .start()
+        .await;
     let routes = serde_json::json!([
         {"url": "^/public", "access_level": 0, "bruteforce_protection": []},
     ]);
@@ -195,10 +194,10 @@ async fn nginx_recipe_proxies_requests_websockets_and_bans_the_real_client() {
     for _ in 0..3 {
         assert_eq!(get_from(CLIENT, nginx, "/exapps/echo/private").await, 404);
     }
-    assert_eq!(failures(&h, CLIENT), 3);
-    assert_eq!(failures(&h, "127.0.0.1"), 0, "nginx itself was counted");
+    assert_eq!(h.failures_of(CLIENT), 3);
+    assert_eq!(h.failures_of("127.0.0.1"), 0, "nginx itself was counted");
     assert_eq!(
-        failures(&h, FORGED),
+        h.failures_of(FORGED),
         0,
         "the forged X-Forwarded-For was believed"
     );

@@ -16,8 +16,8 @@ pub const HARP_TUNNEL_FLOOR: f64 = 8.0;
 /// How often frpc's log and harp's answers are polled while waiting for frpc.
 const POLL: Duration = Duration::from_millis(100);
 
-/// The real frpc: `HARP_TEST_FRPC` (set by `.ci/run`) or what `../shared/tools/get-frpc`
-/// prints. Fails with one line saying what to do when neither is there: these tests must
+/// The real frpc: `HARP_TEST_FRPC`, else the path `tests/setup` wrote to
+/// `target/harp-test-frpc`, else what `../shared/tools/get-frpc` prints. Fails with one line saying what to do when neither is there: these tests must
 /// never be skipped.
 pub fn frpc_path() -> PathBuf {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
@@ -31,6 +31,19 @@ fn find_frpc() -> PathBuf {
         if !p.is_file() {
             prereq::missing(&format!(
                 "HARP_TEST_FRPC={} is not a file: {FIX}",
+                p.display()
+            ));
+        }
+        return p;
+    }
+    // What `tests/setup` found, so no export is needed after running it.
+    let recorded = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/harp-test-frpc");
+    if let Ok(text) = std::fs::read_to_string(&recorded) {
+        let p = PathBuf::from(text.trim());
+        if !p.is_file() {
+            prereq::missing(&format!(
+                "{} names {}, which is not a file: {FIX}",
+                recorded.display(),
                 p.display()
             ));
         }
