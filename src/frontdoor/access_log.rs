@@ -17,6 +17,23 @@ pub(super) struct AccessLine {
 }
 
 impl AccessLine {
+    /// The line's request fields, or `None` when the access log is off (then nothing is
+    /// copied for it).
+    pub fn start<B>(
+        req: &http::Request<B>,
+        client: IpAddr,
+        started: Instant,
+    ) -> Option<AccessLine> {
+        tracing::enabled!(target: "harp::access", tracing::Level::INFO).then(|| AccessLine {
+            method: req.method().clone(),
+            path: req.uri().path().to_string(),
+            app: String::new(),
+            client,
+            started,
+            upstream: None,
+        })
+    }
+
     /// `status`: None when the request was dropped without a response.
     pub fn write(&self, status: Option<u16>) {
         let (method, path, app, client) = (

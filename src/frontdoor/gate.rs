@@ -9,10 +9,10 @@ use http::HeaderMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-pub struct Gate {
-    pub key: SharedKey,
-    pub bans: Arc<BanList>,
-    pub nextcloud: Arc<Nextcloud>,
+pub(crate) struct Gate {
+    pub(crate) key: SharedKey,
+    pub(crate) bans: Arc<BanList>,
+    pub(crate) nextcloud: Arc<Nextcloud>,
 }
 
 impl Context for Gate {

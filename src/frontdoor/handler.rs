@@ -1,17 +1,18 @@
 //! One request: framing checks → client IP → `pipeline::decide` (30 s cap) → dispatch
 //! (`dispatch`) → response and access line. Everything logged while the request is served
-//! carries its span: client address, app id, and the `aa-request-id` it came with.
+//! carries its span (`request`): client address, app id, and the `aa-request-id` it came with.
 
 use super::access_log::AccessLine;
 use super::dispatch;
 use super::gate::Gate;
+use super::request::{ambiguous_host, request_span};
 use super::respond;
 use super::stall::StallDisarm;
 use crate::control::Control;
 use crate::pipeline::{decide, Decision, Refusal, RequestFacts};
 use crate::security::client_ip;
 use crate::upstream::{websocket_upgrade, Body, Forwarder, Resolver};
-use http::{HeaderMap, Request, Response};
+use http::{Request, Response};
 use hyper::body::Incoming;
 use ipnet::IpNet;
 use std::net::{IpAddr, SocketAddr};
@@ -23,31 +24,29 @@ use tracing::Instrument;
 const DECISION_DEADLINE: Duration = Duration::from_secs(30);
 /// A decision slower than this is worth a warning.
 const SLOW_DECISION: Duration = Duration::from_secs(1);
-/// Longest `aa-request-id` copied into the request's span; longer ones are left out.
-const MAX_REQUEST_ID: usize = 128;
 
 /// Returned to hyper to close the connection without writing a response (the DROP outcome).
 #[derive(Debug, thiserror::Error)]
 #[error("request dropped by policy")]
-pub struct Dropped;
+pub(crate) struct Dropped;
 
 /// What one worker thread serves requests with. Everything is shared between workers except
 /// `forwarder`: pooled connections belong to the worker's runtime, so requests never hop threads.
-pub struct FrontDoor {
+pub(crate) struct FrontDoor {
     /// The pipeline's context: shared key, ban list, Nextcloud.
-    pub gate: Arc<Gate>,
-    pub control: Arc<Control>,
-    pub forwarder: Forwarder,
-    pub resolver: Arc<Resolver>,
-    pub trusted_proxies: Arc<[IpNet]>,
+    pub(crate) gate: Arc<Gate>,
+    pub(crate) control: Arc<Control>,
+    pub(crate) forwarder: Forwarder,
+    pub(crate) resolver: Arc<Resolver>,
+    pub(crate) trusted_proxies: Arc<[IpNet]>,
     /// HP_TIMEOUT_CLIENT: request heads, request bodies, TLS handshakes, stalled readers.
-    pub client_timeout: Duration,
+    pub(crate) client_timeout: Duration,
 }
 
 /// Serves one request of the connection from `peer`; `stall` lets a WebSocket that switched
 /// protocols leave the connection's stalled-reader timeout behind (the tunnel timeout governs
 /// it from then on).
-pub async fn handle(
+pub(crate) async fn handle(
     door: Arc<FrontDoor>,
     peer: SocketAddr,
     req: Request<Incoming>,
@@ -59,19 +58,7 @@ pub async fn handle(
         return Ok(respond::bad_request());
     }
     let (client, _) = client_ip(peer.ip(), req.headers(), &door.trusted_proxies);
-    // Only pay for the access-log fields when the line will be written.
-    let mut access = tracing::enabled!(target: "harp::access", tracing::Level::INFO).then(|| {
-        let (method, path) = (req.method().clone(), req.uri().path().to_string());
-        let (app, upstream) = (String::new(), None);
-        AccessLine {
-            method,
-            path,
-            app,
-            client,
-            started,
-            upstream,
-        }
-    });
+    let mut access = AccessLine::start(&req, client, started);
     let span = request_span(client, req.headers());
     let response = serve(&door, req, client, stall, access.as_mut())
         .instrument(span)
@@ -150,48 +137,4 @@ async fn serve(
         line.upstream = Some(upstream_started.elapsed());
     }
     Some(response)
-}
-
-/// The span every line logged while serving a request carries. At ERROR level so it is there
-/// at every log level: its fields matter most on the warnings.
-fn request_span(client: IpAddr, headers: &HeaderMap) -> tracing::Span {
-    let span = tracing::error_span!(
-        "request",
-        %client,
-        app = tracing::field::Empty,
-        request_id = tracing::field::Empty
-    );
-    if !span.is_disabled() {
-        if let Some(id) = request_id(headers) {
-            span.record("request_id", id);
-        }
-    }
-    span
-}
-
-/// The `aa-request-id` header when it is short printable ASCII (it ends up in log lines).
-fn request_id(headers: &HeaderMap) -> Option<&str> {
-    let v = headers.get("aa-request-id")?.as_bytes();
-    let printable = v.iter().all(|b| b.is_ascii_graphic());
-    if v.is_empty() || v.len() > MAX_REQUEST_ID || !printable {
-        return None;
-    }
-    std::str::from_utf8(v).ok()
-}
-
-/// RFC 9112 §3.2: more than one `Host`, or a `Host` that names another authority than an
-/// absolute-form target, leaves open which site is meant (and harp forwards `Host` as sent).
-fn ambiguous_host(req: &Request<Incoming>) -> bool {
-    let mut hosts = req.headers().get_all(http::header::HOST).iter();
-    let first = hosts.next();
-    if hosts.next().is_some() {
-        return true;
-    }
-    match (req.uri().authority(), first) {
-        (Some(target), Some(host)) => !target
-            .as_str()
-            .as_bytes()
-            .eq_ignore_ascii_case(host.as_bytes().trim_ascii()),
-        _ => false,
-    }
 }

@@ -83,7 +83,7 @@ impl Listener {
 
 /// Accepts on one worker's socket until `stop` turns true. Must run inside the worker's runtime,
 /// which then owns the socket and every connection accepted from it.
-pub async fn accept_loop(
+pub(crate) async fn accept_loop(
     socket: std::net::TcpListener,
     tls: Option<TlsReloader>,
     door: Arc<FrontDoor>,

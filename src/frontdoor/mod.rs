@@ -9,13 +9,15 @@ mod dispatch;
 mod gate;
 mod handler;
 mod listener;
+mod request;
 pub mod respond;
 mod stall;
 mod tls;
 
-pub use gate::Gate;
-pub use handler::{handle, FrontDoor};
-pub use listener::{accept_loop, bind, bind_sockets, drain, Listener};
+pub(crate) use gate::Gate;
+pub(crate) use handler::FrontDoor;
+pub(crate) use listener::accept_loop;
+pub use listener::{bind, bind_sockets, drain, Listener};
 pub use stall::StallDisarm;
 pub use tls::{load_tls_acceptor, TlsError, TlsReloader};
 

@@ -104,7 +104,10 @@ async fn lines_logged_while_serving_a_request_carry_its_client_and_request_id() 
     let warning = line_with(&logs, "brute-force failure recorded");
     assert!(warning.contains("request{client=127.0.0.1"), "{warning}");
     assert!(warning.contains("request_id=\"req-42\""), "{warning}");
-    assert!(warning.contains("conn{listener=\"front door\" peer=127.0.0.1:"), "{warning}");
+    assert!(
+        warning.contains("conn{listener=\"front door\" peer=127.0.0.1:"),
+        "{warning}"
+    );
     // The access line keeps its own format: its fields, not the request's span.
     let access = line_with(&logs, "harp::access");
     assert!(!access.contains("request{"), "{access}");
@@ -114,9 +117,8 @@ async fn lines_logged_while_serving_a_request_carry_its_client_and_request_id() 
 #[tokio::test]
 async fn a_request_id_that_is_not_short_printable_text_is_left_out() {
     let long = "a".repeat(200);
-    let request = format!(
-        "GET /x HTTP/1.1\r\nHost: h\r\naa-request-id: {long}\r\nConnection: close\r\n\r\n"
-    );
+    let request =
+        format!("GET /x HTTP/1.1\r\nHost: h\r\naa-request-id: {long}\r\nConnection: close\r\n\r\n");
     let (_, logs) = exchange(request.as_bytes()).await;
     let warning = line_with(&logs, "brute-force failure recorded");
     assert!(!warning.contains("request_id"), "{warning}");

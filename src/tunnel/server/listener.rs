@@ -396,4 +396,64 @@ mod tests {
         assert!(gate.admit(peer).is_some(), "a freed place is reusable");
         assert_eq!(gate.pre_login.load(Ordering::Acquire), 0);
     }
+
+    /// Collects formatted log output.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<parking_lot::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn lines_of_a_logged_in_session_carry_its_peer_and_run_id() {
+        use crate::tunnel::wire::crypto::privilege_key;
+        use crate::tunnel::wire::messages::Login;
+        use crate::tunnel::wire::write_msg;
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let (addr, _stop) = start(Arc::new(Gate::new(8, 8, LOGIN_DEADLINE))).await;
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let local = tcp.local_addr().unwrap();
+        let (session, _inbound) = Session::start(tcp, Role::Client, SessionConfig::default());
+        let mut ctl = session.open().unwrap();
+        let login = Login {
+            privilege_key: privilege_key("", 1),
+            timestamp: 1,
+            run_id: "run-7".into(),
+            metas: [("token".to_string(), "test-key".to_string())].into(),
+            ..Default::default()
+        };
+        write_msg(&mut ctl, &Message::Login(login)).await.unwrap();
+        let resp = tokio::time::timeout(Duration::from_secs(10), read_msg(&mut ctl))
+            .await
+            .expect("a LoginResp")
+            .unwrap();
+        assert!(matches!(resp, Message::LoginResp(r) if r.error.is_empty() && r.run_id == "run-7"));
+        // The line is written right after the LoginResp; wait for it with a deadline.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let line = loop {
+            let logs = String::from_utf8(captured.0.lock().clone()).unwrap();
+            if let Some(l) = logs.lines().find(|l| l.contains("FRP client logged in")) {
+                break l.to_string();
+            }
+            assert!(Instant::now() < deadline, "no login line in:\n{logs}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        let conn = format!("conn{{listener=\"frp\" peer={local}}}");
+        assert!(line.contains(&conn), "{line}");
+        assert!(line.contains("frp_session{run_id=\"run-7\"}"), "{line}");
+        session.close();
+    }
 }
