@@ -6,6 +6,7 @@
 
 pub mod certs;
 pub mod config;
+pub mod contract;
 pub mod control;
 pub mod docker;
 pub mod frontdoor;

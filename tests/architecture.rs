@@ -75,7 +75,11 @@ fn vocabulary_module_is_a_leaf() {
 fn checker_finds_loops_in_every_path_form() {
     let dir = scratch_dir();
     let src = dir.join("src");
-    write(&src, "lib.rs", "pub mod a; pub mod b; pub mod c; use crate::a::X;");
+    write(
+        &src,
+        "lib.rs",
+        "pub mod a; pub mod b; pub mod c; use crate::a::X;",
+    );
     write(&src, "a/mod.rs", "mod inner; use crate::{b::Y, c};");
     // `super::super` from a/inner.rs's test module is still inside `a`, from a/mod.rs's
     // tests it is not: only the latter is an edge.
@@ -94,7 +98,11 @@ fn checker_finds_loops_in_every_path_form() {
     assert!(!graph.contains_key("lib"), "the root is not a node");
     assert_eq!(find_cycle(&graph), None);
 
-    write(&src, "c.rs", "#[cfg(test)] mod tests { fn t() { super::super::a::h() } }");
+    write(
+        &src,
+        "c.rs",
+        "#[cfg(test)] mod tests { fn t() { super::super::a::h() } }",
+    );
     let graph = crate_graph(&src);
     let cycle = find_cycle(&graph).expect("a -> c -> a is a loop");
     let text = describe(&graph, &cycle);
@@ -149,7 +157,10 @@ fn crate_graph(src: &Path) -> Graph {
 }
 
 fn collect_rs(dir: &Path, out: &mut Vec<PathBuf>) {
-    let mut entries: Vec<_> = fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut entries: Vec<_> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     entries.sort();
     for path in entries {
         if path.is_dir() {
@@ -341,7 +352,11 @@ fn outgoing(code: &str, path: &[String]) -> Vec<(usize, String)> {
 
 /// The first segment of each path starting at token `at`: `x::…` → `[x]`, `{x::a, y}` → `[x, y]`.
 fn path_heads(tokens: &[(usize, String)], at: usize) -> Vec<String> {
-    let is_ident = |t: &str| t.chars().next().is_some_and(|c| c.is_alphabetic() || c == '_');
+    let is_ident = |t: &str| {
+        t.chars()
+            .next()
+            .is_some_and(|c| c.is_alphabetic() || c == '_')
+    };
     match tokens.get(at).map(|t| t.1.as_str()) {
         Some("{") => {
             let mut heads = Vec::new();

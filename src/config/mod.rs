@@ -413,7 +413,7 @@ impl Config {
             docker_socket: path("HP_DOCKER_SOCKET", "/var/run/docker.sock"),
             local_engine_listen: std::net::SocketAddr::from((
                 std::net::Ipv4Addr::LOCALHOST,
-                crate::docker::LOCAL_ENGINE_PORT,
+                crate::contract::ports::LOCAL_ENGINE_PORT,
             )),
             data_dir: path("HP_DATA_DIR", "/var/lib/harp"),
             warnings,

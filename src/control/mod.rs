@@ -14,55 +14,7 @@ use bytes::Bytes;
 use http::{HeaderMap, Method, StatusCode};
 use serde_json::json;
 
-/// Largest control request body accepted (metadata with many routes stays far below).
-pub const MAX_BODY: usize = 1024 * 1024;
-
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum ControlError {
-    #[error("404: Not Found")]
-    NotFound,
-    #[error("405: Method Not Allowed")]
-    MethodNotAllowed,
-    #[error("{0}")]
-    BadRequest(String),
-    #[error("request body larger than {MAX_BODY} bytes")]
-    TooLarge,
-    #[error("{0}")]
-    Unavailable(String),
-    /// 404 with a message naming what is missing (the Docker wrappers).
-    #[error("{0}")]
-    NotFoundMessage(String),
-    #[error("{0}")]
-    Conflict(String),
-    #[error("{0}")]
-    Timeout(String),
-    #[error("{0}")]
-    Internal(String),
-}
-
-impl ControlError {
-    pub fn status(&self) -> StatusCode {
-        match self {
-            ControlError::NotFound => StatusCode::NOT_FOUND,
-            ControlError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ControlError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ControlError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ControlError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ControlError::NotFoundMessage(_) => StatusCode::NOT_FOUND,
-            ControlError::Conflict(_) => StatusCode::CONFLICT,
-            ControlError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
-            ControlError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        }
-    }
-}
-
-/// A successful control answer.
-#[derive(Debug, PartialEq)]
-pub enum ControlReply {
-    Json(StatusCode, serde_json::Value),
-    Text(StatusCode, String),
-    NoContent,
-}
+pub use crate::contract::{ControlError, ControlReply, CONTROL_MAX_BODY as MAX_BODY};
 
 /// A control request with its body already read (bodies are small and bounded).
 pub struct ControlRequest<'a> {

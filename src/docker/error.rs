@@ -1,6 +1,6 @@
 //! Errors of the Docker wrappers, turned into control statuses in exactly one place.
 
-use crate::control::ControlError;
+use crate::contract::ControlError;
 use crate::upstream::UpstreamError;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -26,6 +26,6 @@ mod wrappers;
 pub use error::DockerError;
 pub use loopback::{bind_local_engine_listener, LocalEngineListener};
 pub use names::{container_name, volume_name, LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGED_BY};
-pub use registry::{engine_kind, parse_engine_port, EngineKind, LOCAL_ENGINE_PORT};
+pub use registry::{engine_kind, parse_engine_port, EngineKind};
 pub use socket_dialer::SocketDialer;
 pub use wrappers::handle;

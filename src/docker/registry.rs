@@ -1,8 +1,8 @@
-//! Which engine a `docker-engine-port` names (contract §5.1); the port plan itself lives in
-//! `tunnel::server::policy`, next to the FRP registration rules that share it.
+//! Which engine a `docker-engine-port` names (contract §5.1); the port plan itself is
+//! `contract::ports`, shared with the FRP registration rules.
 
 use super::DockerError;
-pub use crate::tunnel::server::policy::LOCAL_ENGINE_PORT;
+use crate::contract::ports::{self, LOCAL_ENGINE_PORT};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EngineKind {
@@ -29,8 +29,7 @@ pub fn parse_engine_port(value: Option<&[u8]>) -> Result<u16, DockerError> {
             "Missing 'docker-engine-port' header.".into(),
         ));
     };
-    crate::tunnel::server::policy::parse_engine_port(&String::from_utf8_lossy(value))
-        .map_err(DockerError::BadRequest)
+    ports::parse_engine_port(&String::from_utf8_lossy(value)).map_err(DockerError::BadRequest)
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! Port 24000 → the local Docker socket, for the pass-through and the wrappers alike.
 
-use super::LOCAL_ENGINE_PORT;
+use crate::contract::ports::LOCAL_ENGINE_PORT;
 use crate::upstream::{BoxedIo, LocalDialer};
 use futures_util::future::BoxFuture;
 use std::io;

@@ -4,8 +4,9 @@
 
 use super::record::{parse_record, ExAppRecord, RecordError};
 use super::{UserInfo, UserLookup};
+use crate::contract::headers::{HARP_SHARED_KEY, SHARED_KEY_NAME};
 use crate::security::SharedKey;
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::{HeaderMap, HeaderValue};
 use std::time::Duration;
 
 const TOTAL_TIMEOUT: Duration = Duration::from_secs(25);
@@ -26,7 +27,7 @@ const NOT_FORWARDED: &[&str] = &[
     "proxy-authorization",
     "proxy-authenticate",
     "proxy-connection",
-    "harp-shared-key",
+    SHARED_KEY_NAME,
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -73,7 +74,7 @@ impl NextcloudClient {
             .http
             .get(&self.meta_url)
             .query(&[("appId", app_lower)])
-            .header("harp-shared-key", self.key.expose())
+            .header(HARP_SHARED_KEY, self.key.expose())
             .send()
             .await;
         let response = match response {
@@ -109,7 +110,7 @@ impl NextcloudClient {
             }
         }
         if let Ok(v) = HeaderValue::from_str(self.key.expose()) {
-            headers.insert(HeaderName::from_static("harp-shared-key"), v);
+            headers.insert(HARP_SHARED_KEY, v);
         }
         let response = self
             .http

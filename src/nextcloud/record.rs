@@ -1,7 +1,7 @@
 //! The ExApp metadata record (contract §3.2) with its routes compiled once, and the memoised
 //! upstream address (contract §2.2 step 9).
 
-use crate::pipeline::routes::CompiledRoute;
+use crate::contract::CompiledRoute;
 use parking_lot::Mutex;
 use serde_json::Value;
 use std::net::IpAddr;

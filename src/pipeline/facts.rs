@@ -3,16 +3,10 @@
 use http::header::{AsHeaderName, HeaderName};
 use http::HeaderMap;
 
-// Header names as constants: looking a header up by `&str` parses and hashes the name on every
-// request, which showed up in profiles of the hot path.
-pub const HARP_SHARED_KEY: HeaderName = HeaderName::from_static("harp-shared-key");
-pub const DOCKER_ENGINE_PORT: HeaderName = HeaderName::from_static("docker-engine-port");
-pub const EX_APP_VERSION: HeaderName = HeaderName::from_static("ex-app-version");
-pub const EX_APP_ID: HeaderName = HeaderName::from_static("ex-app-id");
-pub const EX_APP_HOST: HeaderName = HeaderName::from_static("ex-app-host");
-pub const EX_APP_PORT: HeaderName = HeaderName::from_static("ex-app-port");
-pub const AUTHORIZATION_APP_API: HeaderName = HeaderName::from_static("authorization-app-api");
-pub const AA_VERSION: HeaderName = HeaderName::from_static("aa-version");
+pub use crate::contract::headers::{
+    AA_VERSION, AUTHORIZATION_APP_API, DOCKER_ENGINE_PORT, EX_APP_HOST, EX_APP_ID, EX_APP_PORT,
+    EX_APP_VERSION, HARP_SHARED_KEY,
+};
 
 /// Value of a header; when repeated, the last occurrence wins. Trimmed.
 pub fn header<K: AsHeaderName>(headers: &HeaderMap, name: K) -> Option<&str> {

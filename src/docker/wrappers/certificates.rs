@@ -3,7 +3,7 @@
 //! gets the certificates its frpc needs, which was HaRP #42's failed test deploy).
 
 use super::NameFields;
-use crate::control::ControlReply;
+use crate::contract::ControlReply;
 use crate::docker::engine::Engine;
 use crate::docker::wrappers::lifecycle::not_found;
 use crate::docker::DockerError;

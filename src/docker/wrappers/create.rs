@@ -2,7 +2,7 @@
 
 use super::fields::{self, present, BindMount, Limits};
 use super::{parse_field_err, NameFields};
-use crate::control::ControlReply;
+use crate::contract::ControlReply;
 use crate::docker::engine::Engine;
 use crate::docker::names::Names;
 use crate::docker::DockerError;

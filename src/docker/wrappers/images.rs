@@ -1,6 +1,6 @@
 //! `image_remove` (§4.6, AppAPI's image-cleanup branch).
 
-use crate::control::ControlReply;
+use crate::contract::ControlReply;
 use crate::docker::engine::Engine;
 use crate::docker::DockerError;
 use http::StatusCode;

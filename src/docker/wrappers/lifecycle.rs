@@ -1,7 +1,7 @@
 //! `exists`, `start` and `stop` (§4.6).
 
 use super::NameFields;
-use crate::control::ControlReply;
+use crate::contract::ControlReply;
 use crate::docker::engine::Engine;
 use crate::docker::DockerError;
 use http::StatusCode;

@@ -14,7 +14,7 @@ mod wait;
 use super::engine::Engine;
 use super::names::Names;
 use super::{parse_engine_port, DockerError};
-use crate::control::{ControlError, ControlReply};
+use crate::contract::{ControlError, ControlReply};
 use crate::state::AppState;
 use http::HeaderMap;
 use serde::de::DeserializeOwned;

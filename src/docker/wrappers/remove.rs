@@ -1,7 +1,7 @@
 //! `remove` (§4.6), refusing to delete another Nextcloud instance's container (§7 #15).
 
 use super::NameFields;
-use crate::control::ControlReply;
+use crate::contract::ControlReply;
 use crate::docker::engine::Engine;
 use crate::docker::names::owner_instance;
 use crate::docker::DockerError;

@@ -1,7 +1,7 @@
 //! `wait_for_start` (§4.6): poll the container state until it is decided or the budget is spent.
 
 use super::NameFields;
-use crate::control::ControlReply;
+use crate::contract::ControlReply;
 use crate::docker::engine::Engine;
 use crate::docker::DockerError;
 use http::StatusCode;

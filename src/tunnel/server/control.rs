@@ -162,7 +162,7 @@ fn new_proxy(
         .map_err(|e| e.to_string());
     match result {
         Ok(proxy) => {
-            let kind = if proxy.port >= 24000 {
+            let kind = if proxy.port >= *crate::contract::ports::ENGINE_PORTS.start() {
                 "Docker engine"
             } else {
                 "ExApp"

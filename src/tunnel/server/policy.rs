@@ -2,14 +2,11 @@
 //! frps's error strings (frpc logs them verbatim), plus harp's hardening (contract §7 #26):
 //! a 23xxx port belongs to an ExApp and its proxy name must be a valid app id.
 
+pub use crate::contract::ports::{ENGINE_PORTS, EXAPP_PORTS, LOCAL_ENGINE_PORT};
 use std::ops::RangeInclusive;
 
-pub const EXAPP_PORTS: RangeInclusive<u16> = 23000..=23999;
-pub const ENGINE_PORTS: RangeInclusive<u16> = 24000..=24099;
 /// frps `maxPortsPerClient` in HaRP's configuration.
 pub const MAX_PORTS_PER_CLIENT: usize = 1;
-/// The bundled engine link's port (the local Docker socket).
-pub const LOCAL_ENGINE_PORT: u16 = 24000;
 /// HaRP's `allowPorts`.
 pub const HARP_ALLOW: &[RangeInclusive<u16>] = &[EXAPP_PORTS, ENGINE_PORTS];
 
@@ -17,24 +14,6 @@ pub const HARP_ALLOW: &[RangeInclusive<u16>] = &[EXAPP_PORTS, ENGINE_PORTS];
 pub enum PortKind {
     ExApp,
     Engine,
-}
-
-/// A `docker-engine-port` header value (contract §5.1), accepted only inside the port plan's
-/// engine range: any other port would let every key holder (every ExApp holds the key) reach an
-/// arbitrary loopback service through the allow-listed engine paths. `Err` is the `400` message.
-pub fn parse_engine_port(raw: &str) -> Result<u16, String> {
-    raw.trim()
-        .parse::<u16>()
-        .ok()
-        .filter(|p| ENGINE_PORTS.contains(p))
-        .ok_or_else(|| {
-            format!(
-                "Invalid 'docker-engine-port' header value: {} (allowed: {}-{})",
-                raw.trim(),
-                ENGINE_PORTS.start(),
-                ENGINE_PORTS.end()
-            )
-        })
 }
 
 pub fn port_kind(port: u16) -> Option<PortKind> {
