@@ -4,6 +4,8 @@
 //! and `nextcloud`) → `upstream` forwards (or `control` answers) → the response streams back.
 //! [`Harp::bind`] wires the parts; [`Harp::serve`] runs them until shutdown.
 
+#![forbid(unsafe_code)]
+
 pub mod certs;
 pub mod config;
 pub mod contract;
@@ -74,7 +76,7 @@ impl Harp {
         let client = NextcloudClient::new(&config.nextcloud_base, config.shared_key.clone())?;
         // Certificates before any listener: the FRP server must be able to verify clients.
         if !config.frp_disable_tls {
-            let dir = config.certs_dir.join("frp");
+            let dir = certs::frp_dir(&config.certs_dir);
             certs::ensure_frp_certs(&dir, || config.frp_cert_validity_days())?;
             certs::warn_if_expiring(&dir);
         }

@@ -1,5 +1,7 @@
 //! The `harp` command: configuration from the environment, logging, signals.
 
+#![forbid(unsafe_code)]
+
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use harp::config::{Config, VARIABLES};
@@ -91,7 +93,7 @@ fn main() -> ExitCode {
 }
 
 fn certs(config: &Config) -> ExitCode {
-    let dir = config.certs_dir.join("frp");
+    let dir = harp::certs::frp_dir(&config.certs_dir);
     match harp::certs::describe(&dir) {
         Ok(infos) => {
             for i in infos {

@@ -38,6 +38,11 @@ pub(crate) const CA_NAME: &str = "harp.nc CA";
 /// Expiry closer than this is logged at warning level on start.
 pub const EXPIRY_WARNING_DAYS: i64 = 30;
 
+/// Where the FRP certificates live under `HP_CERTS_DIR` (HaRP's `/certs/frp` layout).
+pub fn frp_dir(certs_dir: &Path) -> PathBuf {
+    certs_dir.join("frp")
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum CertError {
     #[error("{dir} exists but is incomplete (missing: {missing}); harp never regenerates an existing FRP certificate directory because remote engines trust its CA — restore the files, or delete the directory to generate a new CA and redistribute it")]

@@ -46,7 +46,7 @@ pub async fn handle(
         "remove" => within(op, budget, remove::remove(&engine, parse(body)?)).await,
         "image_remove" => within(op, budget, images::image_remove(&engine, parse(body)?)).await,
         "install_certificates" => {
-            let frp_dir = state.config.certs_dir.join("frp");
+            let frp_dir = crate::certs::frp_dir(&state.config.certs_dir);
             certificates::install(&engine, parse(body)?, &frp_dir, budget).await
         }
         _ => return Err(ControlError::NotFound),

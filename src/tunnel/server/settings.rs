@@ -48,7 +48,7 @@ pub struct FrpSettings {
 impl FrpSettings {
     /// HaRP's generated configuration.
     pub fn harp_defaults(config: &Config) -> FrpSettings {
-        let dir = config.certs_dir.join("frp");
+        let dir = crate::certs::frp_dir(&config.certs_dir);
         FrpSettings {
             bind: config.frp_addr.clone(),
             tls: (!config.frp_disable_tls).then(|| TlsFiles {
