@@ -9,8 +9,9 @@ mod time;
 mod trusted;
 
 pub use address::BindAddr;
-pub use time::{format_haproxy_time, parse_haproxy_time, TimeError};
-pub use trusted::{parse_trusted_proxies, TrustedProxies};
+pub(crate) use time::format_haproxy_time;
+pub use time::parse_haproxy_time;
+pub use trusted::parse_trusted_proxies;
 
 use crate::security::SharedKey;
 use ipnet::IpNet;

@@ -6,7 +6,7 @@
 use http::HeaderName;
 
 /// The shared key's header, as text for callers that write raw requests (the health probe).
-pub const SHARED_KEY_NAME: &str = "harp-shared-key";
+pub(crate) const SHARED_KEY_NAME: &str = "harp-shared-key";
 pub const HARP_SHARED_KEY: HeaderName = HeaderName::from_static(SHARED_KEY_NAME);
 pub const DOCKER_ENGINE_PORT: HeaderName = HeaderName::from_static("docker-engine-port");
 pub const EX_APP_VERSION: HeaderName = HeaderName::from_static("ex-app-version");

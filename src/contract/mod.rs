@@ -9,10 +9,10 @@
 //! state and makes no decisions; parsing a value into one of these words is the caller's job,
 //! except where the word *is* a check (the engine port range).
 
-pub mod headers;
-pub mod ports;
-pub mod reply;
-pub mod routes;
+pub(crate) mod headers;
+pub(crate) mod ports;
+pub(crate) mod reply;
+pub(crate) mod routes;
 
-pub use reply::{ControlError, ControlReply, CONTROL_MAX_BODY};
+pub(crate) use reply::{ControlError, ControlReply, CONTROL_MAX_BODY};
 pub use routes::CompiledRoute;

@@ -3,16 +3,16 @@
 use std::ops::RangeInclusive;
 
 /// ExApps behind FRP tunnels.
-pub const EXAPP_PORTS: RangeInclusive<u16> = 23000..=23999;
+pub(crate) const EXAPP_PORTS: RangeInclusive<u16> = 23000..=23999;
 /// Docker Engines: the local socket at [`LOCAL_ENGINE_PORT`], remote engines behind tunnels above.
-pub const ENGINE_PORTS: RangeInclusive<u16> = 24000..=24099;
+pub(crate) const ENGINE_PORTS: RangeInclusive<u16> = 24000..=24099;
 /// The bundled engine link's port: the local Docker socket (also the loopback relay's port).
-pub const LOCAL_ENGINE_PORT: u16 = *ENGINE_PORTS.start();
+pub(crate) const LOCAL_ENGINE_PORT: u16 = *ENGINE_PORTS.start();
 
 /// A `docker-engine-port` header value (contract §5.1), accepted only inside the engine range:
 /// any other port would let every key holder (every ExApp holds the key) reach an arbitrary
 /// loopback service through the allow-listed engine paths. `Err` is the `400` message.
-pub fn parse_engine_port(raw: &str) -> Result<u16, String> {
+pub(crate) fn parse_engine_port(raw: &str) -> Result<u16, String> {
     raw.trim()
         .parse::<u16>()
         .ok()

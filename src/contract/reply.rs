@@ -5,10 +5,10 @@
 use http::StatusCode;
 
 /// Largest control request body accepted (metadata with many routes stays far below).
-pub const CONTROL_MAX_BODY: usize = 1024 * 1024;
+pub(crate) const CONTROL_MAX_BODY: usize = 1024 * 1024;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum ControlError {
+pub(crate) enum ControlError {
     #[error("404: Not Found")]
     NotFound,
     #[error("405: Method Not Allowed")]
@@ -31,7 +31,7 @@ pub enum ControlError {
 }
 
 impl ControlError {
-    pub fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         match self {
             ControlError::NotFound => StatusCode::NOT_FOUND,
             ControlError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -48,7 +48,7 @@ impl ControlError {
 
 /// A successful control answer.
 #[derive(Debug, PartialEq)]
-pub enum ControlReply {
+pub(crate) enum ControlReply {
     Json(StatusCode, serde_json::Value),
     Text(StatusCode, String),
     NoContent,

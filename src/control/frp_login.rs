@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use std::net::{IpAddr, SocketAddr};
 
 #[derive(Debug, PartialEq, Eq)]
-pub enum FrpLoginVerdict {
+pub(crate) enum FrpLoginVerdict {
     /// Request body unusable (not JSON, no client address).
     Malformed,
     Banned(IpAddr),
@@ -18,7 +18,7 @@ pub enum FrpLoginVerdict {
 }
 
 impl FrpLoginVerdict {
-    pub fn into_reply(self) -> ControlReply {
+    pub(crate) fn into_reply(self) -> ControlReply {
         match self {
             FrpLoginVerdict::Malformed => {
                 ControlReply::Text(StatusCode::BAD_REQUEST, "400: Bad Request".into())
@@ -37,7 +37,7 @@ impl FrpLoginVerdict {
     }
 }
 
-pub fn frp_login_check(body: &[u8], key: &SharedKey, bans: &BanList) -> FrpLoginVerdict {
+pub(crate) fn frp_login_check(body: &[u8], key: &SharedKey, bans: &BanList) -> FrpLoginVerdict {
     let Ok(doc) = serde_json::from_slice::<Value>(body) else {
         return FrpLoginVerdict::Malformed;
     };
@@ -49,7 +49,7 @@ pub fn frp_login_check(body: &[u8], key: &SharedKey, bans: &BanList) -> FrpLogin
 }
 
 /// The decision itself, for callers that already hold the address and token.
-pub fn check_login(
+pub(crate) fn check_login(
     ip: IpAddr,
     token: Option<&str>,
     key: &SharedKey,

@@ -7,24 +7,24 @@
 mod frp_login;
 mod storage;
 
-pub use frp_login::{check_login, frp_login_check, FrpLoginVerdict};
+pub(crate) use frp_login::{check_login, frp_login_check, FrpLoginVerdict};
 
 use crate::state::AppState;
 use bytes::Bytes;
 use http::{HeaderMap, Method, StatusCode};
 use serde_json::json;
 
-pub use crate::contract::{ControlError, ControlReply, CONTROL_MAX_BODY as MAX_BODY};
+pub(crate) use crate::contract::{ControlError, ControlReply, CONTROL_MAX_BODY as MAX_BODY};
 
 /// A control request with its body already read (bodies are small and bounded).
-pub struct ControlRequest<'a> {
+pub(crate) struct ControlRequest<'a> {
     pub method: &'a Method,
     pub path: &'a str,
     pub headers: &'a HeaderMap,
     pub body: Bytes,
 }
 
-pub async fn handle(
+pub(crate) async fn handle(
     state: &AppState,
     req: ControlRequest<'_>,
 ) -> Result<ControlReply, ControlError> {
@@ -59,7 +59,7 @@ pub async fn handle(
 }
 
 /// The `/info` document. `version` is harp's own semver (project decision 4).
-pub fn info() -> serde_json::Value {
+pub(crate) fn info() -> serde_json::Value {
     json!({
         "version": env!("CARGO_PKG_VERSION"),
         "implementation": "harp",

@@ -5,7 +5,7 @@ use crate::nextcloud::{parse_record, RecordError};
 use crate::state::AppState;
 use http::Method;
 
-pub fn handle(
+pub(super) fn handle(
     state: &AppState,
     method: &Method,
     path: &str,

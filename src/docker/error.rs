@@ -4,7 +4,7 @@ use crate::contract::ControlError;
 use crate::upstream::UpstreamError;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum DockerError {
+pub(crate) enum DockerError {
     /// Bad header, bad JSON, schema or name errors (400).
     #[error("{0}")]
     BadRequest(String),
@@ -33,7 +33,7 @@ pub enum DockerError {
 }
 
 impl DockerError {
-    pub fn from_upstream(port: u16, e: UpstreamError) -> DockerError {
+    pub(crate) fn from_upstream(port: u16, e: UpstreamError) -> DockerError {
         match e {
             UpstreamError::Connect(_, detail) => DockerError::Unreachable { port, detail },
             UpstreamError::Timeout(_) => DockerError::Timeout(format!(

@@ -23,9 +23,8 @@ mod registry;
 mod socket_dialer;
 mod wrappers;
 
-pub use error::DockerError;
-pub use loopback::{bind_local_engine_listener, LocalEngineListener};
-pub use names::{container_name, volume_name, LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGED_BY};
-pub use registry::{engine_kind, parse_engine_port, EngineKind};
-pub use socket_dialer::SocketDialer;
-pub use wrappers::handle;
+pub(crate) use error::DockerError;
+pub(crate) use loopback::{bind_local_engine_listener, LocalEngineListener};
+pub(crate) use registry::{engine_kind, parse_engine_port};
+pub(crate) use socket_dialer::SocketDialer;
+pub(crate) use wrappers::handle;

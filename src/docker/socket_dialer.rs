@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 /// Connects to the socket path anew on every dial, so a restarted daemon or a recreated socket
 /// file is picked up by the next request (contract §7 #3/#4: no sticky "engine down" state).
-pub struct SocketDialer {
+pub(crate) struct SocketDialer {
     pub path: PathBuf,
 }
 

@@ -28,13 +28,13 @@ const DECISION_DEADLINE: Duration = Duration::from_secs(30);
 /// Returned to hyper to close the connection without writing a response (the DROP outcome).
 #[derive(Debug, thiserror::Error)]
 #[error("request dropped by policy")]
-pub struct Dropped;
+pub(super) struct Dropped;
 
 const INJECTED: [HeaderName; 4] = [EX_APP_ID, EX_APP_VERSION, AUTHORIZATION_APP_API, AA_VERSION];
 
 /// What one worker thread serves requests with: the shared state plus its own upstream pool
 /// (pooled connections belong to the worker's runtime, so requests never hop threads).
-pub struct Worker {
+pub(crate) struct Worker {
     pub state: Arc<AppState>,
     pub forwarder: Forwarder,
 }
@@ -42,7 +42,7 @@ pub struct Worker {
 /// Serves one request of the connection from `peer`; `stall` lets a WebSocket that switched
 /// protocols leave the connection's stalled-reader timeout behind (the tunnel timeout governs
 /// it from then on).
-pub async fn handle(
+pub(super) async fn handle(
     worker: Arc<Worker>,
     peer: SocketAddr,
     mut req: Request<Incoming>,

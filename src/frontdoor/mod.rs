@@ -6,11 +6,11 @@
 
 mod handler;
 mod listener;
-pub mod respond;
+pub(crate) mod respond;
 mod stall;
 mod tls;
 
-pub use handler::{handle, Worker};
-pub use listener::{accept_loop, bind, bind_sockets, drain, Listener};
-pub use stall::StallDisarm;
-pub use tls::{load_tls_acceptor, TlsError, TlsReloader};
+pub(crate) use handler::Worker;
+pub(crate) use listener::{accept_loop, bind, bind_sockets, drain, Listener};
+pub(crate) use tls::load_tls_acceptor;
+pub use tls::{TlsError, TlsReloader};

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How long "this ExApp does not exist" is believed.
-pub const NEGATIVE_TTL: Duration = Duration::from_secs(15);
+pub(super) const NEGATIVE_TTL: Duration = Duration::from_secs(15);
 /// Bound on negative and session entries; beyond it expired entries are swept first.
 const MAX_ENTRIES: usize = 100_000;
 

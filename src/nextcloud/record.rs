@@ -18,7 +18,7 @@ pub struct ExAppRecord {
 
 /// Why a metadata document was refused (schema errors).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum RecordError {
+pub(crate) enum RecordError {
     #[error("body is not valid JSON")]
     NotJson,
     #[error("{0}")]
@@ -81,7 +81,7 @@ impl ExAppRecord {
 
 /// Parses exapp-meta / exapp_storage JSON. Extra keys are ignored; `port` and brute-force
 /// statuses may be numbers or numeric strings.
-pub fn parse_record(body: &[u8]) -> Result<ExAppRecord, RecordError> {
+pub(crate) fn parse_record(body: &[u8]) -> Result<ExAppRecord, RecordError> {
     let doc: Value = serde_json::from_slice(body).map_err(|_| RecordError::NotJson)?;
     let obj = doc
         .as_object()

@@ -9,13 +9,17 @@ use std::net::IpAddr;
 
 /// Where the client IP came from (for logs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClientIpSource {
+pub(crate) enum ClientIpSource {
     Peer,
     ForwardedFor,
     RealIp,
 }
 
-pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> (IpAddr, ClientIpSource) {
+pub(crate) fn client_ip(
+    peer: IpAddr,
+    headers: &HeaderMap,
+    trusted: &[IpNet],
+) -> (IpAddr, ClientIpSource) {
     let peer = canonical(peer);
     if !trusted.iter().any(|n| n.contains(&peer)) {
         return (peer, ClientIpSource::Peer);

@@ -7,6 +7,6 @@ mod bans;
 mod client_ip;
 mod key;
 
-pub use bans::BanList;
-pub use client_ip::{client_ip, ClientIpSource};
+pub(crate) use bans::BanList;
+pub(crate) use client_ip::client_ip;
 pub use key::SharedKey;

@@ -15,9 +15,11 @@ mod lean;
 mod pool;
 pub(crate) mod splice;
 
-pub use body::{client_body, empty, full, Body, BoxError, ClientBodyError, IdleTimeoutBody};
+pub use body::empty;
+pub(crate) use body::{client_body, full, Body, ClientBodyError, IdleTimeoutBody};
 pub use connector::{BoxedIo, LocalDialer, LocalDialers};
-pub use forward::{prepare_client_headers, websocket_upgrade, Forwarder, UpstreamRequest};
+pub(crate) use forward::{prepare_client_headers, websocket_upgrade};
+pub use forward::{Forwarder, UpstreamRequest};
 
 use std::net::{IpAddr, SocketAddr};
 

@@ -23,7 +23,7 @@ use std::future::Future;
 use std::time::Duration;
 
 /// Entry point from the control API. `op` is the path after `/docker/exapp/`.
-pub async fn handle(
+pub(crate) async fn handle(
     state: &AppState,
     op: &str,
     headers: &HeaderMap,
@@ -97,7 +97,7 @@ fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, DockerError> {
         .map_err(|e| DockerError::BadRequest(format!("Payload validation error: {e}")))
 }
 
-pub fn parse_field_err(msg: &str) -> DockerError {
+pub(super) fn parse_field_err(msg: &str) -> DockerError {
     DockerError::BadRequest(format!("Payload validation error: {msg}"))
 }
 
@@ -105,7 +105,7 @@ pub fn parse_field_err(msg: &str) -> DockerError {
 /// as sent so that a wrong type is refused with the field named (serde's own message would not
 /// name a field of a flattened struct).
 #[derive(Debug, Deserialize)]
-pub struct NameFields {
+pub(super) struct NameFields {
     #[serde(default, deserialize_with = "fields::present")]
     name: Option<serde_json::Value>,
     #[serde(default, deserialize_with = "fields::present")]
@@ -116,7 +116,7 @@ pub struct NameFields {
 
 impl NameFields {
     /// `instance_id` and `role_suffix` given as `null` count as empty (§4.1).
-    pub fn names(self) -> Result<Names, DockerError> {
+    pub(super) fn names(self) -> Result<Names, DockerError> {
         let name = fields::string("name", self.name)?
             .ok_or_else(|| parse_field_err("'name' is required"))?;
         let instance_id = fields::string("instance_id", self.instance_id)?.unwrap_or_default();

@@ -10,14 +10,14 @@ use std::time::Duration;
 
 /// How often and how long to poll; the reference's numbers in production.
 #[derive(Debug, Clone, Copy)]
-pub struct Pacing {
+pub(super) struct Pacing {
     pub interval: Duration,
     pub max_polls: u32,
     pub overall: Duration,
 }
 
 impl Pacing {
-    pub const CONTRACT: Pacing = Pacing {
+    pub(super) const CONTRACT: Pacing = Pacing {
         interval: Duration::from_millis(500),
         max_polls: 180,
         overall: Duration::from_secs(105),
@@ -60,7 +60,7 @@ fn classify(inspect: &Value) -> Seen {
     }
 }
 
-pub async fn wait_for_start(
+pub(super) async fn wait_for_start(
     engine: &Engine<'_>,
     body: NameFields,
     pacing: Pacing,

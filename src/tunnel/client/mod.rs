@@ -5,5 +5,5 @@
 mod config;
 mod session;
 
-pub use config::{ClientConfig, ConfigError, Local, ProxyConfig};
+pub use config::ClientConfig;
 pub use session::{run, ClientError};

@@ -64,7 +64,7 @@ pub(crate) fn work_conn_key_ok(auth_token: &str, w: &NewWorkConn) -> bool {
 /// How long a refused client gets to receive its LoginResp before the connection closes.
 const REFUSAL_FLUSH: Duration = Duration::from_secs(5);
 
-pub async fn run(
+pub(super) async fn run(
     ctx: Arc<ServerCtx>,
     mut stream: MuxStream,
     login: Login,

@@ -2,21 +2,21 @@
 //! frps's error strings (frpc logs them verbatim), plus harp's hardening (contract §7 #26):
 //! a 23xxx port belongs to an ExApp and its proxy name must be a valid app id.
 
-pub use crate::contract::ports::{ENGINE_PORTS, EXAPP_PORTS, LOCAL_ENGINE_PORT};
+pub(crate) use crate::contract::ports::{ENGINE_PORTS, EXAPP_PORTS, LOCAL_ENGINE_PORT};
 use std::ops::RangeInclusive;
 
 /// frps `maxPortsPerClient` in HaRP's configuration.
-pub const MAX_PORTS_PER_CLIENT: usize = 1;
+pub(crate) const MAX_PORTS_PER_CLIENT: usize = 1;
 /// HaRP's `allowPorts`.
-pub const HARP_ALLOW: &[RangeInclusive<u16>] = &[EXAPP_PORTS, ENGINE_PORTS];
+pub(crate) const HARP_ALLOW: &[RangeInclusive<u16>] = &[EXAPP_PORTS, ENGINE_PORTS];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PortKind {
+pub(crate) enum PortKind {
     ExApp,
     Engine,
 }
 
-pub fn port_kind(port: u16) -> Option<PortKind> {
+pub(crate) fn port_kind(port: u16) -> Option<PortKind> {
     if EXAPP_PORTS.contains(&port) {
         Some(PortKind::ExApp)
     } else if ENGINE_PORTS.contains(&port) {
@@ -27,7 +27,7 @@ pub fn port_kind(port: u16) -> Option<PortKind> {
 }
 
 /// What the registry knows when a NewProxy arrives.
-pub struct Request<'a> {
+pub(crate) struct Request<'a> {
     /// Allowed ranges; empty = any port (a user frps.toml without allowPorts).
     pub allow: &'a [RangeInclusive<u16>],
     /// 0 = unlimited.
@@ -62,7 +62,7 @@ pub enum Refusal {
 }
 
 /// The port granted, or why not.
-pub fn check(req: &Request<'_>) -> Result<u16, Refusal> {
+pub(crate) fn check(req: &Request<'_>) -> Result<u16, Refusal> {
     if req.proxy_type != "tcp" {
         return Err(Refusal::UnknownType(req.proxy_type.to_string()));
     }
@@ -95,7 +95,7 @@ pub fn check(req: &Request<'_>) -> Result<u16, Refusal> {
     Ok(port)
 }
 
-pub fn is_app_id(name: &str) -> bool {
+pub(crate) fn is_app_id(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
         && name

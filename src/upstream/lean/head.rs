@@ -12,7 +12,7 @@ pub(super) const MAX_HEAD: usize = 64 * 1024;
 const MAX_HEADERS: usize = 100;
 
 /// Serializes the request head. `path_and_query` must be an origin-form target.
-pub fn request_head(
+pub(crate) fn request_head(
     method: &Method,
     path_and_query: &str,
     headers: &HeaderMap,
