@@ -89,6 +89,8 @@ pub struct Config {
     /// Worker threads, each with its own runtime, listening socket and upstream pool.
     pub workers: usize,
     pub certs_dir: PathBuf,
+    /// `HP_CONFIG_DIR`, a contract variable (§1.3): parsed, validated and shown by `harp check`
+    /// so a deployment that sets it keeps working, but nothing in harp reads it yet.
     pub config_dir: PathBuf,
     /// A user-supplied frps.toml that replaces HaRP's FRP server settings when it exists.
     pub frps_config: PathBuf,
@@ -97,6 +99,8 @@ pub struct Config {
     /// Not an environment variable: always `127.0.0.1:24000`; tests set port 0 so parallel
     /// instances do not compete for it.
     pub local_engine_listen: std::net::SocketAddr,
+    /// `HP_DATA_DIR`, a contract variable (§1.3) for persisted state; parsed and shown by
+    /// `harp check`, unused until bans are persisted (a later issue).
     pub data_dir: PathBuf,
     /// Messages about tolerated oddities, logged once logging is up.
     pub warnings: Vec<String>,

@@ -12,7 +12,7 @@
 //! Why not `bollard`: bollard always prefixes request paths with `/v<major>.<minor>`, while the
 //! contract (§4.5, §7 #12) requires unversioned paths so any engine API level works, and bollard
 //! dials engines itself, so it could not reach engines through harp's own dialers (the socket
-//! dialer here, FRP tunnel streams later). The handful of engine calls the wrappers make go
+//! dialer here for 24000, FRP tunnel streams for remote engines). The handful of engine calls the wrappers make go
 //! through the same pooled [`Forwarder`](crate::upstream::Forwarder) as the pass-through instead.
 
 mod engine;

@@ -54,7 +54,7 @@ pub(super) async fn handle(
         tracing::info!(%peer, "request with an ambiguous Host refused");
         return Ok(respond::bad_request());
     }
-    let (ip, _) = client_ip(peer.ip(), req.headers(), &state.config.trusted_proxies);
+    let ip = client_ip(peer.ip(), req.headers(), &state.config.trusted_proxies);
     let decision = {
         let facts = RequestFacts {
             method: req.method(),

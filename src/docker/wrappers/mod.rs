@@ -41,7 +41,7 @@ pub(crate) async fn handle(
         "start" => within(op, budget, lifecycle::start(&engine, parse(body)?)).await,
         "stop" => within(op, budget, lifecycle::stop(&engine, parse(body)?)).await,
         "wait_for_start" => {
-            wait::wait_for_start(&engine, parse(body)?, wait::Pacing::CONTRACT).await
+            wait::wait_for_start(&engine, parse(body)?, wait::Pacing::contract(budget)).await
         }
         "remove" => within(op, budget, remove::remove(&engine, parse(body)?)).await,
         "image_remove" => within(op, budget, images::image_remove(&engine, parse(body)?)).await,

@@ -8,7 +8,7 @@ use http::StatusCode;
 use serde_json::{json, Value};
 use std::time::Duration;
 
-/// How often and how long to poll; the reference's numbers in production.
+/// How often and how long to poll.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Pacing {
     pub interval: Duration,
@@ -17,11 +17,15 @@ pub(super) struct Pacing {
 }
 
 impl Pacing {
-    pub(super) const CONTRACT: Pacing = Pacing {
-        interval: Duration::from_millis(500),
-        max_polls: 180,
-        overall: Duration::from_secs(105),
-    };
+    /// The reference's polling (every 0.5 s, at most 180 polls, §4.6) inside `overall`, the
+    /// operation's budget (§4.5), which bounds slow inspects that the poll count alone does not.
+    pub(super) fn contract(overall: Duration) -> Pacing {
+        Pacing {
+            interval: Duration::from_millis(500),
+            max_polls: 180,
+            overall,
+        }
+    }
 }
 
 /// What one inspect says.

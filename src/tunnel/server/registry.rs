@@ -131,8 +131,10 @@ fn refused(why: &str) -> io::Error {
 }
 
 impl Registry {
-    /// HaRP's policy: its two port ranges, one proxy per client, empty auth.token.
-    pub fn new() -> Arc<Registry> {
+    /// HaRP's policy: its two port ranges, one proxy per client, empty auth.token. Production
+    /// builds the registry from `FrpSettings` (which may come from a user frps.toml) instead.
+    #[cfg(test)]
+    pub(crate) fn new() -> Arc<Registry> {
         Self::with_policy(
             policy::HARP_ALLOW.to_vec(),
             policy::MAX_PORTS_PER_CLIENT,

@@ -3,7 +3,7 @@
 //! (contract §1.8, checklist 22) read *instead*, with frps's own defaults for absent keys.
 //! Keys harp cannot honour are logged and ignored rather than stopping the proxy.
 
-use super::policy::{ENGINE_PORTS, EXAPP_PORTS, MAX_PORTS_PER_CLIENT};
+use super::policy::{HARP_ALLOW, MAX_PORTS_PER_CLIENT};
 use crate::config::{BindAddr, Config};
 use std::net::IpAddr;
 use std::ops::RangeInclusive;
@@ -57,7 +57,7 @@ impl FrpSettings {
                 ca: Some(dir.join("ca.crt")),
             }),
             force_tls: !config.frp_disable_tls,
-            allow_ports: vec![EXAPP_PORTS, ENGINE_PORTS],
+            allow_ports: HARP_ALLOW.to_vec(),
             max_ports_per_client: MAX_PORTS_PER_CLIENT,
             proxy_bind_addr: IpAddr::from([127, 0, 0, 1]),
             auth_token: String::new(),
