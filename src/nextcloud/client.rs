@@ -38,7 +38,7 @@ pub enum NextcloudError {
 
 /// What exapp-meta said.
 #[derive(Debug)]
-pub enum MetaFetch {
+pub(crate) enum MetaFetch {
     Found(ExAppRecord),
     NotFound,
     Error(String),
@@ -69,7 +69,7 @@ impl NextcloudClient {
         })
     }
 
-    pub async fn exapp_meta(&self, app_lower: &str) -> MetaFetch {
+    pub(crate) async fn exapp_meta(&self, app_lower: &str) -> MetaFetch {
         let response = self
             .http
             .get(&self.meta_url)
@@ -102,7 +102,11 @@ impl NextcloudClient {
         }
     }
 
-    pub async fn user_info(&self, app_lower: &str, client_headers: &HeaderMap) -> UserLookup {
+    pub(crate) async fn user_info(
+        &self,
+        app_lower: &str,
+        client_headers: &HeaderMap,
+    ) -> UserLookup {
         let mut headers = HeaderMap::with_capacity(client_headers.len() + 1);
         for (name, value) in client_headers {
             if !NOT_FORWARDED.contains(&name.as_str()) {

@@ -67,7 +67,7 @@ impl Nextcloud {
         &self.meta
     }
 
-    pub fn session_cache(&self) -> &SessionCache {
+    pub(crate) fn session_cache(&self) -> &SessionCache {
         &self.sessions
     }
 

@@ -18,7 +18,7 @@ pub fn header<K: AsHeaderName>(headers: &HeaderMap, name: K) -> Option<&str> {
 }
 
 /// The first cookie named `oc_sessionPassphrase`, or "" when absent.
-pub fn session_cookie(headers: &HeaderMap) -> &str {
+pub(crate) fn session_cookie(headers: &HeaderMap) -> &str {
     for value in headers.get_all(http::header::COOKIE) {
         let Ok(text) = value.to_str() else { continue };
         for pair in text.split(';') {
@@ -33,7 +33,7 @@ pub fn session_cookie(headers: &HeaderMap) -> &str {
 }
 
 /// The six headers AppAPI puts on its calls to ExApps (contract §2.2 step 5).
-pub const SIGNED_HEADERS: [HeaderName; 6] = [
+pub(crate) const SIGNED_HEADERS: [HeaderName; 6] = [
     EX_APP_VERSION,
     EX_APP_ID,
     EX_APP_HOST,
@@ -42,7 +42,7 @@ pub const SIGNED_HEADERS: [HeaderName; 6] = [
     HARP_SHARED_KEY,
 ];
 
-pub fn is_signed(headers: &HeaderMap) -> bool {
+pub(crate) fn is_signed(headers: &HeaderMap) -> bool {
     SIGNED_HEADERS.iter().all(|h| headers.contains_key(h))
 }
 

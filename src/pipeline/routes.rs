@@ -7,7 +7,7 @@ pub use crate::contract::CompiledRoute;
 pub const PUBLIC: u8 = 0;
 
 /// The first route (in Nextcloud's order) whose pattern matches the target path.
-pub fn first_match<'a>(
+pub(crate) fn first_match<'a>(
     routes: &'a [CompiledRoute],
     target_path: &str,
 ) -> Option<&'a CompiledRoute> {
@@ -16,13 +16,13 @@ pub fn first_match<'a>(
 
 /// What the first matching route says about a caller with `user_level` (None = anonymous).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RouteVerdict {
+pub(crate) enum RouteVerdict {
     Allow { bruteforce: Vec<u16> },
     Forbidden,
     NoRoute,
 }
 
-pub fn route_verdict(
+pub(crate) fn route_verdict(
     routes: &[CompiledRoute],
     target_path: &str,
     user_level: Option<u8>,

@@ -31,7 +31,7 @@ pin_project_lite::pin_project! {
     ///
     /// The timer is created only when the body actually has to wait, so the common small
     /// response that is ready at once never touches the timer wheel.
-    pub struct IdleTimeoutBody<B> {
+    pub(crate) struct IdleTimeoutBody<B> {
         #[pin]
         inner: B,
         idle: Duration,

@@ -82,7 +82,7 @@ impl LocalDialers {
 /// The hyper connector: `http://ip:port` URIs to byte streams.
 #[derive(Clone)]
 pub(super) struct Connector {
-    pub connect_timeout: Duration,
+    pub(crate) connect_timeout: Duration,
     pub local: LocalDialers,
 }
 

@@ -117,7 +117,7 @@ impl MuxStream {
     }
 
     /// True once the peer reset the stream or the session died.
-    pub fn is_dead(&self) -> bool {
+    pub(crate) fn is_dead(&self) -> bool {
         self.state.inner.lock().reset || self.shared.closed()
     }
 }

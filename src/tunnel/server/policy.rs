@@ -31,20 +31,20 @@ pub(crate) struct Request<'a> {
     /// Allowed ranges; empty = any port (a user frps.toml without allowPorts).
     pub allow: &'a [RangeInclusive<u16>],
     /// 0 = unlimited.
-    pub max_ports: usize,
+    pub(crate) max_ports: usize,
     pub proxy_type: &'a str,
     pub name: &'a str,
     pub remote_port: i64,
     /// Proxies this login session already holds.
-    pub held_by_client: usize,
-    pub name_taken: bool,
-    pub port_taken: bool,
+    pub(crate) held_by_client: usize,
+    pub(crate) name_taken: bool,
+    pub(crate) port_taken: bool,
     /// The client connected from a loopback address (only the local engine link does).
-    pub client_is_loopback: bool,
+    pub(crate) client_is_loopback: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Refusal {
+pub(crate) enum Refusal {
     #[error("unknown proxy type: {0}")]
     UnknownType(String),
     #[error("exceed the max_ports_per_client")]

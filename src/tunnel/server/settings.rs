@@ -7,7 +7,7 @@ use super::policy::{HARP_ALLOW, MAX_PORTS_PER_CLIENT};
 use crate::config::{BindAddr, Config};
 use std::net::IpAddr;
 use std::ops::RangeInclusive;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
@@ -35,19 +35,19 @@ pub struct FrpSettings {
     /// Plaintext clients are closed at the first byte.
     pub force_tls: bool,
     /// Empty = every port allowed (frps default).
-    pub allow_ports: Vec<RangeInclusive<u16>>,
+    pub(crate) allow_ports: Vec<RangeInclusive<u16>>,
     /// 0 = unlimited (frps default).
     pub max_ports_per_client: usize,
-    pub proxy_bind_addr: IpAddr,
+    pub(crate) proxy_bind_addr: IpAddr,
     /// frp's `auth.token`: privilege key and stream-encryption password (HaRP: empty).
-    pub auth_token: String,
+    pub(crate) auth_token: String,
     /// The user file these came from, if any.
     pub source: Option<PathBuf>,
 }
 
 impl FrpSettings {
     /// HaRP's generated configuration.
-    pub fn harp_defaults(config: &Config) -> FrpSettings {
+    pub(crate) fn harp_defaults(config: &Config) -> FrpSettings {
         let dir = crate::certs::frp_dir(&config.certs_dir);
         FrpSettings {
             bind: config.frp_addr.clone(),
@@ -183,10 +183,6 @@ impl FrpSettings {
             auth_token,
             source: None,
         })
-    }
-
-    pub fn source_path(&self) -> Option<&Path> {
-        self.source.as_deref()
     }
 }
 

@@ -53,7 +53,7 @@ pub(super) struct Head {
     pub status: StatusCode,
     pub headers: HeaderMap,
     pub framing: Framing,
-    pub keep_alive: bool,
+    pub(crate) keep_alive: bool,
 }
 
 /// Parses a complete final response head off the front of `buf`; `None` when more is needed.
