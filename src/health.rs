@@ -4,6 +4,7 @@
 //! (`/exapps/app_api/heartbeat` with the shared key) within the deadline; a listener that
 //! accepts TCP but never answers counts as unhealthy.
 
+use crate::contract::headers::SHARED_KEY_NAME;
 use crate::security::SharedKey;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
@@ -23,7 +24,8 @@ pub fn probe(host: &str, port: u16, key: &SharedKey, timeout: Duration) -> Resul
         .and_then(|_| s.set_write_timeout(Some(timeout)))
         .map_err(|e| e.to_string())?;
     let request = format!(
-        "GET /exapps/app_api/heartbeat HTTP/1.1\r\nHost: localhost\r\nharp-shared-key: {}\r\nConnection: close\r\n\r\n",
+        "GET /exapps/app_api/heartbeat HTTP/1.1\r\nHost: localhost\r\n{}: {}\r\nConnection: close\r\n\r\n",
+        SHARED_KEY_NAME,
         key.expose()
     );
     s.write_all(request.as_bytes())

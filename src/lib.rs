@@ -4,10 +4,16 @@
 //! and `nextcloud`) → `upstream` forwards (or `control` answers) → the response streams back.
 //! [`Harp::bind`] wires the parts; [`Harp::serve`] runs them until shutdown.
 
+#![forbid(unsafe_code)]
+// `pub` only for what main.rs, tests/, bench/ and fuzz/ use: everything else is `pub(crate)`, so
+// the compiler reports dead code.
+#![warn(unreachable_pub)]
+
 pub mod certs;
 pub mod config;
-pub mod control;
-pub mod docker;
+pub(crate) mod contract;
+pub(crate) mod control;
+pub(crate) mod docker;
 pub mod frontdoor;
 pub mod health;
 pub(crate) mod net;

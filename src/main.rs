@@ -1,5 +1,7 @@
 //! The `harp` command: configuration from the environment, logging, signals.
 
+#![forbid(unsafe_code)]
+
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use harp::config::{Config, VARIABLES};
@@ -126,7 +128,7 @@ fn healthcheck(config: &Config) -> Result<(), String> {
 }
 
 fn certs(config: &Config) -> ExitCode {
-    let dir = config.certs_dir.join("frp");
+    let dir = harp::certs::frp_dir(&config.certs_dir);
     match harp::certs::describe(&dir) {
         Ok(infos) => {
             for i in infos {

@@ -22,21 +22,26 @@ use std::sync::Arc;
 use tokio_rustls::TlsAcceptor;
 
 /// Files the server and the copied client configuration need; all must exist.
-pub const REQUIRED: [&str; 5] = [
+pub(crate) const REQUIRED: [&str; 5] = [
     "ca.crt",
     "server.crt",
     "server.key",
     "client.crt",
     "client.key",
 ];
-pub const SERVER_NAME: &str = "harp.nc";
-pub const CLIENT_NAME: &str = "harp.client.nc";
+pub(crate) const SERVER_NAME: &str = "harp.nc";
+pub(crate) const CLIENT_NAME: &str = "harp.client.nc";
 /// The CA's common name. The reference's CA shares `CN=harp.nc` with its server certificate
 /// (only the key identifiers OpenSSL adds keep that chain verifiable); a distinct name keeps
 /// issuer and leaf apart for every verifier, and names the CA for what it is.
 pub(crate) const CA_NAME: &str = "harp.nc CA";
 /// Expiry closer than this is logged at warning level on start.
 pub const EXPIRY_WARNING_DAYS: i64 = 30;
+
+/// Where the FRP certificates live under `HP_CERTS_DIR` (HaRP's `/certs/frp` layout).
+pub fn frp_dir(certs_dir: &Path) -> PathBuf {
+    certs_dir.join("frp")
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum CertError {
@@ -193,7 +198,9 @@ fn roots(ca: &Path) -> Result<rustls::RootCertStore, CertError> {
 }
 
 /// frps's TLS with HaRP's files: client certificates required and verified against `ca.crt`.
-pub fn frp_server_acceptor(dir: &Path) -> Result<TlsAcceptor, CertError> {
+/// The server builds its acceptor from `FrpSettings` instead; this checks the generated files.
+#[cfg(test)]
+pub(crate) fn frp_server_acceptor(dir: &Path) -> Result<TlsAcceptor, CertError> {
     server_acceptor(
         &dir.join("server.crt"),
         &dir.join("server.key"),
@@ -202,7 +209,7 @@ pub fn frp_server_acceptor(dir: &Path) -> Result<TlsAcceptor, CertError> {
 }
 
 /// Server certificate and key; with `ca`, client certificates are required and verified.
-pub fn server_acceptor(
+pub(crate) fn server_acceptor(
     cert: &Path,
     key: &Path,
     ca: Option<&Path>,
@@ -230,7 +237,7 @@ pub fn server_acceptor(
 
 /// frpc's TLS: optional client certificate, server verified against `ca` when given
 /// (frpc skips verification without `trustedCaFile`; harp's client insists on a CA).
-pub fn client_config(
+pub(crate) fn client_config(
     ca: &Path,
     cert_key: Option<(&Path, &Path)>,
 ) -> Result<rustls::ClientConfig, CertError> {
@@ -286,7 +293,7 @@ pub fn describe(dir: &Path) -> Result<Vec<CertInfo>, CertError> {
 }
 
 /// Logs a warning for each certificate expiring within [`EXPIRY_WARNING_DAYS`].
-pub fn warn_if_expiring(dir: &Path) {
+pub(crate) fn warn_if_expiring(dir: &Path) {
     if let Ok(infos) = describe(dir) {
         for i in infos.iter().filter(|i| i.days_left < EXPIRY_WARNING_DAYS) {
             tracing::warn!(file = %i.file, not_after = %i.not_after, days_left = i.days_left, "FRP certificate expires soon: delete {} and restart harp to renew, then redistribute ca.crt/client.*", dir.display());

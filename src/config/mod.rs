@@ -9,8 +9,9 @@ mod time;
 mod trusted;
 
 pub use address::BindAddr;
-pub use time::{format_haproxy_time, parse_haproxy_time, TimeError};
-pub use trusted::{parse_trusted_proxies, TrustedProxies};
+pub(crate) use time::format_haproxy_time;
+pub use time::parse_haproxy_time;
+pub use trusted::parse_trusted_proxies;
 
 use crate::security::SharedKey;
 use ipnet::IpNet;
@@ -70,33 +71,37 @@ pub struct Timeouts {
 pub struct Config {
     pub shared_key: SharedKey,
     /// `NC_INSTANCE_URL` normalised per contract §3.1 (no trailing `/`, no `/index.php`).
-    pub nextcloud_base: String,
+    pub(crate) nextcloud_base: String,
     pub exapps_addr: BindAddr,
     pub exapps_https_addr: BindAddr,
     pub frp_addr: BindAddr,
-    pub frp_disable_tls: bool,
+    pub(crate) frp_disable_tls: bool,
     /// Checked only when certificates are generated (contract §1.2), so kept raw here.
-    pub frp_cert_validity_days_raw: String,
-    pub trusted_proxies: Vec<IpNet>,
+    pub(crate) frp_cert_validity_days_raw: String,
+    pub(crate) trusted_proxies: Vec<IpNet>,
     pub log_level: LogLevel,
     pub verbose_start: bool,
-    pub session_lifetime: Duration,
-    pub blacklist_window: Duration,
-    pub blacklist_count: u32,
+    pub(crate) session_lifetime: Duration,
+    pub(crate) blacklist_window: Duration,
+    pub(crate) blacklist_count: u32,
     pub timeouts: Timeouts,
-    pub max_connections: usize,
+    pub(crate) max_connections: usize,
     /// Worker threads, each with its own runtime, listening socket and upstream pool.
     pub workers: usize,
     pub certs_dir: PathBuf,
-    pub config_dir: PathBuf,
+    /// `HP_CONFIG_DIR`, a contract variable (§1.3): parsed, validated and shown by `harp check`
+    /// so a deployment that sets it keeps working, but nothing in harp reads it yet.
+    pub(crate) config_dir: PathBuf,
     /// A user-supplied frps.toml that replaces HaRP's FRP server settings when it exists.
-    pub frps_config: PathBuf,
+    pub(crate) frps_config: PathBuf,
     pub docker_socket: PathBuf,
     /// Loopback listener relaying to the local engine (documented `curl 127.0.0.1:24000/_ping`).
     /// Not an environment variable: always `127.0.0.1:24000`; tests set port 0 so parallel
     /// instances do not compete for it.
     pub local_engine_listen: std::net::SocketAddr,
-    pub data_dir: PathBuf,
+    /// `HP_DATA_DIR`, a contract variable (§1.3) for persisted state; parsed and shown by
+    /// `harp check`, unused until bans are persisted (a later issue).
+    pub(crate) data_dir: PathBuf,
     /// Messages about tolerated oddities, logged once logging is up.
     pub warnings: Vec<String>,
 }
@@ -413,7 +418,7 @@ impl Config {
             docker_socket: path("HP_DOCKER_SOCKET", "/var/run/docker.sock"),
             local_engine_listen: std::net::SocketAddr::from((
                 std::net::Ipv4Addr::LOCALHOST,
-                crate::docker::LOCAL_ENGINE_PORT,
+                crate::contract::ports::LOCAL_ENGINE_PORT,
             )),
             data_dir: path("HP_DATA_DIR", "/var/lib/harp"),
             warnings,
@@ -421,7 +426,7 @@ impl Config {
     }
 
     /// `HP_FRP_CERT_VALIDITY_DAYS`, validated only when certificates are about to be generated.
-    pub fn frp_cert_validity_days(&self) -> Result<u32, ConfigError> {
+    pub(crate) fn frp_cert_validity_days(&self) -> Result<u32, ConfigError> {
         let raw = self.frp_cert_validity_days_raw.trim();
         match raw.parse::<u32>() {
             Ok(n) if n >= 1 && raw.bytes().all(|b| b.is_ascii_digit()) => Ok(n),
@@ -488,7 +493,7 @@ impl Config {
 }
 
 /// Contract §1.4: one leading `"`, one trailing `"`, one leading `'`, one trailing `'`, in that order.
-pub fn strip_quotes(value: &str) -> &str {
+pub(crate) fn strip_quotes(value: &str) -> &str {
     let v = value.strip_prefix('"').unwrap_or(value);
     let v = v.strip_suffix('"').unwrap_or(v);
     let v = v.strip_prefix('\'').unwrap_or(v);
@@ -496,7 +501,7 @@ pub fn strip_quotes(value: &str) -> &str {
 }
 
 /// Contract §3.1: drop one trailing `/`, then one trailing `/index.php`.
-pub fn normalise_nextcloud_url(url: &str) -> String {
+pub(crate) fn normalise_nextcloud_url(url: &str) -> String {
     let u = url.strip_suffix('/').unwrap_or(url);
     u.strip_suffix("/index.php").unwrap_or(u).to_string()
 }

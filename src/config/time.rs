@@ -49,7 +49,7 @@ pub fn parse_haproxy_time(raw: &str) -> Result<Duration, TimeError> {
 }
 
 /// Renders a duration back in HAProxy syntax for `harp check`.
-pub fn format_haproxy_time(d: Duration) -> String {
+pub(crate) fn format_haproxy_time(d: Duration) -> String {
     let ms = d.as_millis();
     if ms % 1000 == 0 {
         format!("{}s", ms / 1000)

@@ -11,7 +11,7 @@ const MESSAGES_PER_KIND: usize = 5;
 /// The parsed list plus what should be said about it at start-up.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct TrustedProxies {
-    pub networks: Vec<IpNet>,
+    pub(crate) networks: Vec<IpNet>,
     pub warnings: Vec<String>,
     pub invalid: Vec<String>,
 }

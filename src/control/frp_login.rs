@@ -22,18 +22,18 @@ impl LoginChecker {
     }
 
     /// The check for a client whose address and token are known (the FRP server).
-    pub fn check(&self, ip: IpAddr, token: Option<&str>) -> FrpLoginVerdict {
+    pub(crate) fn check(&self, ip: IpAddr, token: Option<&str>) -> FrpLoginVerdict {
         check_login(ip, token, &self.key, &self.bans)
     }
 
     /// The check for a plugin-style request body (the `/frp_handler` control path).
-    pub fn check_body(&self, body: &[u8]) -> FrpLoginVerdict {
+    pub(crate) fn check_body(&self, body: &[u8]) -> FrpLoginVerdict {
         frp_login_check(body, &self.key, &self.bans)
     }
 }
 
 #[derive(Debug, PartialEq, Eq)]
-pub enum FrpLoginVerdict {
+pub(crate) enum FrpLoginVerdict {
     /// Request body unusable (not JSON, no client address).
     Malformed,
     Banned(IpAddr),
@@ -43,7 +43,7 @@ pub enum FrpLoginVerdict {
 }
 
 impl FrpLoginVerdict {
-    pub fn into_reply(self) -> ControlReply {
+    pub(crate) fn into_reply(self) -> ControlReply {
         match self {
             FrpLoginVerdict::Malformed => {
                 ControlReply::Text(StatusCode::BAD_REQUEST, "400: Bad Request".into())
@@ -62,7 +62,7 @@ impl FrpLoginVerdict {
     }
 }
 
-pub fn frp_login_check(body: &[u8], key: &SharedKey, bans: &BanList) -> FrpLoginVerdict {
+pub(crate) fn frp_login_check(body: &[u8], key: &SharedKey, bans: &BanList) -> FrpLoginVerdict {
     let Ok(doc) = serde_json::from_slice::<Value>(body) else {
         return FrpLoginVerdict::Malformed;
     };
@@ -74,7 +74,7 @@ pub fn frp_login_check(body: &[u8], key: &SharedKey, bans: &BanList) -> FrpLogin
 }
 
 /// The decision itself, for callers that already hold the address and token.
-pub fn check_login(
+pub(crate) fn check_login(
     ip: IpAddr,
     token: Option<&str>,
     key: &SharedKey,

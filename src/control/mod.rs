@@ -7,7 +7,7 @@
 mod frp_login;
 mod storage;
 
-pub use frp_login::{check_login, frp_login_check, FrpLoginVerdict, LoginChecker};
+pub(crate) use frp_login::{FrpLoginVerdict, LoginChecker};
 
 use crate::docker::Wrappers;
 use crate::nextcloud::MetaCache;
@@ -16,58 +16,10 @@ use http::{HeaderMap, Method, StatusCode};
 use serde_json::json;
 use std::sync::Arc;
 
-/// Largest control request body accepted (metadata with many routes stays far below).
-pub const MAX_BODY: usize = 1024 * 1024;
-
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum ControlError {
-    #[error("404: Not Found")]
-    NotFound,
-    #[error("405: Method Not Allowed")]
-    MethodNotAllowed,
-    #[error("{0}")]
-    BadRequest(String),
-    #[error("request body larger than {MAX_BODY} bytes")]
-    TooLarge,
-    #[error("{0}")]
-    Unavailable(String),
-    /// 404 with a message naming what is missing (the Docker wrappers).
-    #[error("{0}")]
-    NotFoundMessage(String),
-    #[error("{0}")]
-    Conflict(String),
-    #[error("{0}")]
-    Timeout(String),
-    #[error("{0}")]
-    Internal(String),
-}
-
-impl ControlError {
-    pub fn status(&self) -> StatusCode {
-        match self {
-            ControlError::NotFound => StatusCode::NOT_FOUND,
-            ControlError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ControlError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ControlError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ControlError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ControlError::NotFoundMessage(_) => StatusCode::NOT_FOUND,
-            ControlError::Conflict(_) => StatusCode::CONFLICT,
-            ControlError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
-            ControlError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        }
-    }
-}
-
-/// A successful control answer.
-#[derive(Debug, PartialEq)]
-pub enum ControlReply {
-    Json(StatusCode, serde_json::Value),
-    Text(StatusCode, String),
-    NoContent,
-}
+pub(crate) use crate::contract::{ControlError, ControlReply, CONTROL_MAX_BODY as MAX_BODY};
 
 /// A control request with its body already read (bodies are small and bounded).
-pub struct ControlRequest<'a> {
+pub(crate) struct ControlRequest<'a> {
     pub method: &'a Method,
     pub path: &'a str,
     pub headers: &'a HeaderMap,
@@ -75,7 +27,7 @@ pub struct ControlRequest<'a> {
 }
 
 /// What the control API works with, and nothing else.
-pub struct Control {
+pub(crate) struct Control {
     /// The FRP login check of `/frp_handler`.
     pub login: LoginChecker,
     /// Where `/exapp_storage` writes.
@@ -84,7 +36,10 @@ pub struct Control {
     pub docker: Wrappers,
 }
 
-pub async fn handle(ctl: &Control, req: ControlRequest<'_>) -> Result<ControlReply, ControlError> {
+pub(crate) async fn handle(
+    ctl: &Control,
+    req: ControlRequest<'_>,
+) -> Result<ControlReply, ControlError> {
     let get = req.method == Method::GET || req.method == Method::HEAD;
     let post = req.method == Method::POST;
     match req.path {
@@ -115,7 +70,7 @@ pub async fn handle(ctl: &Control, req: ControlRequest<'_>) -> Result<ControlRep
 }
 
 /// The `/info` document. `version` is harp's own semver (project decision 4).
-pub fn info() -> serde_json::Value {
+pub(crate) fn info() -> serde_json::Value {
     json!({
         "version": env!("CARGO_PKG_VERSION"),
         "implementation": "harp",

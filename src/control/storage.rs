@@ -4,7 +4,7 @@ use super::{ControlError, ControlReply};
 use crate::nextcloud::{parse_record, MetaCache, RecordError};
 use http::Method;
 
-pub fn handle(
+pub(super) fn handle(
     cache: &MetaCache,
     method: &Method,
     path: &str,

@@ -8,29 +8,29 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use http_body_util::BodyExt;
 use std::net::{IpAddr, Ipv4Addr};
 
-pub struct Engine<'a> {
+pub(super) struct Engine<'a> {
     pub forwarder: &'a Forwarder,
     pub port: u16,
 }
 
-pub struct Reply {
+pub(super) struct Reply {
     pub status: StatusCode,
     pub body: Bytes,
 }
 
 impl Reply {
-    pub fn json(&self) -> Option<serde_json::Value> {
+    pub(super) fn json(&self) -> Option<serde_json::Value> {
         serde_json::from_slice(&self.body).ok()
     }
 
     /// The engine's own explanation (`{"message": ...}`), for error texts.
-    pub fn message(&self) -> String {
+    pub(super) fn message(&self) -> String {
         self.json()
             .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_owned))
             .unwrap_or_else(|| String::from_utf8_lossy(&self.body).trim().to_string())
     }
 
-    pub fn unexpected(&self, what: impl Into<String>) -> DockerError {
+    pub(super) fn unexpected(&self, what: impl Into<String>) -> DockerError {
         DockerError::UnexpectedStatus {
             what: what.into(),
             status: self.status.as_u16(),
@@ -40,15 +40,15 @@ impl Reply {
 }
 
 impl Engine<'_> {
-    pub async fn get(&self, path: &str) -> Result<Reply, DockerError> {
+    pub(super) async fn get(&self, path: &str) -> Result<Reply, DockerError> {
         self.call(Method::GET, path, None).await
     }
 
-    pub async fn delete(&self, path: &str) -> Result<Reply, DockerError> {
+    pub(super) async fn delete(&self, path: &str) -> Result<Reply, DockerError> {
         self.call(Method::DELETE, path, None).await
     }
 
-    pub async fn post_json(
+    pub(super) async fn post_json(
         &self,
         path: &str,
         body: &serde_json::Value,
@@ -58,11 +58,11 @@ impl Engine<'_> {
             .await
     }
 
-    pub async fn post_empty(&self, path: &str) -> Result<Reply, DockerError> {
+    pub(super) async fn post_empty(&self, path: &str) -> Result<Reply, DockerError> {
         self.call(Method::POST, path, None).await
     }
 
-    pub async fn put_tar(&self, path: &str, tar: Vec<u8>) -> Result<Reply, DockerError> {
+    pub(super) async fn put_tar(&self, path: &str, tar: Vec<u8>) -> Result<Reply, DockerError> {
         self.call(
             Method::PUT,
             path,

@@ -1,10 +1,10 @@
 //! Errors of the Docker wrappers, turned into control statuses in exactly one place.
 
-use crate::control::ControlError;
+use crate::contract::ControlError;
 use crate::upstream::UpstreamError;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum DockerError {
+pub(crate) enum DockerError {
     /// Bad header, bad JSON, schema or name errors (400).
     #[error("{0}")]
     BadRequest(String),
@@ -36,7 +36,7 @@ pub enum DockerError {
 /// A refused remote engine port (24001–24099) means no FRP client registered it, the usual
 /// mistake when adding a remote Docker host, so the text says that rather than "connect failed".
 pub(crate) fn unreachable_message(port: u16) -> String {
-    if port == super::LOCAL_ENGINE_PORT {
+    if port == crate::contract::ports::LOCAL_ENGINE_PORT {
         format!("No Docker Engine answers on port {port}: the local Docker socket is not reachable (is it mounted into harp's container?)")
     } else {
         format!(
@@ -46,7 +46,7 @@ pub(crate) fn unreachable_message(port: u16) -> String {
 }
 
 impl DockerError {
-    pub fn from_upstream(port: u16, e: UpstreamError) -> DockerError {
+    pub(crate) fn from_upstream(port: u16, e: UpstreamError) -> DockerError {
         match e {
             UpstreamError::Connect(_, detail) => DockerError::Unreachable { port, detail },
             UpstreamError::Timeout(_) => DockerError::Timeout(format!(

@@ -8,13 +8,13 @@ use std::path::PathBuf;
 use std::time::Duration;
 use tokio::net::{TcpListener, UnixStream};
 
-pub struct LocalEngineListener {
+pub(crate) struct LocalEngineListener {
     tcp: TcpListener,
     socket: PathBuf,
 }
 
 /// Binds the relay; a taken port is only a warning because the proxy itself never needs it.
-pub async fn bind_local_engine_listener(
+pub(crate) async fn bind_local_engine_listener(
     addr: SocketAddr,
     socket: PathBuf,
 ) -> Option<LocalEngineListener> {
@@ -28,13 +28,13 @@ pub async fn bind_local_engine_listener(
 }
 
 impl LocalEngineListener {
-    pub fn local_addr(&self) -> Option<SocketAddr> {
+    pub(crate) fn local_addr(&self) -> Option<SocketAddr> {
         self.tcp.local_addr().ok()
     }
 
     /// Accepts until the task is aborted; each connection dials the socket fresh and is
     /// relayed by the shared relay with `idle` (`HP_TIMEOUT_TUNNEL`) as its idle limit.
-    pub async fn serve(self, idle: Option<Duration>) {
+    pub(crate) async fn serve(self, idle: Option<Duration>) {
         let path = self.socket;
         accept_loop(
             self.tcp,

@@ -12,7 +12,7 @@
 //! Why not `bollard`: bollard always prefixes request paths with `/v<major>.<minor>`, while the
 //! contract (§4.5, §7 #12) requires unversioned paths so any engine API level works, and bollard
 //! dials engines itself, so it could not reach engines through harp's own dialers (the socket
-//! dialer here, FRP tunnel streams later). The handful of engine calls the wrappers make go
+//! dialer here for 24000, FRP tunnel streams for remote engines). The handful of engine calls the wrappers make go
 //! through the same pooled [`Forwarder`](crate::upstream::Forwarder) as the pass-through instead.
 
 mod engine;
@@ -24,9 +24,8 @@ mod socket_dialer;
 mod wrappers;
 
 pub(crate) use error::unreachable_message;
-pub use error::DockerError;
-pub use loopback::{bind_local_engine_listener, LocalEngineListener};
-pub use names::{container_name, volume_name, LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGED_BY};
-pub use registry::{engine_kind, parse_engine_port, EngineKind, LOCAL_ENGINE_PORT};
-pub use socket_dialer::SocketDialer;
-pub use wrappers::{handle, Wrappers};
+pub(crate) use error::DockerError;
+pub(crate) use loopback::{bind_local_engine_listener, LocalEngineListener};
+pub(crate) use registry::{engine_kind, parse_engine_port};
+pub(crate) use socket_dialer::SocketDialer;
+pub(crate) use wrappers::{handle, Wrappers};

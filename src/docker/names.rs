@@ -3,13 +3,13 @@
 
 use super::DockerError;
 
-pub const LABEL_MANAGED_BY: &str = "org.nextcloud.harp.managed-by";
-pub const MANAGED_BY: &str = "harp";
-pub const LABEL_INSTANCE: &str = "org.nextcloud.harp.instance-id";
+pub(super) const LABEL_MANAGED_BY: &str = "org.nextcloud.harp.managed-by";
+pub(super) const MANAGED_BY: &str = "harp";
+pub(super) const LABEL_INSTANCE: &str = "org.nextcloud.harp.instance-id";
 
 /// The naming fields every wrapper body carries.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Names {
+pub(super) struct Names {
     pub name: String,
     pub instance_id: String,
     pub role_suffix: String,
@@ -17,7 +17,7 @@ pub struct Names {
 
 impl Names {
     /// Checks each part by the rules of [`check_part`]; `name` must not be empty.
-    pub fn new(
+    pub(super) fn new(
         name: String,
         instance_id: String,
         role_suffix: String,
@@ -35,15 +35,15 @@ impl Names {
         })
     }
 
-    pub fn container(&self) -> String {
+    pub(super) fn container(&self) -> String {
         container_name(&self.name, &self.instance_id, &self.role_suffix)
     }
 
-    pub fn volume(&self) -> String {
+    pub(super) fn volume(&self) -> String {
         volume_name(&self.name, &self.instance_id)
     }
 
-    pub fn labels(&self) -> serde_json::Value {
+    pub(super) fn labels(&self) -> serde_json::Value {
         serde_json::json!({
             LABEL_MANAGED_BY: MANAGED_BY,
             LABEL_INSTANCE: self.instance_id,
@@ -97,7 +97,7 @@ fn base(name: &str, instance_id: &str) -> String {
     }
 }
 
-pub fn container_name(name: &str, instance_id: &str, role_suffix: &str) -> String {
+pub(super) fn container_name(name: &str, instance_id: &str, role_suffix: &str) -> String {
     let mut c = base(name, instance_id);
     if !role_suffix.is_empty() {
         c.push('_');
@@ -107,12 +107,12 @@ pub fn container_name(name: &str, instance_id: &str, role_suffix: &str) -> Strin
 }
 
 /// The role suffix never takes part: all roles of one ExApp share its data volume.
-pub fn volume_name(name: &str, instance_id: &str) -> String {
+pub(super) fn volume_name(name: &str, instance_id: &str) -> String {
     format!("{}_data", base(name, instance_id))
 }
 
 /// Whose a resource is, judged from its labels: `None` when harp did not create it.
-pub fn owner_instance(labels: &serde_json::Value) -> Option<&str> {
+pub(super) fn owner_instance(labels: &serde_json::Value) -> Option<&str> {
     if labels.get(LABEL_MANAGED_BY).and_then(|v| v.as_str()) != Some(MANAGED_BY) {
         return None;
     }

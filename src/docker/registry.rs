@@ -1,11 +1,11 @@
-//! Which engine a `docker-engine-port` names (contract §5.1); the port plan itself lives in
-//! `tunnel::server::policy`, next to the FRP registration rules that share it.
+//! Which engine a `docker-engine-port` names (contract §5.1); the port plan itself is
+//! `contract::ports`, shared with the FRP registration rules.
 
 use super::DockerError;
-pub use crate::tunnel::server::policy::LOCAL_ENGINE_PORT;
+use crate::contract::ports::{self, LOCAL_ENGINE_PORT};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EngineKind {
+pub(crate) enum EngineKind {
     /// Port 24000: dialed straight over the unix socket, no tunnel process involved.
     Local,
     /// 24001–24099: a remote engine behind an FRP tunnel.
@@ -13,7 +13,7 @@ pub enum EngineKind {
 }
 
 /// Only called with ports that passed [`parse_engine_port`].
-pub fn engine_kind(port: u16) -> EngineKind {
+pub(crate) fn engine_kind(port: u16) -> EngineKind {
     if port == LOCAL_ENGINE_PORT {
         EngineKind::Local
     } else {
@@ -23,14 +23,13 @@ pub fn engine_kind(port: u16) -> EngineKind {
 
 /// The `docker-engine-port` header of a wrapper call (§4.5): required, and inside the port
 /// plan's engine range like the pass-through's (a `400` otherwise).
-pub fn parse_engine_port(value: Option<&[u8]>) -> Result<u16, DockerError> {
+pub(crate) fn parse_engine_port(value: Option<&[u8]>) -> Result<u16, DockerError> {
     let Some(value) = value else {
         return Err(DockerError::BadRequest(
             "Missing 'docker-engine-port' header.".into(),
         ));
     };
-    crate::tunnel::server::policy::parse_engine_port(&String::from_utf8_lossy(value))
-        .map_err(DockerError::BadRequest)
+    ports::parse_engine_port(&String::from_utf8_lossy(value)).map_err(DockerError::BadRequest)
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! Port 24000 → the local Docker socket, for the pass-through and the wrappers alike.
 
-use super::LOCAL_ENGINE_PORT;
+use crate::contract::ports::LOCAL_ENGINE_PORT;
 use crate::upstream::{BoxedIo, LocalDialer};
 use futures_util::future::BoxFuture;
 use std::io;
@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 /// Connects to the socket path anew on every dial, so a restarted daemon or a recreated socket
 /// file is picked up by the next request (contract §7 #3/#4: no sticky "engine down" state).
-pub struct SocketDialer {
+pub(crate) struct SocketDialer {
     pub path: PathBuf,
 }
 

@@ -19,7 +19,7 @@ pub(super) struct AccessLine {
 impl AccessLine {
     /// The line's request fields, or `None` when the access log is off (then nothing is
     /// copied for it).
-    pub fn start<B>(
+    pub(super) fn start<B>(
         req: &http::Request<B>,
         client: IpAddr,
         started: Instant,
@@ -35,7 +35,7 @@ impl AccessLine {
     }
 
     /// `status`: None when the request was dropped without a response.
-    pub fn write(&self, status: Option<u16>) {
+    pub(super) fn write(&self, status: Option<u16>) {
         let (method, path, app, client) = (
             &self.method,
             self.path.as_str(),

@@ -57,7 +57,7 @@ pub(crate) async fn handle(
         tracing::info!("request with an ambiguous Host refused");
         return Ok(respond::bad_request());
     }
-    let (client, _) = client_ip(peer.ip(), req.headers(), &door.trusted_proxies);
+    let client = client_ip(peer.ip(), req.headers(), &door.trusted_proxies);
     let mut access = AccessLine::start(&req, client, started);
     let span = request_span(client, req.headers());
     let response = serve(&door, req, client, stall, access.as_mut())

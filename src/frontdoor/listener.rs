@@ -23,7 +23,7 @@ const LISTEN_BACKLOG: i32 = 4096;
 const DRAIN_TIME: Duration = Duration::from_secs(10);
 
 /// Binds one ordinary listening socket (for listeners served by a single task, like FRP).
-pub async fn bind(addr: &BindAddr) -> io::Result<TcpListener> {
+pub(crate) async fn bind(addr: &BindAddr) -> io::Result<TcpListener> {
     let socket = bind_sockets(addr, 1)?
         .pop()
         .expect("one socket was asked for");
@@ -33,7 +33,10 @@ pub async fn bind(addr: &BindAddr) -> io::Result<TcpListener> {
 /// Binds `workers` sockets to `addr` with SO_REUSEPORT so each worker thread accepts on its
 /// own socket and the kernel spreads connections between them (no shared accept queue, no
 /// cross-thread hand-off). A hostname is resolved first; the first address that binds wins.
-pub fn bind_sockets(addr: &BindAddr, workers: usize) -> io::Result<Vec<std::net::TcpListener>> {
+pub(crate) fn bind_sockets(
+    addr: &BindAddr,
+    workers: usize,
+) -> io::Result<Vec<std::net::TcpListener>> {
     let mut last_err = io::Error::new(
         io::ErrorKind::NotFound,
         format!("{addr} resolves to no address"),
@@ -67,13 +70,13 @@ fn bind_group(first: SocketAddr, n: usize) -> io::Result<Vec<std::net::TcpListen
 }
 
 /// One listening address (plain or TLS), bound once per worker.
-pub struct Listener {
+pub(crate) struct Listener {
     pub sockets: Vec<std::net::TcpListener>,
     pub tls: Option<TlsReloader>,
 }
 
 impl Listener {
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+    pub(crate) fn local_addr(&self) -> io::Result<SocketAddr> {
         self.sockets
             .first()
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no socket"))?
@@ -125,7 +128,7 @@ pub(crate) async fn accept_loop(
 }
 
 /// Waits until every connection has returned its permit, or the drain time is over.
-pub async fn drain(limit: Arc<Semaphore>, total: usize) {
+pub(crate) async fn drain(limit: Arc<Semaphore>, total: usize) {
     let all = u32::try_from(total).unwrap_or(u32::MAX);
     let _ = tokio::time::timeout(DRAIN_TIME, limit.acquire_many(all)).await;
 }

@@ -17,9 +17,9 @@ mod tls;
 pub(crate) use gate::Gate;
 pub(crate) use handler::FrontDoor;
 pub(crate) use listener::accept_loop;
-pub use listener::{bind, bind_sockets, drain, Listener};
-pub use stall::StallDisarm;
-pub use tls::{load_tls_acceptor, TlsError, TlsReloader};
+pub(crate) use listener::{bind, bind_sockets, drain, Listener};
+pub(crate) use tls::load_tls_acceptor;
+pub use tls::{TlsError, TlsReloader};
 
 #[cfg(test)]
 mod tests;

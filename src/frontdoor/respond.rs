@@ -5,7 +5,7 @@ use crate::pipeline::Refusal;
 use crate::upstream::{full, Body, ClientBodyError, UpstreamError};
 use http::{header, HeaderValue, Response, StatusCode};
 
-pub fn text(status: StatusCode, body: impl Into<String>) -> Response<Body> {
+pub(crate) fn text(status: StatusCode, body: impl Into<String>) -> Response<Body> {
     let mut r = Response::new(full(body.into()));
     *r.status_mut() = status;
     r.headers_mut()
@@ -23,7 +23,7 @@ fn html(status: StatusCode, title: &str, message: &str) -> Response<Body> {
     r
 }
 
-pub fn refusal(r: &Refusal) -> Response<Body> {
+pub(crate) fn refusal(r: &Refusal) -> Response<Body> {
     match r {
         Refusal::BadRequest(m) => text(StatusCode::BAD_REQUEST, m.clone()),
         Refusal::Unauthorized => text(StatusCode::UNAUTHORIZED, "401 Unauthorized"),
@@ -83,7 +83,7 @@ pub fn upstream_error(e: &UpstreamError) -> Response<Body> {
 
 /// The client's request body failed: 408 when it stalled, 400 when it was malformed. The
 /// connection closes after it (the rest of the body is unread, its framing unknown).
-pub fn client_body(fault: &ClientBodyError) -> Response<Body> {
+pub(crate) fn client_body(fault: &ClientBodyError) -> Response<Body> {
     let mut r = match fault {
         ClientBodyError::Stalled(_) => html(
             StatusCode::REQUEST_TIMEOUT,
@@ -99,7 +99,7 @@ pub fn client_body(fault: &ClientBodyError) -> Response<Body> {
 
 /// A request harp will not interpret (ambiguous `Host`, malformed body); the connection closes
 /// after it, since what follows on it cannot be trusted to be framed as the client meant.
-pub fn bad_request() -> Response<Body> {
+pub(crate) fn bad_request() -> Response<Body> {
     let mut r = html(
         StatusCode::BAD_REQUEST,
         "400 Bad request",
@@ -110,7 +110,7 @@ pub fn bad_request() -> Response<Body> {
     r
 }
 
-pub fn control(result: Result<ControlReply, ControlError>) -> Response<Body> {
+pub(crate) fn control(result: Result<ControlReply, ControlError>) -> Response<Body> {
     match result {
         Ok(ControlReply::Json(status, value)) => {
             let mut r = Response::new(full(value.to_string()));

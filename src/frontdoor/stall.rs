@@ -18,7 +18,7 @@ use tokio::time::{Instant, Sleep};
 
 /// Turns a connection's stalled-reader timeout off for good (after a WebSocket upgrade).
 #[derive(Clone, Debug, Default)]
-pub struct StallDisarm(Arc<AtomicBool>);
+pub(super) struct StallDisarm(Arc<AtomicBool>);
 
 impl StallDisarm {
     pub(crate) fn disarm(&self) {

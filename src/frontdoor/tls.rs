@@ -18,7 +18,7 @@ pub enum TlsError {
     Invalid { path: PathBuf, detail: String },
 }
 
-pub fn load_tls_acceptor(path: &Path) -> Result<TlsAcceptor, TlsError> {
+pub(crate) fn load_tls_acceptor(path: &Path) -> Result<TlsAcceptor, TlsError> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
         .map_err(|e| TlsError::NoCertificate {

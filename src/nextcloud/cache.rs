@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How long "this ExApp does not exist" is believed.
-pub const NEGATIVE_TTL: Duration = Duration::from_secs(15);
+pub(super) const NEGATIVE_TTL: Duration = Duration::from_secs(15);
 /// Bound on negative and session entries; beyond it expired entries are swept first.
 const MAX_ENTRIES: usize = 100_000;
 
@@ -36,7 +36,7 @@ impl MetaCache {
     }
 
     /// Caches what Nextcloud said. A record pushed meanwhile by AppAPI wins over a fetch result.
-    pub fn remember(&self, id: &str, fetched: MetaFetch, now: Instant) -> MetaLookup {
+    pub(crate) fn remember(&self, id: &str, fetched: MetaFetch, now: Instant) -> MetaLookup {
         match fetched {
             MetaFetch::Found(record) => {
                 let mut positive = self.positive.write();
@@ -80,24 +80,24 @@ impl MetaCache {
     }
 }
 
-pub struct SessionCache {
+pub(crate) struct SessionCache {
     lifetime: Duration,
     entries: Mutex<HashMap<String, (Instant, UserInfo)>>,
 }
 
 impl SessionCache {
-    pub fn new(lifetime: Duration) -> SessionCache {
+    pub(crate) fn new(lifetime: Duration) -> SessionCache {
         SessionCache {
             lifetime,
             entries: Mutex::new(HashMap::new()),
         }
     }
 
-    pub fn get(&self, cookie: &str) -> Option<UserInfo> {
+    pub(crate) fn get(&self, cookie: &str) -> Option<UserInfo> {
         self.get_at(cookie, Instant::now())
     }
 
-    pub fn get_at(&self, cookie: &str, now: Instant) -> Option<UserInfo> {
+    pub(crate) fn get_at(&self, cookie: &str, now: Instant) -> Option<UserInfo> {
         let mut entries = self.entries.lock();
         match entries.get(cookie) {
             Some((at, user)) if now.duration_since(*at) <= self.lifetime => Some(user.clone()),
@@ -109,11 +109,11 @@ impl SessionCache {
         }
     }
 
-    pub fn insert(&self, cookie: &str, user: UserInfo) {
+    pub(crate) fn insert(&self, cookie: &str, user: UserInfo) {
         self.insert_at(cookie, user, Instant::now())
     }
 
-    pub fn insert_at(&self, cookie: &str, user: UserInfo, now: Instant) {
+    pub(crate) fn insert_at(&self, cookie: &str, user: UserInfo, now: Instant) {
         if self.lifetime.is_zero() {
             return;
         }
@@ -128,7 +128,7 @@ impl SessionCache {
     }
 
     /// Drops expired sessions (called periodically so idle cookies do not accumulate).
-    pub fn sweep(&self) {
+    pub(crate) fn sweep(&self) {
         let now = Instant::now();
         let lifetime = self.lifetime;
         self.entries
@@ -136,11 +136,13 @@ impl SessionCache {
             .retain(|_, (at, _)| now.duration_since(*at) <= lifetime);
     }
 
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.entries.lock().len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 }

@@ -4,8 +4,9 @@
 
 use super::record::{parse_record, ExAppRecord, RecordError};
 use super::{UserInfo, UserLookup};
+use crate::contract::headers::{HARP_SHARED_KEY, SHARED_KEY_NAME};
 use crate::security::SharedKey;
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::{HeaderMap, HeaderValue};
 use std::time::Duration;
 
 const TOTAL_TIMEOUT: Duration = Duration::from_secs(25);
@@ -26,7 +27,7 @@ const NOT_FORWARDED: &[&str] = &[
     "proxy-authorization",
     "proxy-authenticate",
     "proxy-connection",
-    "harp-shared-key",
+    SHARED_KEY_NAME,
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -37,7 +38,7 @@ pub enum NextcloudError {
 
 /// What exapp-meta said.
 #[derive(Debug)]
-pub enum MetaFetch {
+pub(crate) enum MetaFetch {
     Found(ExAppRecord),
     NotFound,
     Error(String),
@@ -68,12 +69,12 @@ impl NextcloudClient {
         })
     }
 
-    pub async fn exapp_meta(&self, app_lower: &str) -> MetaFetch {
+    pub(crate) async fn exapp_meta(&self, app_lower: &str) -> MetaFetch {
         let response = self
             .http
             .get(&self.meta_url)
             .query(&[("appId", app_lower)])
-            .header("harp-shared-key", self.key.expose())
+            .header(HARP_SHARED_KEY, self.key.expose())
             .send()
             .await;
         let response = match response {
@@ -101,7 +102,11 @@ impl NextcloudClient {
         }
     }
 
-    pub async fn user_info(&self, app_lower: &str, client_headers: &HeaderMap) -> UserLookup {
+    pub(crate) async fn user_info(
+        &self,
+        app_lower: &str,
+        client_headers: &HeaderMap,
+    ) -> UserLookup {
         let mut headers = HeaderMap::with_capacity(client_headers.len() + 1);
         for (name, value) in client_headers {
             if !NOT_FORWARDED.contains(&name.as_str()) {
@@ -109,7 +114,7 @@ impl NextcloudClient {
             }
         }
         if let Ok(v) = HeaderValue::from_str(self.key.expose()) {
-            headers.insert(HeaderName::from_static("harp-shared-key"), v);
+            headers.insert(HARP_SHARED_KEY, v);
         }
         let response = self
             .http

@@ -9,10 +9,11 @@ mod client;
 mod record;
 mod singleflight;
 
-pub use cache::{MetaCache, SessionCache, NEGATIVE_TTL};
-pub use client::{NextcloudClient, NextcloudError};
-pub use record::{parse_record, ExAppRecord, RecordError};
-pub use singleflight::SingleFlight;
+pub(crate) use cache::{MetaCache, SessionCache};
+pub(crate) use client::{NextcloudClient, NextcloudError};
+pub use record::ExAppRecord;
+pub(crate) use record::{parse_record, RecordError};
+pub(crate) use singleflight::SingleFlight;
 
 use http::HeaderMap;
 use std::sync::Arc;
@@ -71,7 +72,7 @@ impl Nextcloud {
         self.meta.clone()
     }
 
-    pub fn session_cache(&self) -> &SessionCache {
+    pub(crate) fn session_cache(&self) -> &SessionCache {
         &self.sessions
     }
 

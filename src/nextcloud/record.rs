@@ -1,7 +1,7 @@
 //! The ExApp metadata record (contract §3.2) with its routes compiled once. Data only: resolving
 //! `host` to an address is `upstream::Resolver`'s job.
 
-use crate::pipeline::routes::CompiledRoute;
+use crate::contract::CompiledRoute;
 use serde_json::Value;
 
 #[derive(Debug)]
@@ -15,7 +15,7 @@ pub struct ExAppRecord {
 
 /// Why a metadata document was refused (schema errors).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum RecordError {
+pub(crate) enum RecordError {
     #[error("body is not valid JSON")]
     NotJson,
     #[error("{0}")]
@@ -42,7 +42,7 @@ impl ExAppRecord {
 
 /// Parses exapp-meta / exapp_storage JSON. Extra keys are ignored; `port` and brute-force
 /// statuses may be numbers or numeric strings.
-pub fn parse_record(body: &[u8]) -> Result<ExAppRecord, RecordError> {
+pub(crate) fn parse_record(body: &[u8]) -> Result<ExAppRecord, RecordError> {
     let doc: Value = serde_json::from_slice(body).map_err(|_| RecordError::NotJson)?;
     let obj = doc
         .as_object()

@@ -16,7 +16,7 @@ use std::hash::Hash;
 type Flight<V> = Shared<BoxFuture<'static, V>>;
 type Flights<K, V> = Mutex<HashMap<K, WeakShared<BoxFuture<'static, V>>>>;
 
-pub struct SingleFlight<K, V: Clone> {
+pub(crate) struct SingleFlight<K, V: Clone> {
     flights: Flights<K, V>,
 }
 
@@ -33,7 +33,7 @@ impl<K: Hash + Eq + Clone, V: Clone + Send + Sync + 'static> SingleFlight<K, V> 
     ///
     /// Dropping the returned future before it completes is safe: the flight continues for the
     /// other waiters, and is dropped with its map entry when no waiter is left.
-    pub async fn run<F, Fut>(&self, key: K, make: F) -> V
+    pub(crate) async fn run<F, Fut>(&self, key: K, make: F) -> V
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = V> + Send + 'static,
@@ -63,7 +63,7 @@ impl<K: Hash + Eq + Clone, V: Clone + Send + Sync + 'static> SingleFlight<K, V> 
     }
 
     /// Flights with at least one live waiter (entries are removed with their last waiter).
-    pub fn in_flight(&self) -> usize {
+    pub(crate) fn in_flight(&self) -> usize {
         self.flights.lock().len()
     }
 }

@@ -12,7 +12,7 @@ use super::routes::{route_verdict, RouteVerdict};
 use crate::nextcloud::{ExAppRecord, MetaLookup, UserLookup};
 use crate::security::SharedKey;
 // The port plan is the tunnel policy's (contract §5); only its engine-port parser crosses over.
-use crate::tunnel::server::policy::parse_engine_port;
+use crate::contract::ports::parse_engine_port;
 use base64::Engine as _;
 use http::{HeaderMap, Method};
 use std::future::Future;

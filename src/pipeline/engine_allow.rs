@@ -4,7 +4,7 @@
 use http::Method;
 use percent_encoding::percent_decode_str;
 
-pub fn engine_call_allowed(method: &Method, raw_target_path: &str) -> bool {
+pub(crate) fn engine_call_allowed(method: &Method, raw_target_path: &str) -> bool {
     let decoded = percent_decode_str(raw_target_path)
         .decode_utf8_lossy()
         .to_ascii_lowercase();

@@ -3,16 +3,10 @@
 use http::header::{AsHeaderName, HeaderName};
 use http::HeaderMap;
 
-// Header names as constants: looking a header up by `&str` parses and hashes the name on every
-// request, which showed up in profiles of the hot path.
-pub const HARP_SHARED_KEY: HeaderName = HeaderName::from_static("harp-shared-key");
-pub const DOCKER_ENGINE_PORT: HeaderName = HeaderName::from_static("docker-engine-port");
-pub const EX_APP_VERSION: HeaderName = HeaderName::from_static("ex-app-version");
-pub const EX_APP_ID: HeaderName = HeaderName::from_static("ex-app-id");
-pub const EX_APP_HOST: HeaderName = HeaderName::from_static("ex-app-host");
-pub const EX_APP_PORT: HeaderName = HeaderName::from_static("ex-app-port");
-pub const AUTHORIZATION_APP_API: HeaderName = HeaderName::from_static("authorization-app-api");
-pub const AA_VERSION: HeaderName = HeaderName::from_static("aa-version");
+pub use crate::contract::headers::{
+    AA_VERSION, AUTHORIZATION_APP_API, DOCKER_ENGINE_PORT, EX_APP_HOST, EX_APP_ID, EX_APP_PORT,
+    EX_APP_VERSION, HARP_SHARED_KEY,
+};
 
 /// Value of a header; when repeated, the last occurrence wins. Trimmed.
 pub fn header<K: AsHeaderName>(headers: &HeaderMap, name: K) -> Option<&str> {
@@ -24,7 +18,7 @@ pub fn header<K: AsHeaderName>(headers: &HeaderMap, name: K) -> Option<&str> {
 }
 
 /// The first cookie named `oc_sessionPassphrase`, or "" when absent.
-pub fn session_cookie(headers: &HeaderMap) -> &str {
+pub(crate) fn session_cookie(headers: &HeaderMap) -> &str {
     for value in headers.get_all(http::header::COOKIE) {
         let Ok(text) = value.to_str() else { continue };
         for pair in text.split(';') {
@@ -39,7 +33,7 @@ pub fn session_cookie(headers: &HeaderMap) -> &str {
 }
 
 /// The six headers AppAPI puts on its calls to ExApps (contract §2.2 step 5).
-pub const SIGNED_HEADERS: [HeaderName; 6] = [
+pub(crate) const SIGNED_HEADERS: [HeaderName; 6] = [
     EX_APP_VERSION,
     EX_APP_ID,
     EX_APP_HOST,
@@ -48,7 +42,7 @@ pub const SIGNED_HEADERS: [HeaderName; 6] = [
     HARP_SHARED_KEY,
 ];
 
-pub fn is_signed(headers: &HeaderMap) -> bool {
+pub(crate) fn is_signed(headers: &HeaderMap) -> bool {
     SIGNED_HEADERS.iter().all(|h| headers.contains_key(h))
 }
 

@@ -7,7 +7,7 @@
 //! the path forwarded, so an ExApp sees exactly what was decided on.
 
 mod decide;
-pub mod engine_allow;
+pub(crate) mod engine_allow;
 pub mod facts;
 pub mod normalize;
 pub mod path;

@@ -1,74 +1,13 @@
-//! Route matching with Python `re.match` semantics (contract §2.7): anchored at the start only,
-//! case-sensitive, first match decides. Patterns are compiled once per metadata record.
-//!
-//! The `regex` crate (linear time, fast) handles almost every real pattern; `fancy-regex`
-//! (backtracking) takes the rest, which is what look-around and back-references need.
+//! Route matching (contract §2.7): the first route, in Nextcloud's order, whose pattern matches
+//! decides. Patterns are compiled in [`CompiledRoute`](crate::contract::CompiledRoute).
 
-use std::fmt;
+pub use crate::contract::CompiledRoute;
 
 /// Access levels of ExApp routes and users.
 pub const PUBLIC: u8 = 0;
 
-enum Matcher {
-    Linear(regex::Regex),
-    Backtracking(fancy_regex::Regex),
-}
-
-pub struct CompiledRoute {
-    pub source: String,
-    pub access_level: u8,
-    pub bruteforce: Vec<u16>,
-    matcher: Option<Matcher>,
-}
-
-impl fmt::Debug for CompiledRoute {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CompiledRoute")
-            .field("url", &self.source)
-            .field("access_level", &self.access_level)
-            .field("valid", &self.matcher.is_some())
-            .finish()
-    }
-}
-
-impl CompiledRoute {
-    /// Compiles `pattern`; an invalid one is kept (and skipped when matching) with a warning.
-    pub fn new(pattern: &str, access_level: u8, bruteforce: Vec<u16>) -> CompiledRoute {
-        let anchored = format!(r"\A(?:{pattern})");
-        let matcher = match regex::Regex::new(&anchored) {
-            Ok(re) => Some(Matcher::Linear(re)),
-            Err(_) => match fancy_regex::Regex::new(&anchored) {
-                Ok(re) => Some(Matcher::Backtracking(re)),
-                Err(e) => {
-                    tracing::warn!(route = pattern, error = %e, "invalid route pattern is skipped");
-                    None
-                }
-            },
-        };
-        CompiledRoute {
-            source: pattern.to_string(),
-            access_level,
-            bruteforce,
-            matcher,
-        }
-    }
-
-    pub fn is_valid(&self) -> bool {
-        self.matcher.is_some()
-    }
-
-    fn matches(&self, path: &str) -> bool {
-        match &self.matcher {
-            Some(Matcher::Linear(re)) => re.is_match(path),
-            // A pattern that exhausts the backtracking limit counts as not matching.
-            Some(Matcher::Backtracking(re)) => re.is_match(path).unwrap_or(false),
-            None => false,
-        }
-    }
-}
-
 /// The first route (in Nextcloud's order) whose pattern matches the target path.
-pub fn first_match<'a>(
+pub(crate) fn first_match<'a>(
     routes: &'a [CompiledRoute],
     target_path: &str,
 ) -> Option<&'a CompiledRoute> {
@@ -77,13 +16,13 @@ pub fn first_match<'a>(
 
 /// What the first matching route says about a caller with `user_level` (None = anonymous).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RouteVerdict {
+pub(crate) enum RouteVerdict {
     Allow { bruteforce: Vec<u16> },
     Forbidden,
     NoRoute,
 }
 
-pub fn route_verdict(
+pub(crate) fn route_verdict(
     routes: &[CompiledRoute],
     target_path: &str,
     user_level: Option<u8>,

@@ -71,7 +71,8 @@ impl BanList {
         self.is_banned_with(ip, Instant::now)
     }
 
-    pub fn is_banned_at(&self, ip: IpAddr, now: Instant) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_banned_at(&self, ip: IpAddr, now: Instant) -> bool {
         self.is_banned_with(ip, || now)
     }
 
@@ -94,7 +95,7 @@ impl BanList {
         self.record_at(ip, Instant::now())
     }
 
-    pub fn record_at(&self, ip: IpAddr, now: Instant) -> usize {
+    pub(crate) fn record_at(&self, ip: IpAddr, now: Instant) -> usize {
         let mut shard = self.shard(&ip).lock();
         if !shard.contains(&ip) && shard.len() >= self.per_shard {
             // The least recently used entry is the one with the oldest last failure.
@@ -137,7 +138,7 @@ impl BanList {
     ///
     /// Works from each list's oldest end and stops at the first IP still inside the window, so
     /// a sweep costs what it removes, one shard lock at a time.
-    pub fn sweep_at(&self, now: Instant) {
+    pub(crate) fn sweep_at(&self, now: Instant) {
         for shard in self.shards.iter() {
             let mut shard = shard.lock();
             while shard.peek_lru().is_some_and(|(_, times)| {
@@ -150,7 +151,8 @@ impl BanList {
         }
     }
 
-    pub fn tracked(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn tracked(&self) -> usize {
         self.shards.iter().map(|s| s.lock().len()).sum()
     }
 

@@ -7,31 +7,23 @@ use http::HeaderMap;
 use ipnet::IpNet;
 use std::net::IpAddr;
 
-/// Where the client IP came from (for logs).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClientIpSource {
-    Peer,
-    ForwardedFor,
-    RealIp,
-}
-
-pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> (IpAddr, ClientIpSource) {
+pub(crate) fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
     let peer = canonical(peer);
     if !trusted.iter().any(|n| n.contains(&peer)) {
-        return (peer, ClientIpSource::Peer);
+        return peer;
     }
     if let Some(ip) = last_header(headers, "x-forwarded-for")
         .and_then(|v| v.split(',').next())
         .and_then(|first| first.trim().parse::<IpAddr>().ok())
     {
-        return (canonical(ip), ClientIpSource::ForwardedFor);
+        return canonical(ip);
     }
     if let Some(ip) =
         last_header(headers, "x-real-ip").and_then(|v| v.trim().parse::<IpAddr>().ok())
     {
-        return (canonical(ip), ClientIpSource::RealIp);
+        return canonical(ip);
     }
-    (peer, ClientIpSource::Peer)
+    peer
 }
 
 /// Contract §2.1: a repeated header's last occurrence wins.
@@ -71,15 +63,11 @@ mod tests {
     fn untrusted_peer_is_the_client() {
         let h = headers(&[("x-forwarded-for", "1.2.3.4")]);
         assert_eq!(
-            client_ip("192.0.2.9".parse().unwrap(), &h, &trusted())
-                .0
-                .to_string(),
+            client_ip("192.0.2.9".parse().unwrap(), &h, &trusted()).to_string(),
             "192.0.2.9"
         );
         assert_eq!(
-            client_ip("10.0.0.1".parse().unwrap(), &h, &[])
-                .0
-                .to_string(),
+            client_ip("10.0.0.1".parse().unwrap(), &h, &[]).to_string(),
             "10.0.0.1"
         );
     }
@@ -87,11 +75,8 @@ mod tests {
     #[test]
     fn item38_first_forwarded_element_behind_trusted_proxy() {
         let h = headers(&[("x-forwarded-for", " 1.2.3.4 , 10.0.0.5")]);
-        let (ip, src) = client_ip("10.0.0.1".parse().unwrap(), &h, &trusted());
-        assert_eq!(
-            (ip.to_string().as_str(), src),
-            ("1.2.3.4", ClientIpSource::ForwardedFor)
-        );
+        let ip = client_ip("10.0.0.1".parse().unwrap(), &h, &trusted());
+        assert_eq!(ip.to_string(), "1.2.3.4");
     }
 
     #[test]
@@ -101,9 +86,7 @@ mod tests {
             ("x-forwarded-for", "2.2.2.2"),
         ]);
         assert_eq!(
-            client_ip("10.0.0.1".parse().unwrap(), &h, &trusted())
-                .0
-                .to_string(),
+            client_ip("10.0.0.1".parse().unwrap(), &h, &trusted()).to_string(),
             "2.2.2.2"
         );
     }
@@ -111,15 +94,13 @@ mod tests {
     #[test]
     fn item39_garbage_forwarded_falls_back_to_real_ip() {
         let h = headers(&[("x-forwarded-for", "garbage"), ("x-real-ip", "5.6.7.8")]);
-        let (ip, src) = client_ip("10.0.0.1".parse().unwrap(), &h, &trusted());
-        assert_eq!(
-            (ip.to_string().as_str(), src),
-            ("5.6.7.8", ClientIpSource::RealIp)
-        );
+        let ip = client_ip("10.0.0.1".parse().unwrap(), &h, &trusted());
+        assert_eq!(ip.to_string(), "5.6.7.8");
+        // Neither header usable: the (trusted) peer itself.
         let h = headers(&[("x-real-ip", "nope")]);
         assert_eq!(
-            client_ip("10.0.0.1".parse().unwrap(), &h, &trusted()).1,
-            ClientIpSource::Peer
+            client_ip("10.0.0.1".parse().unwrap(), &h, &trusted()).to_string(),
+            "10.0.0.1"
         );
     }
 
@@ -127,6 +108,6 @@ mod tests {
     fn mapped_v4_peer_matches_v4_network() {
         let peer: IpAddr = "::ffff:10.1.2.3".parse().unwrap();
         let h = headers(&[("x-forwarded-for", "9.9.9.9")]);
-        assert_eq!(client_ip(peer, &h, &trusted()).0.to_string(), "9.9.9.9");
+        assert_eq!(client_ip(peer, &h, &trusted()).to_string(), "9.9.9.9");
     }
 }

@@ -18,7 +18,7 @@ impl SharedKey {
     }
 
     /// The key itself, for the few places that must send it (Nextcloud calls, FRP login check).
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 

@@ -8,5 +8,5 @@ mod client_ip;
 mod key;
 
 pub use bans::BanList;
-pub use client_ip::{client_ip, ClientIpSource};
+pub(crate) use client_ip::client_ip;
 pub use key::SharedKey;

@@ -41,7 +41,7 @@ pub(super) struct DoorParts {
 
 impl DoorParts {
     /// One worker's front door, with a fresh upstream pool for that worker's runtime.
-    pub fn door(&self) -> FrontDoor {
+    pub(super) fn door(&self) -> FrontDoor {
         FrontDoor {
             gate: self.gate.clone(),
             control: self.control.clone(),
@@ -60,7 +60,7 @@ fn forwarder(t: &crate::config::Timeouts, dialers: &LocalDialers) -> Forwarder {
 pub(super) fn build(config: &Config) -> Result<Subsystems, StartError> {
     let key = config.shared_key.clone();
     let client = NextcloudClient::new(&config.nextcloud_base, key.clone())?;
-    let frp_certs = config.certs_dir.join("frp");
+    let frp_certs = certs::frp_dir(&config.certs_dir);
     // Certificates before any listener: the FRP server must be able to verify clients.
     if !config.frp_disable_tls {
         certs::ensure_frp_certs(&frp_certs, || config.frp_cert_validity_days())?;

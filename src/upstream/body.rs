@@ -11,8 +11,8 @@ use std::task::{ready, Context, Poll};
 use std::time::Duration;
 use tokio::time::{Instant, Sleep};
 
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-pub type Body = UnsyncBoxBody<Bytes, BoxError>;
+pub(super) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type Body = UnsyncBoxBody<Bytes, BoxError>;
 
 pub fn empty() -> Body {
     Empty::<Bytes>::new()
@@ -20,7 +20,7 @@ pub fn empty() -> Body {
         .boxed_unsync()
 }
 
-pub fn full(data: impl Into<Bytes>) -> Body {
+pub(crate) fn full(data: impl Into<Bytes>) -> Body {
     Full::new(data.into())
         .map_err(|never| match never {})
         .boxed_unsync()
@@ -31,7 +31,7 @@ pin_project_lite::pin_project! {
     ///
     /// The timer is created only when the body actually has to wait, so the common small
     /// response that is ready at once never touches the timer wheel.
-    pub struct IdleTimeoutBody<B> {
+    pub(crate) struct IdleTimeoutBody<B> {
         #[pin]
         inner: B,
         idle: Duration,
@@ -43,7 +43,7 @@ pin_project_lite::pin_project! {
 
 impl<B> IdleTimeoutBody<B> {
     /// An upstream body: silence is the upstream's fault ([`IdleTimeout`]).
-    pub fn new(inner: B, idle: Duration) -> Self {
+    pub(crate) fn new(inner: B, idle: Duration) -> Self {
         Self::with_error(inner, idle, |idle| Box::new(IdleTimeout(idle)))
     }
 
@@ -61,7 +61,7 @@ impl<B> IdleTimeoutBody<B> {
 
 #[derive(Debug, thiserror::Error)]
 #[error("upstream sent no data for {0:?}")]
-pub struct IdleTimeout(Duration);
+pub(super) struct IdleTimeout(Duration);
 
 impl<B> HttpBody for IdleTimeoutBody<B>
 where
@@ -129,7 +129,7 @@ impl ClientBodyError {
 
 /// A client's request body for forwarding: every error it yields is a [`ClientBodyError`], and
 /// it fails with [`ClientBodyError::Stalled`] when the client sends nothing for `idle`.
-pub fn client_body<B>(inner: B, idle: Duration) -> Body
+pub(crate) fn client_body<B>(inner: B, idle: Duration) -> Body
 where
     B: HttpBody<Data = Bytes> + Send + 'static,
     B::Error: std::fmt::Display,

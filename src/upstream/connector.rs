@@ -81,15 +81,15 @@ impl LocalDialers {
 
 /// The hyper connector: `http://ip:port` URIs to byte streams.
 #[derive(Clone)]
-pub struct Connector {
-    pub connect_timeout: Duration,
+pub(super) struct Connector {
+    pub(crate) connect_timeout: Duration,
     pub local: LocalDialers,
 }
 
 impl Connector {
     /// Opens a connection to `addr`: a local dialer's stream for the loopback ports it owns,
     /// TCP with TCP_NODELAY otherwise, all within the connect timeout.
-    pub async fn dial(&self, addr: SocketAddr) -> io::Result<BoxedIo> {
+    pub(super) async fn dial(&self, addr: SocketAddr) -> io::Result<BoxedIo> {
         let attempt = async {
             if addr.ip().is_loopback() {
                 if let Some(local) = self.local.dial(addr.port()) {

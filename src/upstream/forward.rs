@@ -23,7 +23,7 @@ use std::time::Duration;
 
 /// Connection-scoped headers that must not be relayed (RFC 9110 §7.6.1). Constants, not
 /// strings: removing by `&str` parses and hashes each name on every request.
-pub const HOP_BY_HOP: [HeaderName; 7] = [
+pub(super) const HOP_BY_HOP: [HeaderName; 7] = [
     http::header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -206,7 +206,7 @@ const HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
 /// Whether the client asks for a WebSocket upgrade: exactly one `Upgrade` protocol, `websocket`
 /// in any case (RFC 6455 §4.1). The only upgrade harp forwards: after any other 101 (h2c, TLS,
 /// a custom protocol) the ExApp would get requests that no access decision saw.
-pub fn websocket_upgrade(headers: &HeaderMap) -> bool {
+pub(crate) fn websocket_upgrade(headers: &HeaderMap) -> bool {
     let mut values = headers.get_all(http::header::UPGRADE).iter();
     match (values.next(), values.next()) {
         (Some(v), None) => v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"websocket"),
@@ -218,7 +218,7 @@ pub fn websocket_upgrade(headers: &HeaderMap) -> bool {
 /// so the names a client lists in `Connection` can never remove them. Removes the hop-by-hop
 /// headers, the names `Connection` lists (except `Host`, which is never removable), and any
 /// upgrade offer; a WebSocket upgrade (`websocket`) is then offered again in canonical form.
-pub fn prepare_client_headers(headers: &mut HeaderMap, websocket: bool) {
+pub(crate) fn prepare_client_headers(headers: &mut HeaderMap, websocket: bool) {
     let upgrade = if websocket {
         headers.get(http::header::UPGRADE).cloned()
     } else {
@@ -235,7 +235,7 @@ pub fn prepare_client_headers(headers: &mut HeaderMap, websocket: bool) {
 }
 
 /// Removes hop-by-hop headers, including those the `Connection` header names.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     strip(headers, &[], &[]);
 }
 

@@ -16,9 +16,11 @@ mod pool;
 mod resolve;
 pub(crate) mod splice;
 
-pub use body::{client_body, empty, full, Body, BoxError, ClientBodyError, IdleTimeoutBody};
+pub use body::empty;
+pub(crate) use body::{client_body, full, Body, ClientBodyError, IdleTimeoutBody};
 pub use connector::{BoxedIo, LocalDialer, LocalDialers};
-pub use forward::{prepare_client_headers, websocket_upgrade, Forwarder, UpstreamRequest};
+pub(crate) use forward::{prepare_client_headers, websocket_upgrade};
+pub use forward::{Forwarder, UpstreamRequest};
 pub use resolve::{ResolveError, Resolver};
 
 use std::net::{IpAddr, SocketAddr};

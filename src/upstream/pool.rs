@@ -24,7 +24,7 @@ const MAX_IDLE_PER_UPSTREAM: usize = 512;
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Idle connections of one kind, newest last, per upstream address.
-pub struct IdleConns<C> {
+pub(super) struct IdleConns<C> {
     conns: Mutex<HashMap<SocketAddr, Vec<(Instant, C)>>>,
 }
 
@@ -38,7 +38,7 @@ impl<C> Default for IdleConns<C> {
 
 impl<C> IdleConns<C> {
     /// The newest idle connection that `usable` accepts and that has not idled too long.
-    pub fn take(&self, addr: SocketAddr, usable: impl Fn(&C) -> bool) -> Option<C> {
+    pub(super) fn take(&self, addr: SocketAddr, usable: impl Fn(&C) -> bool) -> Option<C> {
         let mut conns = self.conns.lock();
         let list = conns.get_mut(&addr)?;
         let now = Instant::now();
@@ -51,7 +51,7 @@ impl<C> IdleConns<C> {
     }
 
     /// Keeps a connection whose last response was read completely.
-    pub fn put(&self, addr: SocketAddr, conn: C) {
+    pub(super) fn put(&self, addr: SocketAddr, conn: C) {
         let now = Instant::now();
         let mut conns = self.conns.lock();
         let list = conns.entry(addr).or_default();
@@ -67,13 +67,13 @@ impl<C> IdleConns<C> {
     }
 
     /// Closes every idle connection to `addr` (its server went away: they are all dead).
-    pub fn clear(&self, addr: SocketAddr) {
+    pub(super) fn clear(&self, addr: SocketAddr) {
         self.conns.lock().remove(&addr);
     }
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum PoolError {
+pub(super) enum PoolError {
     #[error("{0}")]
     Connect(io::Error),
     #[error("{0}")]
@@ -81,13 +81,13 @@ pub enum PoolError {
 }
 
 /// hyper client connections, for requests with a body or an upgrade.
-pub struct Pool {
+pub(super) struct Pool {
     connector: Connector,
     idle: IdleConns<SendRequest<Body>>,
 }
 
 impl Pool {
-    pub fn new(connector: Connector) -> Pool {
+    pub(super) fn new(connector: Connector) -> Pool {
         Pool {
             connector,
             idle: IdleConns::default(),
@@ -95,7 +95,7 @@ impl Pool {
     }
 
     /// Hands a connection back once its response has been read completely.
-    pub fn put(&self, addr: SocketAddr, sender: SendRequest<Body>) {
+    pub(super) fn put(&self, addr: SocketAddr, sender: SendRequest<Body>) {
         if !sender.is_closed() {
             self.idle.put(addr, sender);
         }
@@ -103,7 +103,7 @@ impl Pool {
 
     /// Sends `req` on an idle connection, or on a new one. Returns the connection with the
     /// response so the caller can give it back after the body.
-    pub async fn send(
+    pub(super) async fn send(
         &self,
         addr: SocketAddr,
         mut req: Request<Body>,

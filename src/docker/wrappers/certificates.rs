@@ -3,7 +3,7 @@
 //! gets the certificates its frpc needs, which was HaRP #42's failed test deploy).
 
 use super::NameFields;
-use crate::control::ControlReply;
+use crate::contract::ControlReply;
 use crate::docker::engine::Engine;
 use crate::docker::wrappers::lifecycle::not_found;
 use crate::docker::DockerError;
@@ -13,7 +13,7 @@ use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 #[derive(Debug, Deserialize)]
-pub struct CertBody {
+pub(super) struct CertBody {
     #[serde(flatten)]
     names: NameFields,
     #[serde(default)]
@@ -26,7 +26,7 @@ const FRP_FILES: [&str; 3] = ["ca.crt", "client.crt", "client.key"];
 /// The stop that restores a stopped container runs after the budget, so it gets its own.
 const RESTORE_STOP_BUDGET: Duration = Duration::from_secs(30);
 
-pub async fn install(
+pub(super) async fn install(
     engine: &Engine<'_>,
     body: CertBody,
     frp_dir: &Path,

@@ -2,7 +2,7 @@
 
 use super::fields::{self, present, BindMount, Limits};
 use super::{parse_field_err, NameFields};
-use crate::control::ControlReply;
+use crate::contract::ControlReply;
 use crate::docker::engine::Engine;
 use crate::docker::names::Names;
 use crate::docker::DockerError;
@@ -12,7 +12,7 @@ use serde_json::{json, Map, Value};
 
 /// The body as sent; [`plan`] validates every field before the engine is touched.
 #[derive(Debug, Deserialize)]
-pub struct CreateBody {
+pub(super) struct CreateBody {
     #[serde(flatten)]
     names: NameFields,
     #[serde(default, deserialize_with = "present")]
@@ -150,7 +150,10 @@ fn container_spec(p: &Plan) -> Value {
     spec
 }
 
-pub async fn create(engine: &Engine<'_>, body: CreateBody) -> Result<ControlReply, DockerError> {
+pub(super) async fn create(
+    engine: &Engine<'_>,
+    body: CreateBody,
+) -> Result<ControlReply, DockerError> {
     let plan = plan(body)?;
     ensure_volume(engine, &plan.names).await?;
     let container = plan.names.container();

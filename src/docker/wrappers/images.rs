@@ -1,6 +1,6 @@
 //! `image_remove` (§4.6, AppAPI's image-cleanup branch).
 
-use crate::control::ControlReply;
+use crate::contract::ControlReply;
 use crate::docker::engine::Engine;
 use crate::docker::DockerError;
 use http::StatusCode;
@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 #[derive(Debug, Deserialize)]
-pub struct ImageRemoveBody {
+pub(super) struct ImageRemoveBody {
     image_ref: String,
 }
 
@@ -20,7 +20,7 @@ const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'_')
     .remove(b'~');
 
-pub async fn image_remove(
+pub(super) async fn image_remove(
     engine: &Engine<'_>,
     body: ImageRemoveBody,
 ) -> Result<ControlReply, DockerError> {

@@ -1,13 +1,16 @@
 //! `exists`, `start` and `stop` (§4.6).
 
 use super::NameFields;
-use crate::control::ControlReply;
+use crate::contract::ControlReply;
 use crate::docker::engine::Engine;
 use crate::docker::DockerError;
 use http::StatusCode;
 use serde_json::json;
 
-pub async fn exists(engine: &Engine<'_>, body: NameFields) -> Result<ControlReply, DockerError> {
+pub(super) async fn exists(
+    engine: &Engine<'_>,
+    body: NameFields,
+) -> Result<ControlReply, DockerError> {
     let container = body.names()?.container();
     let reply = engine.get(&format!("/containers/{container}/json")).await?;
     match reply.status.as_u16() {
@@ -36,7 +39,10 @@ fn image_ref(inspect: &serde_json::Value) -> String {
         .unwrap_or_default()
 }
 
-pub async fn start(engine: &Engine<'_>, body: NameFields) -> Result<ControlReply, DockerError> {
+pub(super) async fn start(
+    engine: &Engine<'_>,
+    body: NameFields,
+) -> Result<ControlReply, DockerError> {
     let container = body.names()?.container();
     let reply = engine
         .post_empty(&format!("/containers/{container}/start"))
@@ -52,7 +58,10 @@ pub async fn start(engine: &Engine<'_>, body: NameFields) -> Result<ControlReply
     }
 }
 
-pub async fn stop(engine: &Engine<'_>, body: NameFields) -> Result<ControlReply, DockerError> {
+pub(super) async fn stop(
+    engine: &Engine<'_>,
+    body: NameFields,
+) -> Result<ControlReply, DockerError> {
     let container = body.names()?.container();
     let reply = engine
         .post_empty(&format!("/containers/{container}/stop"))
@@ -68,7 +77,7 @@ pub async fn stop(engine: &Engine<'_>, body: NameFields) -> Result<ControlReply,
     }
 }
 
-pub fn not_found(container: &str) -> DockerError {
+pub(super) fn not_found(container: &str) -> DockerError {
     DockerError::NotFound(format!("Container '{container}' not found."))
 }
 

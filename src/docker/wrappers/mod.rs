@@ -14,7 +14,7 @@ mod wait;
 use super::engine::Engine;
 use super::names::Names;
 use super::{parse_engine_port, DockerError};
-use crate::control::{ControlError, ControlReply};
+use crate::contract::{ControlError, ControlReply};
 use crate::upstream::Forwarder;
 use http::HeaderMap;
 use serde::de::DeserializeOwned;
@@ -24,7 +24,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// What the wrappers reach engines and certificates with.
-pub struct Wrappers {
+pub(crate) struct Wrappers {
     /// Upstream client for engine calls (the control path's own, not a worker's).
     pub forwarder: Forwarder,
     /// Where the FRP certificates live (`install_certificates` copies the CA from here).
@@ -32,7 +32,7 @@ pub struct Wrappers {
 }
 
 /// Entry point from the control API. `op` is the path after `/docker/exapp/`.
-pub async fn handle(
+pub(crate) async fn handle(
     ctx: &Wrappers,
     op: &str,
     headers: &HeaderMap,
@@ -50,7 +50,7 @@ pub async fn handle(
         "start" => within(op, budget, lifecycle::start(&engine, parse(body)?)).await,
         "stop" => within(op, budget, lifecycle::stop(&engine, parse(body)?)).await,
         "wait_for_start" => {
-            wait::wait_for_start(&engine, parse(body)?, wait::Pacing::CONTRACT).await
+            wait::wait_for_start(&engine, parse(body)?, wait::Pacing::contract(budget)).await
         }
         "remove" => within(op, budget, remove::remove(&engine, parse(body)?)).await,
         "image_remove" => within(op, budget, images::image_remove(&engine, parse(body)?)).await,
@@ -105,7 +105,7 @@ fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, DockerError> {
         .map_err(|e| DockerError::BadRequest(format!("Payload validation error: {e}")))
 }
 
-pub fn parse_field_err(msg: &str) -> DockerError {
+pub(super) fn parse_field_err(msg: &str) -> DockerError {
     DockerError::BadRequest(format!("Payload validation error: {msg}"))
 }
 
@@ -113,7 +113,7 @@ pub fn parse_field_err(msg: &str) -> DockerError {
 /// as sent so that a wrong type is refused with the field named (serde's own message would not
 /// name a field of a flattened struct).
 #[derive(Debug, Deserialize)]
-pub struct NameFields {
+pub(super) struct NameFields {
     #[serde(default, deserialize_with = "fields::present")]
     name: Option<serde_json::Value>,
     #[serde(default, deserialize_with = "fields::present")]
@@ -124,7 +124,7 @@ pub struct NameFields {
 
 impl NameFields {
     /// `instance_id` and `role_suffix` given as `null` count as empty (§4.1).
-    pub fn names(self) -> Result<Names, DockerError> {
+    pub(super) fn names(self) -> Result<Names, DockerError> {
         let name = fields::string("name", self.name)?
             .ok_or_else(|| parse_field_err("'name' is required"))?;
         let instance_id = fields::string("instance_id", self.instance_id)?.unwrap_or_default();

@@ -1,21 +1,24 @@
 //! `remove` (§4.6), refusing to delete another Nextcloud instance's container (§7 #15).
 
 use super::NameFields;
-use crate::control::ControlReply;
+use crate::contract::ControlReply;
 use crate::docker::engine::Engine;
 use crate::docker::names::owner_instance;
 use crate::docker::DockerError;
 use serde::Deserialize;
 
 #[derive(Debug, Deserialize)]
-pub struct RemoveBody {
+pub(super) struct RemoveBody {
     #[serde(flatten)]
     names: NameFields,
     #[serde(default)]
     remove_data: Option<bool>,
 }
 
-pub async fn remove(engine: &Engine<'_>, body: RemoveBody) -> Result<ControlReply, DockerError> {
+pub(super) async fn remove(
+    engine: &Engine<'_>,
+    body: RemoveBody,
+) -> Result<ControlReply, DockerError> {
     let names = body.names.names()?;
     let container = names.container();
     let inspect = engine.get(&format!("/containers/{container}/json")).await?;
@@ -82,7 +85,7 @@ fn refuse_foreign(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::docker::{LABEL_INSTANCE, LABEL_MANAGED_BY};
+    use crate::docker::names::{LABEL_INSTANCE, LABEL_MANAGED_BY};
     use serde_json::json;
 
     #[test]

@@ -1,27 +1,31 @@
 //! `wait_for_start` (§4.6): poll the container state until it is decided or the budget is spent.
 
 use super::NameFields;
-use crate::control::ControlReply;
+use crate::contract::ControlReply;
 use crate::docker::engine::Engine;
 use crate::docker::DockerError;
 use http::StatusCode;
 use serde_json::{json, Value};
 use std::time::Duration;
 
-/// How often and how long to poll; the reference's numbers in production.
+/// How often and how long to poll.
 #[derive(Debug, Clone, Copy)]
-pub struct Pacing {
+pub(super) struct Pacing {
     pub interval: Duration,
     pub max_polls: u32,
     pub overall: Duration,
 }
 
 impl Pacing {
-    pub const CONTRACT: Pacing = Pacing {
-        interval: Duration::from_millis(500),
-        max_polls: 180,
-        overall: Duration::from_secs(105),
-    };
+    /// The reference's polling (every 0.5 s, at most 180 polls, §4.6) inside `overall`, the
+    /// operation's budget (§4.5), which bounds slow inspects that the poll count alone does not.
+    pub(super) fn contract(overall: Duration) -> Pacing {
+        Pacing {
+            interval: Duration::from_millis(500),
+            max_polls: 180,
+            overall,
+        }
+    }
 }
 
 /// What one inspect says.
@@ -60,7 +64,7 @@ fn classify(inspect: &Value) -> Seen {
     }
 }
 
-pub async fn wait_for_start(
+pub(super) async fn wait_for_start(
     engine: &Engine<'_>,
     body: NameFields,
     pacing: Pacing,

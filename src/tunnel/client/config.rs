@@ -101,16 +101,16 @@ pub struct ProxyConfig {
 #[derive(Debug, Clone)]
 pub struct TlsFiles {
     pub ca: PathBuf,
-    pub cert_key: Option<(PathBuf, PathBuf)>,
-    pub server_name: String,
+    pub(crate) cert_key: Option<(PathBuf, PathBuf)>,
+    pub(crate) server_name: String,
 }
 
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
-    pub server_addr: String,
-    pub server_port: u16,
+    pub(crate) server_addr: String,
+    pub(crate) server_port: u16,
     /// frpc's default is true: a failed first login ends the client.
-    pub login_fail_exit: bool,
+    pub(crate) login_fail_exit: bool,
     pub tls: Option<TlsFiles>,
     pub token: Option<String>,
     pub proxies: Vec<ProxyConfig>,

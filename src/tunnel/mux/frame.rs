@@ -1,25 +1,25 @@
 //! The 12-byte yamux frame header and its constants.
 
-pub const VERSION: u8 = 0;
-pub const TYPE_DATA: u8 = 0;
-pub const TYPE_WINDOW_UPDATE: u8 = 1;
-pub const TYPE_PING: u8 = 2;
-pub const TYPE_GO_AWAY: u8 = 3;
+pub(super) const VERSION: u8 = 0;
+pub(super) const TYPE_DATA: u8 = 0;
+pub(super) const TYPE_WINDOW_UPDATE: u8 = 1;
+pub(super) const TYPE_PING: u8 = 2;
+pub(super) const TYPE_GO_AWAY: u8 = 3;
 
-pub const FLAG_SYN: u16 = 0x1;
-pub const FLAG_ACK: u16 = 0x2;
-pub const FLAG_FIN: u16 = 0x4;
-pub const FLAG_RST: u16 = 0x8;
+pub(super) const FLAG_SYN: u16 = 0x1;
+pub(super) const FLAG_ACK: u16 = 0x2;
+pub(super) const FLAG_FIN: u16 = 0x4;
+pub(super) const FLAG_RST: u16 = 0x8;
 
 /// Protocol constant: every stream starts with this much credit in each direction.
 pub const INITIAL_WINDOW: u32 = 256 * 1024;
 /// frp raises the per-stream window to 6 MiB on both sides.
 pub const MAX_WINDOW: u32 = 6 * 1024 * 1024;
 
-pub const GO_AWAY_PROTOCOL_ERROR: u32 = 1;
+pub(super) const GO_AWAY_PROTOCOL_ERROR: u32 = 1;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Header {
+pub(super) struct Header {
     pub ty: u8,
     pub flags: u16,
     pub stream: u32,
@@ -27,7 +27,7 @@ pub struct Header {
 }
 
 impl Header {
-    pub fn encode(&self) -> [u8; 12] {
+    pub(super) fn encode(&self) -> [u8; 12] {
         let mut b = [0u8; 12];
         b[0] = VERSION;
         b[1] = self.ty;
@@ -38,7 +38,7 @@ impl Header {
     }
 
     /// `None` for an unknown version or type (fatal for the session).
-    pub fn decode(b: &[u8; 12]) -> Option<Header> {
+    pub(super) fn decode(b: &[u8; 12]) -> Option<Header> {
         if b[0] != VERSION || b[1] > TYPE_GO_AWAY {
             return None;
         }

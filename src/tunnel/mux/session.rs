@@ -305,7 +305,7 @@ impl Session {
 
     /// Changes the stream cap and the window granted to streams opened from now on (the FRP
     /// server starts a session small and widens it after a successful login).
-    pub fn set_limits(&self, max_streams: usize, stream_window: u32) {
+    pub(crate) fn set_limits(&self, max_streams: usize, stream_window: u32) {
         self.shared
             .max_streams
             .store(max_streams, Ordering::Release);
@@ -332,7 +332,8 @@ impl Session {
         Ok(MuxStream::new(state, self.shared.clone()))
     }
 
-    pub fn is_closed(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_closed(&self) -> bool {
         self.shared.closed()
     }
 
@@ -348,7 +349,7 @@ impl Session {
 
     /// Sends what is already queued (say, a refusal message), shuts the connection down, and
     /// closes the session; gives up and closes anyway after `deadline`.
-    pub async fn close_after_flush(&self, deadline: Duration) {
+    pub(crate) async fn close_after_flush(&self, deadline: Duration) {
         self.shared.flush_and_close(deadline).await;
     }
 

@@ -39,7 +39,7 @@ struct Inner {
 }
 
 impl StreamState {
-    pub fn new(id: u32, send_window: u32, recv_window: u32) -> StreamState {
+    pub(super) fn new(id: u32, send_window: u32, recv_window: u32) -> StreamState {
         StreamState {
             id,
             max_window: recv_window,
@@ -57,11 +57,11 @@ impl StreamState {
         }
     }
 
-    pub fn fits_window(&self, len: u32) -> bool {
+    pub(super) fn fits_window(&self, len: u32) -> bool {
         len <= self.inner.lock().recv_window
     }
 
-    pub fn push_data(&self, data: Bytes) {
+    pub(super) fn push_data(&self, data: Bytes) {
         let mut g = self.inner.lock();
         g.recv_window = g.recv_window.saturating_sub(data.len() as u32);
         g.recv.push_back(data);
@@ -70,7 +70,7 @@ impl StreamState {
         }
     }
 
-    pub fn add_send_window(&self, delta: u32) {
+    pub(super) fn add_send_window(&self, delta: u32) {
         let mut g = self.inner.lock();
         g.send_window = g.send_window.saturating_add(delta);
         if let Some(w) = g.write_waker.take() {
@@ -79,7 +79,7 @@ impl StreamState {
     }
 
     /// Returns true when both directions are now finished.
-    pub fn on_remote_fin(&self) -> bool {
+    pub(super) fn on_remote_fin(&self) -> bool {
         let mut g = self.inner.lock();
         g.remote_fin = true;
         if let Some(w) = g.read_waker.take() {
@@ -88,7 +88,7 @@ impl StreamState {
         g.local_fin
     }
 
-    pub fn reset(&self) {
+    pub(super) fn reset(&self) {
         let mut g = self.inner.lock();
         g.reset = true;
         if let Some(w) = g.read_waker.take() {
@@ -117,7 +117,7 @@ impl MuxStream {
     }
 
     /// True once the peer reset the stream or the session died.
-    pub fn is_dead(&self) -> bool {
+    pub(crate) fn is_dead(&self) -> bool {
         self.state.inner.lock().reset || self.shared.closed()
     }
 }

@@ -66,7 +66,7 @@ pub(crate) fn work_conn_key_ok(auth_token: &str, w: &NewWorkConn) -> bool {
 /// How long a refused client gets to receive its LoginResp before the connection closes.
 const REFUSAL_FLUSH: Duration = Duration::from_secs(5);
 
-pub async fn run(
+pub(super) async fn run(
     ctx: Arc<ServerCtx>,
     mut stream: MuxStream,
     login: Login,
@@ -164,7 +164,7 @@ fn new_proxy(
         .map_err(|e| e.to_string());
     match result {
         Ok(proxy) => {
-            let kind = if proxy.port >= 24000 {
+            let kind = if proxy.port >= *crate::contract::ports::ENGINE_PORTS.start() {
                 "Docker engine"
             } else {
                 "ExApp"

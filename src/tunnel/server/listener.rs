@@ -116,7 +116,7 @@ impl Drop for Admission {
     }
 }
 
-pub async fn accept_loop_frp(
+pub(super) async fn accept_loop_frp(
     listener: TcpListener,
     ctx: Arc<ServerCtx>,
     stop: watch::Receiver<bool>,

@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 /// Binds synchronously so the listener exists when NewProxyResp goes out; `None` (logged)
 /// when the port is taken — routing through harp still works then. The listener lives until
 /// the returned task is aborted (when the proxy goes away).
-pub fn spawn(
+pub(super) fn spawn(
     registry: Arc<Registry>,
     ip: IpAddr,
     port: u16,

@@ -5,7 +5,7 @@
 mod control;
 mod listener;
 mod loopback;
-pub mod policy;
+pub(crate) mod policy;
 pub mod registry;
 pub mod settings;
 
@@ -17,7 +17,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
-pub use registry::TunnelDialer;
+pub(crate) use registry::TunnelDialer;
 
 /// What every server task shares.
 pub struct ServerCtx {

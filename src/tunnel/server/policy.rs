@@ -2,42 +2,21 @@
 //! frps's error strings (frpc logs them verbatim), plus harp's hardening (contract §7 #26):
 //! a 23xxx port belongs to an ExApp and its proxy name must be a valid app id.
 
+pub(crate) use crate::contract::ports::{ENGINE_PORTS, EXAPP_PORTS, LOCAL_ENGINE_PORT};
 use std::ops::RangeInclusive;
 
-pub const EXAPP_PORTS: RangeInclusive<u16> = 23000..=23999;
-pub const ENGINE_PORTS: RangeInclusive<u16> = 24000..=24099;
 /// frps `maxPortsPerClient` in HaRP's configuration.
-pub const MAX_PORTS_PER_CLIENT: usize = 1;
-/// The bundled engine link's port (the local Docker socket).
-pub const LOCAL_ENGINE_PORT: u16 = 24000;
+pub(crate) const MAX_PORTS_PER_CLIENT: usize = 1;
 /// HaRP's `allowPorts`.
-pub const HARP_ALLOW: &[RangeInclusive<u16>] = &[EXAPP_PORTS, ENGINE_PORTS];
+pub(crate) const HARP_ALLOW: &[RangeInclusive<u16>] = &[EXAPP_PORTS, ENGINE_PORTS];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PortKind {
+pub(crate) enum PortKind {
     ExApp,
     Engine,
 }
 
-/// A `docker-engine-port` header value (contract §5.1), accepted only inside the port plan's
-/// engine range: any other port would let every key holder (every ExApp holds the key) reach an
-/// arbitrary loopback service through the allow-listed engine paths. `Err` is the `400` message.
-pub fn parse_engine_port(raw: &str) -> Result<u16, String> {
-    raw.trim()
-        .parse::<u16>()
-        .ok()
-        .filter(|p| ENGINE_PORTS.contains(p))
-        .ok_or_else(|| {
-            format!(
-                "Invalid 'docker-engine-port' header value: {} (allowed: {}-{})",
-                raw.trim(),
-                ENGINE_PORTS.start(),
-                ENGINE_PORTS.end()
-            )
-        })
-}
-
-pub fn port_kind(port: u16) -> Option<PortKind> {
+pub(crate) fn port_kind(port: u16) -> Option<PortKind> {
     if EXAPP_PORTS.contains(&port) {
         Some(PortKind::ExApp)
     } else if ENGINE_PORTS.contains(&port) {
@@ -48,24 +27,24 @@ pub fn port_kind(port: u16) -> Option<PortKind> {
 }
 
 /// What the registry knows when a NewProxy arrives.
-pub struct Request<'a> {
+pub(crate) struct Request<'a> {
     /// Allowed ranges; empty = any port (a user frps.toml without allowPorts).
     pub allow: &'a [RangeInclusive<u16>],
     /// 0 = unlimited.
-    pub max_ports: usize,
+    pub(crate) max_ports: usize,
     pub proxy_type: &'a str,
     pub name: &'a str,
     pub remote_port: i64,
     /// Proxies this login session already holds.
-    pub held_by_client: usize,
-    pub name_taken: bool,
-    pub port_taken: bool,
+    pub(crate) held_by_client: usize,
+    pub(crate) name_taken: bool,
+    pub(crate) port_taken: bool,
     /// The client connected from a loopback address (only the local engine link does).
-    pub client_is_loopback: bool,
+    pub(crate) client_is_loopback: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Refusal {
+pub(crate) enum Refusal {
     #[error("unknown proxy type: {0}")]
     UnknownType(String),
     #[error("exceed the max_ports_per_client")]
@@ -83,7 +62,7 @@ pub enum Refusal {
 }
 
 /// The port granted, or why not.
-pub fn check(req: &Request<'_>) -> Result<u16, Refusal> {
+pub(crate) fn check(req: &Request<'_>) -> Result<u16, Refusal> {
     if req.proxy_type != "tcp" {
         return Err(Refusal::UnknownType(req.proxy_type.to_string()));
     }
@@ -116,7 +95,7 @@ pub fn check(req: &Request<'_>) -> Result<u16, Refusal> {
     Ok(port)
 }
 
-pub fn is_app_id(name: &str) -> bool {
+pub(crate) fn is_app_id(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
         && name

@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, watch, Notify};
 /// frps `userConnTimeout`: how long a user connection waits for a work stream.
 const WORK_CONN_WAIT: Duration = Duration::from_secs(10);
 /// frps `maxPoolCount`.
-pub const MAX_POOL: usize = 5;
+pub(crate) const MAX_POOL: usize = 5;
 /// Control messages queued for one client. Pongs answer the client's Pings, so a client that
 /// pings without reading must not grow the queue: beyond this many, messages are dropped (the
 /// write-stall deadline of the mux session disconnects such a client soon anyway). A burst of
@@ -54,7 +54,7 @@ impl Control {
     }
 
     /// Asks the client for one more work stream.
-    pub fn request_work_conn(&self) {
+    pub(crate) fn request_work_conn(&self) {
         self.send(Message::ReqWorkConn(ReqWorkConn {}));
     }
 
@@ -131,8 +131,10 @@ fn refused(why: &str) -> io::Error {
 }
 
 impl Registry {
-    /// HaRP's policy: its two port ranges, one proxy per client, empty auth.token.
-    pub fn new() -> Arc<Registry> {
+    /// HaRP's policy: its two port ranges, one proxy per client, empty auth.token. Production
+    /// builds the registry from `FrpSettings` (which may come from a user frps.toml) instead.
+    #[cfg(test)]
+    pub(crate) fn new() -> Arc<Registry> {
         Self::with_policy(
             policy::HARP_ALLOW.to_vec(),
             policy::MAX_PORTS_PER_CLIENT,
@@ -140,7 +142,7 @@ impl Registry {
         )
     }
 
-    pub fn with_policy(
+    pub(crate) fn with_policy(
         allow: Vec<std::ops::RangeInclusive<u16>>,
         max_ports: usize,
         auth_token: &str,
@@ -156,7 +158,7 @@ impl Registry {
 
     /// Registers a control logged in on mux session `session_id`; one with the same run id is
     /// stopped first (frps semantics: a reconnecting frpc replaces its previous session).
-    pub fn add_control(
+    pub(crate) fn add_control(
         &self,
         run_id: String,
         client: SocketAddr,
@@ -184,7 +186,7 @@ impl Registry {
     }
 
     /// Drops a control and everything it owned (no-op if it was already replaced).
-    pub fn remove_control(&self, control: &Arc<Control>) {
+    pub(crate) fn remove_control(&self, control: &Arc<Control>) {
         {
             let mut g = self.inner.lock();
             if g.controls
@@ -224,7 +226,7 @@ impl Registry {
     /// in clear and is no secret (rathole binds work connections to its session the same way),
     /// and frpc always opens them on its own session. Anything else is dropped (closing the
     /// stream), like frps drops unknown run ids; false then.
-    pub fn add_work_conn(&self, run_id: &str, session_id: u64, stream: MuxStream) -> bool {
+    pub(crate) fn add_work_conn(&self, run_id: &str, session_id: u64, stream: MuxStream) -> bool {
         let control = self.inner.lock().controls.get(run_id).cloned();
         let Some(control) = control else {
             tracing::debug!("work connection for unknown run id dropped");
@@ -244,7 +246,7 @@ impl Registry {
     }
 
     /// Applies the policy and registers the proxy; the caller opens the loopback listener.
-    pub fn add_proxy(
+    pub(crate) fn add_proxy(
         &self,
         control: &Arc<Control>,
         name: &str,
@@ -283,7 +285,7 @@ impl Registry {
         Ok(proxy)
     }
 
-    pub fn set_listener(&self, proxy: &Proxy, handle: tokio::task::JoinHandle<()>) {
+    pub(crate) fn set_listener(&self, proxy: &Proxy, handle: tokio::task::JoinHandle<()>) {
         let live = self
             .inner
             .lock()
@@ -297,7 +299,7 @@ impl Registry {
         }
     }
 
-    pub fn remove_proxy(&self, control: &Arc<Control>, name: &str) {
+    pub(crate) fn remove_proxy(&self, control: &Arc<Control>, name: &str) {
         let removed = {
             let mut g = self.inner.lock();
             let port = g
@@ -355,7 +357,7 @@ impl Registry {
 }
 
 /// The upstream side of the registry: `127.0.0.1:<tunnel port>` dials go through tunnels.
-pub struct TunnelDialer(pub Arc<Registry>);
+pub(crate) struct TunnelDialer(pub Arc<Registry>);
 
 impl LocalDialer for TunnelDialer {
     fn dial(&self, port: u16) -> Option<BoxFuture<'static, io::Result<BoxedIo>>> {

@@ -3,7 +3,7 @@
 //! (contract §1.8, checklist 22) read *instead*, with frps's own defaults for absent keys.
 //! Keys harp cannot honour are logged and ignored rather than stopping the proxy.
 
-use super::policy::{ENGINE_PORTS, EXAPP_PORTS, MAX_PORTS_PER_CLIENT};
+use super::policy::{HARP_ALLOW, MAX_PORTS_PER_CLIENT};
 use crate::config::BindAddr;
 use std::net::IpAddr;
 use std::ops::RangeInclusive;
@@ -35,12 +35,12 @@ pub struct FrpSettings {
     /// Plaintext clients are closed at the first byte.
     pub force_tls: bool,
     /// Empty = every port allowed (frps default).
-    pub allow_ports: Vec<RangeInclusive<u16>>,
+    pub(crate) allow_ports: Vec<RangeInclusive<u16>>,
     /// 0 = unlimited (frps default).
     pub max_ports_per_client: usize,
-    pub proxy_bind_addr: IpAddr,
+    pub(crate) proxy_bind_addr: IpAddr,
     /// frp's `auth.token`: privilege key and stream-encryption password (HaRP: empty).
-    pub auth_token: String,
+    pub(crate) auth_token: String,
     /// The user file these came from, if any.
     pub source: Option<PathBuf>,
 }
@@ -57,7 +57,7 @@ impl FrpSettings {
                 ca: Some(dir.join("ca.crt")),
             }),
             force_tls: frp_certs.is_some(),
-            allow_ports: vec![EXAPP_PORTS, ENGINE_PORTS],
+            allow_ports: HARP_ALLOW.to_vec(),
             max_ports_per_client: MAX_PORTS_PER_CLIENT,
             proxy_bind_addr: IpAddr::from([127, 0, 0, 1]),
             auth_token: String::new(),
@@ -182,10 +182,6 @@ impl FrpSettings {
             auth_token,
             source: None,
         })
-    }
-
-    pub fn source_path(&self) -> Option<&Path> {
-        self.source.as_deref()
     }
 }
 

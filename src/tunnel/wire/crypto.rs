@@ -147,13 +147,13 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for CryptoWriter<W> {
 }
 
 /// A bidirectional stream with both directions encrypted (per-proxy `use_encryption`).
-pub struct CryptoStream<S> {
+pub(crate) struct CryptoStream<S> {
     reader: CryptoReader<tokio::io::ReadHalf<S>>,
     writer: CryptoWriter<tokio::io::WriteHalf<S>>,
 }
 
 impl<S: AsyncRead + AsyncWrite> CryptoStream<S> {
-    pub fn new(inner: S, key: [u8; 16]) -> Self {
+    pub(crate) fn new(inner: S, key: [u8; 16]) -> Self {
         let (r, w) = tokio::io::split(inner);
         CryptoStream {
             reader: CryptoReader::new(r, key),

@@ -7,7 +7,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Go's reader refuses larger bodies; we enforce the same bound so a peer cannot make us
 /// allocate more.
-pub const MAX_BODY: usize = 10_240;
+pub(crate) const MAX_BODY: usize = 10_240;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FrameError {

@@ -7,7 +7,7 @@ pub mod crypto;
 pub mod frame;
 pub mod messages;
 
-pub use frame::{read_msg, write_msg, FrameError};
+pub use frame::{read_msg, write_msg};
 pub use messages::Message;
 
 use std::io;

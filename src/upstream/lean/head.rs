@@ -12,7 +12,7 @@ pub(super) const MAX_HEAD: usize = 64 * 1024;
 const MAX_HEADERS: usize = 100;
 
 /// Serializes the request head. `path_and_query` must be an origin-form target.
-pub fn request_head(
+pub(crate) fn request_head(
     method: &Method,
     path_and_query: &str,
     headers: &HeaderMap,
@@ -53,7 +53,7 @@ pub(super) struct Head {
     pub status: StatusCode,
     pub headers: HeaderMap,
     pub framing: Framing,
-    pub keep_alive: bool,
+    pub(crate) keep_alive: bool,
 }
 
 /// Parses a complete final response head off the front of `buf`; `None` when more is needed.

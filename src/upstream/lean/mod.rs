@@ -17,7 +17,7 @@ mod head;
 #[cfg(test)]
 mod tests;
 
-pub use head::request_head;
+pub(super) use head::request_head;
 
 use super::body::{empty, full, Body, IdleTimeoutBody};
 use super::connector::{BoxedIo, Connector};
@@ -40,7 +40,7 @@ pub(super) const READ_CHUNK: usize = 16 * 1024;
 const COPY_LIMIT: usize = 16 * 1024;
 
 #[derive(Debug, thiserror::Error)]
-pub enum LeanError {
+pub(super) enum LeanError {
     #[error("{0}")]
     Connect(io::Error),
     /// Nothing came back: on a reused connection the request can safely go again.
@@ -53,24 +53,24 @@ pub enum LeanError {
 }
 
 /// Whether a request can take the lean path.
-pub fn eligible(method: &Method, body: &Body, upgrading: bool) -> bool {
+pub(super) fn eligible(method: &Method, body: &Body, upgrading: bool) -> bool {
     !upgrading && (*method == Method::GET || *method == Method::HEAD) && body.is_end_stream()
 }
 
 /// One upstream connection and what has been read from it but not consumed.
-pub struct LeanConn {
+pub(super) struct LeanConn {
     pub(super) io: BoxedIo,
     pub(super) buf: BytesMut,
 }
 
-pub struct Lean {
+pub(super) struct Lean {
     connector: Connector,
     idle: Arc<IdleConns<LeanConn>>,
     body_idle: Duration,
 }
 
 impl Lean {
-    pub fn new(connector: Connector, body_idle: Duration) -> Lean {
+    pub(super) fn new(connector: Connector, body_idle: Duration) -> Lean {
         Lean {
             connector,
             idle: Arc::default(),
@@ -80,7 +80,7 @@ impl Lean {
 
     /// Sends a serialized request head and returns the response with a streaming body. The
     /// caller bounds the wait with the server timeout.
-    pub async fn send(
+    pub(super) async fn send(
         &self,
         addr: SocketAddr,
         head: &[u8],
