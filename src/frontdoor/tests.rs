@@ -4,29 +4,14 @@ use super::handler::FrontDoor;
 use super::{accept_loop, Gate};
 use crate::control::{Control, LoginChecker};
 use crate::docker::Wrappers;
+use crate::net::capture::Captured;
 use crate::nextcloud::{MetaCache, Nextcloud, NextcloudClient};
 use crate::security::{BanList, SharedKey};
 use crate::upstream::{Forwarder, LocalDialers, Resolver};
-use parking_lot::Mutex;
-use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{watch, Semaphore};
-
-/// Collects formatted log output.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.lock().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
 
 /// A front door whose Nextcloud is unreachable (the requests here never need it).
 fn door() -> FrontDoor {
@@ -61,13 +46,7 @@ fn door() -> FrontDoor {
 /// Sends one raw request to a front door serving on a fresh port; returns the response bytes
 /// and every log line written meanwhile.
 async fn exchange(request: &[u8]) -> (String, String) {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (captured, _guard) = Captured::start();
     let socket = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     socket.set_nonblocking(true).unwrap();
     let addr = socket.local_addr().unwrap();
@@ -83,7 +62,7 @@ async fn exchange(request: &[u8]) -> (String, String) {
         .unwrap();
     let _ = stop_tx.send(true);
     server.await.unwrap();
-    let logs = String::from_utf8(captured.0.lock().clone()).unwrap();
+    let logs = captured.text();
     (String::from_utf8_lossy(&response).into_owned(), logs)
 }
 

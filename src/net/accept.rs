@@ -119,6 +119,7 @@ async fn until_stopped<F: Future>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::net::capture::Captured;
     use parking_lot::Mutex;
     use std::collections::VecDeque;
     use std::sync::Arc;
@@ -226,29 +227,9 @@ mod tests {
         assert!(before.elapsed() < BACKOFF_MAX);
     }
 
-    /// Collects formatted log output.
-    #[derive(Clone, Default)]
-    struct Captured(Arc<Mutex<Vec<u8>>>);
-
-    impl io::Write for Captured {
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            self.0.lock().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-
     #[tokio::test]
     async fn connection_work_runs_in_a_span_with_the_peer() {
-        let captured = Captured::default();
-        let writer = captured.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || writer.clone())
-            .with_ansi(false)
-            .finish();
-        let _guard = tracing::subscriber::set_default(subscriber);
+        let (captured, _guard) = Captured::start();
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
         let mut done_tx = Some(done_tx);
         let script = Script {
@@ -275,7 +256,7 @@ mod tests {
             .expect("served")
             .unwrap();
         task.abort();
-        let text = String::from_utf8(captured.0.lock().clone()).unwrap();
+        let text = captured.text();
         assert!(
             text.contains("conn{listener=\"frp\" peer=192.0.2.1:4242}") && text.contains("serving"),
             "{text}"

@@ -288,6 +288,7 @@ async fn dispatch(mut stream: MuxStream, peer: SocketAddr, grant: LoginGrant, ct
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::net::capture::Captured;
     use tokio::io::AsyncWriteExt;
 
     /// A plain-TCP FRP server context with HaRP's policy and a fresh shared key.
@@ -397,32 +398,12 @@ mod tests {
         assert_eq!(gate.pre_login.load(Ordering::Acquire), 0);
     }
 
-    /// Collects formatted log output.
-    #[derive(Clone, Default)]
-    struct Captured(Arc<parking_lot::Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Captured {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
     #[tokio::test]
     async fn lines_of_a_logged_in_session_carry_its_peer_and_run_id() {
         use crate::tunnel::wire::crypto::privilege_key;
         use crate::tunnel::wire::messages::Login;
         use crate::tunnel::wire::write_msg;
-        let captured = Captured::default();
-        let writer = captured.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || writer.clone())
-            .with_ansi(false)
-            .finish();
-        let _guard = tracing::subscriber::set_default(subscriber);
+        let (captured, _guard) = Captured::start();
         let (addr, _stop) = start(Arc::new(Gate::new(8, 8, LOGIN_DEADLINE))).await;
         let tcp = TcpStream::connect(addr).await.unwrap();
         let local = tcp.local_addr().unwrap();
@@ -444,7 +425,7 @@ mod tests {
         // The line is written right after the LoginResp; wait for it with a deadline.
         let deadline = Instant::now() + Duration::from_secs(10);
         let line = loop {
-            let logs = String::from_utf8(captured.0.lock().clone()).unwrap();
+            let logs = captured.text();
             if let Some(l) = logs.lines().find(|l| l.contains("FRP client logged in")) {
                 break l.to_string();
             }
