@@ -21,6 +21,7 @@ pub mod nextcloud;
 pub mod pipeline;
 pub mod security;
 mod start;
+pub(crate) mod store;
 pub mod tunnel;
 pub mod upstream;
 

@@ -99,8 +99,8 @@ pub struct Config {
     /// Not an environment variable: always `127.0.0.1:24000`; tests set port 0 so parallel
     /// instances do not compete for it.
     pub local_engine_listen: std::net::SocketAddr,
-    /// `HP_DATA_DIR`, a contract variable (§1.3) for persisted state; parsed and shown by
-    /// `harp check`, unused until bans are persisted (a later issue).
+    /// `HP_DATA_DIR`, a contract variable (§1.3): where `store` persists the ban list (empty:
+    /// nothing is persisted).
     pub(crate) data_dir: PathBuf,
     /// Messages about tolerated oddities, logged once logging is up.
     pub warnings: Vec<String>,
@@ -239,7 +239,7 @@ pub const VARIABLES: &[VarDoc] = &[
     VarDoc {
         name: "HP_DATA_DIR",
         default: "/var/lib/harp",
-        meaning: "reserved for persisted state; harp 0.5 writes nothing there",
+        meaning: "persisted state: the ban list (bans.log), so bans survive a restart; empty or unwritable: bans in memory only, one warning",
     },
     VarDoc {
         name: "HP_SPOA_ADDRESS",

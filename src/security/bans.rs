@@ -13,6 +13,10 @@
 //! The list logs each ban itself, once, at the failure that reaches the threshold (address,
 //! failure count, how long the ban lasts): every caller (front door, FRP login) then reports
 //! bans the same way, and a banned client's later failures add no log lines about the ban.
+//!
+//! Persistence is not done here (this module does no I/O): a new ban is handed to an optional
+//! [`BanSink`] set once at start-up, and bans loaded from disk come back through
+//! [`BanList::restore`].
 
 use lru::LruCache;
 use parking_lot::Mutex;
@@ -29,6 +33,10 @@ const SHARDS: usize = 16;
 
 type Failures = LruCache<IpAddr, VecDeque<Instant>>;
 
+/// Told about every new ban (address, how long it lasts); must not block (it runs under no
+/// lock but on the request path).
+pub(crate) type BanSink = Box<dyn Fn(IpAddr, Duration) + Send + Sync>;
+
 pub struct BanList {
     window: Duration,
     threshold: u32,
@@ -37,6 +45,8 @@ pub struct BanList {
     shards: Box<[Mutex<Failures>]>,
     /// Randomly keyed, so an attacker cannot aim all its addresses at one shard.
     shard_of: RandomState,
+    /// Where new bans are reported for persistence; unset when nothing is persisted.
+    sink: std::sync::OnceLock<BanSink>,
 }
 
 impl BanList {
@@ -57,7 +67,36 @@ impl BanList {
                 .map(|_| Mutex::new(LruCache::unbounded()))
                 .collect(),
             shard_of: RandomState::new(),
+            sink: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Sets where new bans are reported (once, at start-up; a second call is ignored).
+    pub(crate) fn set_sink(&self, sink: BanSink) {
+        let _ = self.sink.set(sink);
+    }
+
+    /// Bans `ip` for `remaining` more time (a ban loaded from disk after a restart): the
+    /// address gets the threshold of failures dated so that the oldest leaves the window when
+    /// `remaining` has passed. Not reported to the sink (it is already stored).
+    pub(crate) fn restore(&self, ip: IpAddr, remaining: Duration) {
+        self.restore_at(ip, remaining, Instant::now());
+    }
+
+    pub(crate) fn restore_at(&self, ip: IpAddr, remaining: Duration, now: Instant) {
+        let remaining = remaining.min(self.window);
+        // `checked_sub`: the monotonic clock can be younger than a window just after boot;
+        // then the ban lasts a full window, erring on the side of keeping it.
+        let dated = now
+            .checked_sub(self.window.saturating_sub(remaining))
+            .unwrap_or(now);
+        let mut shard = self.shard(&ip).lock();
+        if !shard.contains(&ip) && shard.len() >= self.per_shard {
+            shard.pop_lru();
+        }
+        let times = shard.get_or_insert_mut(ip, VecDeque::new);
+        times.clear();
+        times.extend(std::iter::repeat_n(dated, (self.threshold as usize).max(1)));
     }
 
     fn shard(&self, ip: &IpAddr) -> &Mutex<Failures> {
@@ -122,6 +161,9 @@ impl BanList {
             let oldest = times.front().copied().unwrap_or(now);
             let lasts = self.window.saturating_sub(now.duration_since(oldest));
             drop(shard);
+            if let Some(sink) = self.sink.get() {
+                sink(ip, lasts);
+            }
             tracing::warn!(
                 client = %ip,
                 failures = count,
@@ -172,6 +214,26 @@ mod tests {
     use super::*;
 
     const IP: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 1));
+
+    #[test]
+    fn restored_ban_lasts_its_remaining_time_and_reports_nothing() {
+        let bans = BanList::new(Duration::from_secs(300), 3);
+        let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let s = seen.clone();
+        bans.set_sink(Box::new(move |_, _| {
+            s.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }));
+        let t0 = Instant::now() + Duration::from_secs(600);
+        bans.restore_at(IP, Duration::from_secs(10), t0);
+        assert!(bans.is_banned_at(IP, t0));
+        assert!(bans.is_banned_at(IP, t0 + Duration::from_secs(9)));
+        assert!(!bans.is_banned_at(IP, t0 + Duration::from_secs(11)));
+        assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 0);
+        for _ in 0..3 {
+            bans.record_at("192.0.2.9".parse().unwrap(), t0);
+        }
+        assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
 
     #[test]
     fn item35_banned_at_threshold() {

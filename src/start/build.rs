@@ -91,6 +91,8 @@ pub(super) fn build(config: &Config) -> Result<Subsystems, StartError> {
         config.blacklist_window,
         config.blacklist_count,
     ));
+    // Bans outlive a restart when HP_DATA_DIR is usable (the store warns once when not).
+    crate::store::persist_bans(&config.data_dir, &bans);
     let nextcloud = Arc::new(Nextcloud::new(client, config.session_lifetime));
     let login = LoginChecker::new(key.clone(), bans.clone());
     let control = Arc::new(Control {
