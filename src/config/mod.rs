@@ -99,8 +99,8 @@ pub struct Config {
     /// Not an environment variable: always `127.0.0.1:24000`; tests set port 0 so parallel
     /// instances do not compete for it.
     pub local_engine_listen: std::net::SocketAddr,
-    /// `HP_DATA_DIR`, a contract variable (§1.3): where `store` persists the ban list (empty:
-    /// nothing is persisted).
+    /// `HP_DATA_DIR`, a contract variable (§1.3): where `store` persists the ban list (empty
+    /// means the default; an unusable directory means bans in memory only).
     pub(crate) data_dir: PathBuf,
     /// Messages about tolerated oddities, logged once logging is up.
     pub warnings: Vec<String>,

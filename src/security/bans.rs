@@ -96,7 +96,7 @@ impl BanList {
         }
         let times = shard.get_or_insert_mut(ip, VecDeque::new);
         times.clear();
-        times.extend(std::iter::repeat_n(dated, (self.threshold as usize).max(1)));
+        times.extend(std::iter::repeat(dated).take((self.threshold as usize).max(1)));
     }
 
     fn shard(&self, ip: &IpAddr) -> &Mutex<Failures> {
