@@ -8,5 +8,6 @@ mod client_ip;
 mod key;
 
 pub use bans::BanList;
+pub(crate) use bans::BanSink;
 pub(crate) use client_ip::client_ip;
 pub use key::SharedKey;

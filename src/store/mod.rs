@@ -28,14 +28,14 @@
 //! A log that cannot be read or parsed is reported (a warning naming the file), renamed to
 //! `bans.log.corrupt-<unix seconds>` and harp starts with no bans: never a reason not to start.
 
-use crate::security::BanList;
+use crate::security::{BanList, BanSink};
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, TrySendError};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -125,14 +125,19 @@ fn open(data_dir: &Path, bans: &BanList) -> Result<(), StoreError> {
         .name("harp-ban-store".into())
         .spawn(move || writer.run(rx))
         .map_err(io(&path))?;
-    bans.set_sink(Box::new(move |ip, lasts| {
+    bans.set_sink(sink(tx, dropped));
+    Ok(())
+}
+
+/// What the ban list calls on a new ban: never blocks; a full queue drops and counts.
+fn sink(tx: SyncSender<(IpAddr, u64)>, dropped: Arc<AtomicU64>) -> BanSink {
+    Box::new(move |ip, lasts| {
         let until = unix_now() + lasts.as_secs().max(1);
-        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = tx.try_send((ip, until))
-        {
+        if tx.try_send((ip, until)).is_err() {
+            // Full (or the writer is gone): the ban holds in memory, only not on disk.
             dropped.fetch_add(1, Ordering::Relaxed);
         }
-    }));
-    Ok(())
+    })
 }
 
 /// Reads the running bans of the log at `path` (none when it does not exist). An unreadable or
@@ -219,7 +224,8 @@ fn keep_latest(running: &mut HashMap<IpAddr, u64>, cap: usize) {
 
 /// Replaces the log at `path` with exactly `running` (temporary file, then rename).
 fn rewrite(path: &Path, running: &HashMap<IpAddr, u64>) -> Result<(), StoreError> {
-    let tmp = path.with_file_name(format!("{BAN_LOG}.tmp"));
+    // The process id keeps two harps started on one directory from sharing a temporary file.
+    let tmp = path.with_file_name(format!("{BAN_LOG}.tmp-{}", std::process::id()));
     let mut text = String::with_capacity(running.len() * 32);
     for (ip, until) in running {
         text.push_str(&format!("{ip} {until}\n"));
@@ -307,6 +313,18 @@ mod tests {
         assert_eq!(got[&"192.0.2.1".parse::<IpAddr>().unwrap()], 200);
         assert!(parse(b"192.0.2.1 200\nnot a ban\n", 100).is_err());
         assert!(parse(b"\xff\xfe\n", 100).is_err());
+    }
+
+    #[test]
+    fn a_full_queue_drops_and_counts_without_blocking() {
+        let (tx, rx) = sync_channel(1);
+        let dropped = Arc::new(AtomicU64::new(0));
+        let report = sink(tx, dropped.clone());
+        for i in 0..3u8 {
+            report(IpAddr::from([192, 0, 2, i]), Duration::from_secs(60));
+        }
+        assert_eq!(dropped.load(Ordering::Relaxed), 2);
+        assert_eq!(rx.try_recv().unwrap().0, IpAddr::from([192, 0, 2, 0]));
     }
 
     #[test]
