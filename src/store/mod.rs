@@ -132,7 +132,11 @@ fn open(data_dir: &Path, bans: &BanList) -> Result<(), StoreError> {
 /// What the ban list calls on a new ban: never blocks; a full queue drops and counts.
 fn sink(tx: SyncSender<(IpAddr, u64)>, dropped: Arc<AtomicU64>) -> BanSink {
     Box::new(move |ip, lasts| {
-        let until = unix_now() + lasts.as_secs().max(1);
+        // Rounded up: a ban restored from whole seconds must not end before the real one.
+        let end = (SystemTime::now() + lasts)
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let until = end.as_secs() + u64::from(end.subsec_nanos() > 0);
         if tx.try_send((ip, until)).is_err() {
             // Full (or the writer is gone): the ban holds in memory, only not on disk.
             dropped.fetch_add(1, Ordering::Relaxed);
