@@ -12,10 +12,13 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_harp");
+/// A data directory that cannot be created (not even by root: its parent is a device), so a
+/// harp run by these tests never writes to the host's default `/var/lib/harp`.
+const NO_DATA_DIR: &str = "/dev/null/harp";
 
 fn harp(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
     let mut cmd = Command::new(BIN);
-    cmd.args(args).env_clear();
+    cmd.args(args).env_clear().env("HP_DATA_DIR", NO_DATA_DIR);
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -130,6 +133,7 @@ fn item26_sigterm_exits_0_and_logs_carry_no_secrets() {
     let port = free_port();
     let mut child = Command::new(BIN)
         .env_clear()
+        .env("HP_DATA_DIR", NO_DATA_DIR)
         .env("HP_SHARED_KEY", "s3cr3t-value")
         .env("NC_INSTANCE_URL", "http://127.0.0.1:9")
         .env("HP_EXAPPS_ADDRESS", format!("127.0.0.1:{port}"))
@@ -291,6 +295,7 @@ fn item27_sighup_reloads_the_https_certificate_without_a_restart() {
     let (http, https) = (free_port(), free_port());
     let mut child = Command::new(BIN)
         .env_clear()
+        .env("HP_DATA_DIR", NO_DATA_DIR)
         .env("HP_SHARED_KEY", "s3cr3t-value")
         .env("NC_INSTANCE_URL", "http://127.0.0.1:9")
         .env("HP_EXAPPS_ADDRESS", format!("127.0.0.1:{http}"))
@@ -353,6 +358,7 @@ fn soft_open_file_limit_is_raised_to_the_hard_limit() {
         .arg(format!("--nofile={low}:{hard}"))
         .arg(BIN)
         .env_clear()
+        .env("HP_DATA_DIR", NO_DATA_DIR)
         .env("HP_SHARED_KEY", "s3cr3t-value")
         .env("NC_INSTANCE_URL", "http://127.0.0.1:9")
         .env("HP_EXAPPS_ADDRESS", "127.0.0.1:0")
