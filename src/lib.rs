@@ -9,6 +9,7 @@
 // the compiler reports dead code.
 #![warn(unreachable_pub)]
 
+pub mod audit;
 pub mod certs;
 pub mod config;
 pub(crate) mod contract;

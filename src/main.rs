@@ -35,6 +35,70 @@ enum Command {
         #[arg(long = "from-env", conflicts_with = "config")]
         from_env: bool,
     },
+    /// Read the audit log (default: the `audit` folder in HP_DATA_DIR).
+    Audit {
+        #[command(subcommand)]
+        action: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the hash chain (across rotated files when given the folder); names the first
+    /// broken record and exits 1.
+    Verify {
+        /// An audit file, or the audit folder for all its files.
+        file: Option<std::path::PathBuf>,
+    },
+    /// Print the last records readably.
+    Tail {
+        /// How many records.
+        #[arg(short = 'n', default_value_t = 20)]
+        n: usize,
+        /// An audit file, or the audit folder for all its files.
+        file: Option<std::path::PathBuf>,
+    },
+}
+
+/// `harp audit …`: needs no shared key, only the files.
+fn audit(action: &AuditCommand) -> ExitCode {
+    match action {
+        AuditCommand::Verify { file } => {
+            let target = file
+                .clone()
+                .unwrap_or_else(harp::config::audit_dir_from_env);
+            match harp::audit::verify(&target) {
+                Ok(v) => {
+                    println!(
+                        "ok: {} records, seq {} to {}; head {}",
+                        v.records, v.first_seq, v.head_seq, v.head_hash
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    println!("broken: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        AuditCommand::Tail { n, file } => {
+            let target = file
+                .clone()
+                .unwrap_or_else(harp::config::audit_dir_from_env);
+            match harp::audit::tail(&target, *n) {
+                Ok(lines) => {
+                    for l in lines {
+                        println!("{l}");
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("harp: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
 }
 
 /// Under this file name the binary is the image's health probe: HaRP's users call
@@ -67,6 +131,9 @@ fn variables_help() -> String {
 
 fn main() -> ExitCode {
     let cli = command_line();
+    if let Some(Command::Audit { action }) = &cli.command {
+        return audit(action);
+    }
     if let Some(Command::Tunnel { config, from_env }) = &cli.command {
         return tunnel(config.as_deref(), *from_env);
     }
@@ -96,6 +163,7 @@ fn main() -> ExitCode {
         },
         Some(Command::Certs) => certs(&config),
         Some(Command::Tunnel { config, from_env }) => tunnel(config.as_deref(), from_env),
+        Some(Command::Audit { action }) => audit(&action),
         None | Some(Command::Run) => match serve(config) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -102,6 +102,8 @@ pub struct Config {
     /// `HP_DATA_DIR`, a contract variable (§1.3): where `store` persists the ban list (empty
     /// means the default; an unusable directory means bans in memory only).
     pub(crate) data_dir: PathBuf,
+    /// `HP_AUDIT_ROTATE_BYTES`: size at which `audit.log` is rotated.
+    pub(crate) audit_rotate_bytes: u64,
     /// Messages about tolerated oddities, logged once logging is up.
     pub warnings: Vec<String>,
 }
@@ -239,7 +241,12 @@ pub const VARIABLES: &[VarDoc] = &[
     VarDoc {
         name: "HP_DATA_DIR",
         default: "/var/lib/harp",
-        meaning: "persisted state: the ban list (bans.log), so bans survive a restart; empty or unwritable: bans in memory only, one warning",
+        meaning: "persisted state: the ban list (bans.log), so bans survive a restart, and the audit log (audit/); empty or unwritable: bans in memory only, no audit log, one warning each",
+    },
+    VarDoc {
+        name: "HP_AUDIT_ROTATE_BYTES",
+        default: "10485760",
+        meaning: "size in bytes (at least 4096) at which the audit log is rotated; 5 rotated files are kept",
     },
     VarDoc {
         name: "HP_SPOA_ADDRESS",
@@ -334,6 +341,18 @@ impl Config {
         )?)
         .map_err(|_| err("HP_BLACKLIST_COUNT", "is too large"))?;
 
+        let audit_rotate_bytes = parse_integer(
+            get("HP_AUDIT_ROTATE_BYTES"),
+            "HP_AUDIT_ROTATE_BYTES",
+            DEFAULT_AUDIT_ROTATE_BYTES,
+        )?;
+        if audit_rotate_bytes < MIN_AUDIT_ROTATE_BYTES {
+            return Err(err(
+                "HP_AUDIT_ROTATE_BYTES",
+                format!("must be at least {MIN_AUDIT_ROTATE_BYTES}"),
+            ));
+        }
+
         let server = timeout_or_default(get("HP_TIMEOUT_SERVER"), "HP_TIMEOUT_SERVER", "1800s")?;
         let tunnel = match get("HP_TIMEOUT_TUNNEL")
             .map(strip_quotes)
@@ -420,7 +439,8 @@ impl Config {
                 std::net::Ipv4Addr::LOCALHOST,
                 crate::contract::ports::LOCAL_ENGINE_PORT,
             )),
-            data_dir: path("HP_DATA_DIR", "/var/lib/harp"),
+            data_dir: path("HP_DATA_DIR", DEFAULT_DATA_DIR),
+            audit_rotate_bytes,
             warnings,
         })
     }
@@ -488,6 +508,7 @@ impl Config {
             format!("HP_FRPS_CONFIG={}", self.frps_config.display()),
             format!("HP_DOCKER_SOCKET={}", self.docker_socket.display()),
             format!("HP_DATA_DIR={}", self.data_dir.display()),
+            format!("HP_AUDIT_ROTATE_BYTES={}", self.audit_rotate_bytes),
         ]
     }
 }
@@ -613,6 +634,23 @@ fn nonzero(d: Duration, var: &'static str) -> Result<Duration, ConfigError> {
     } else {
         Ok(d)
     }
+}
+
+/// Default of `HP_DATA_DIR`.
+const DEFAULT_DATA_DIR: &str = "/var/lib/harp";
+/// Default of `HP_AUDIT_ROTATE_BYTES` (10 MiB; six files at most: 60 MiB).
+const DEFAULT_AUDIT_ROTATE_BYTES: u64 = 10 * 1024 * 1024;
+/// Smallest rotation size: below it a file could not hold a few records.
+const MIN_AUDIT_ROTATE_BYTES: u64 = 4096;
+
+/// The audit directory `harp audit` reads by default: `HP_DATA_DIR` (or its default) + `audit`.
+pub fn audit_dir_from_env() -> PathBuf {
+    let dir = std::env::var("HP_DATA_DIR")
+        .ok()
+        .map(|v| strip_quotes(&v).to_string())
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| DEFAULT_DATA_DIR.to_string());
+    PathBuf::from(dir).join("audit")
 }
 
 fn parse_integer(raw: Option<&str>, var: &'static str, default: u64) -> Result<u64, ConfigError> {

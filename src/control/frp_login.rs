@@ -14,21 +14,44 @@ use std::sync::Arc;
 pub struct LoginChecker {
     key: SharedKey,
     bans: Arc<BanList>,
+    /// Where every login decision is recorded (off unless set).
+    audit: crate::audit::Audit,
 }
 
 impl LoginChecker {
     pub fn new(key: SharedKey, bans: Arc<BanList>) -> LoginChecker {
-        LoginChecker { key, bans }
+        LoginChecker {
+            key,
+            bans,
+            audit: crate::audit::Audit::default(),
+        }
+    }
+
+    /// The same checker, recording every login decision in `audit`.
+    pub(crate) fn with_audit(mut self, audit: crate::audit::Audit) -> LoginChecker {
+        self.audit = audit;
+        self
+    }
+
+    fn audited(&self, verdict: FrpLoginVerdict) -> FrpLoginVerdict {
+        let (ip, outcome) = match &verdict {
+            FrpLoginVerdict::Malformed => (None, "malformed"),
+            FrpLoginVerdict::Banned(ip) => (Some(*ip), "refused: banned"),
+            FrpLoginVerdict::Accepted(ip) => (Some(*ip), "accepted"),
+            FrpLoginVerdict::Rejected(ip) => (Some(*ip), "refused: wrong token"),
+        };
+        self.audit.record("frp_login", ip, "", outcome);
+        verdict
     }
 
     /// The check for a client whose address and token are known (the FRP server).
     pub(crate) fn check(&self, ip: IpAddr, token: Option<&str>) -> FrpLoginVerdict {
-        check_login(ip, token, &self.key, &self.bans)
+        self.audited(check_login(ip, token, &self.key, &self.bans))
     }
 
     /// The check for a plugin-style request body (the `/frp_handler` control path).
     pub(crate) fn check_body(&self, body: &[u8]) -> FrpLoginVerdict {
-        frp_login_check(body, &self.key, &self.bans)
+        self.audited(frp_login_check(body, &self.key, &self.bans))
     }
 }
 

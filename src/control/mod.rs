@@ -24,6 +24,8 @@ pub(crate) struct ControlRequest<'a> {
     pub path: &'a str,
     pub headers: &'a HeaderMap,
     pub body: Bytes,
+    /// The caller's address (behind trusted proxies), for the audit log.
+    pub client: std::net::IpAddr,
 }
 
 /// What the control API works with, and nothing else.
@@ -34,6 +36,8 @@ pub(crate) struct Control {
     pub metadata: Arc<MetaCache>,
     /// The Docker wrappers' engine access.
     pub docker: Wrappers,
+    /// Where Docker wrapper calls are recorded.
+    pub audit: crate::audit::Audit,
 }
 
 pub(crate) async fn handle(
@@ -55,7 +59,21 @@ pub(crate) async fn handle(
                 return Err(ControlError::MethodNotAllowed);
             }
             let op = &p["/docker/exapp/".len()..];
-            crate::docker::handle(&ctl.docker, op, req.headers, &req.body).await
+            let result = crate::docker::handle(&ctl.docker, op, req.headers, &req.body).await;
+            ctl.audit.record(
+                "docker_exapp",
+                Some(req.client),
+                docker_subject(op, req.headers, &req.body),
+                match &result {
+                    Ok(ControlReply::Json(status, _) | ControlReply::Text(status, _)) => {
+                        status.as_u16().to_string()
+                    }
+                    Ok(ControlReply::NoContent) => "204".to_string(),
+                    // The status only: an engine's error text is not ours to copy.
+                    Err(e) => e.status().as_u16().to_string(),
+                },
+            );
+            result
         }
         p if p.starts_with("/k8s/exapp/") => {
             if !post {
@@ -77,6 +95,24 @@ pub(crate) fn info() -> serde_json::Value {
         "docker": true,
         "kubernetes": {"enabled": false},
     })
+}
+
+/// What a Docker wrapper call was about, for the audit log: the operation, the engine port and
+/// the container or app name from the payload (never other payload fields: they can carry
+/// secrets such as environment variables). Lengths are capped so a hostile name stays short.
+fn docker_subject(op: &str, headers: &http::HeaderMap, body: &[u8]) -> String {
+    const MAX_FIELD: usize = 128;
+    let cap = |s: &str| s.chars().take(MAX_FIELD).collect::<String>();
+    let port = headers
+        .get(crate::contract::headers::DOCKER_ENGINE_PORT)
+        .and_then(|v| v.to_str().ok())
+        .map(cap)
+        .unwrap_or_default();
+    let name = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("name").and_then(|n| n.as_str()).map(cap))
+        .unwrap_or_default();
+    format!("op={} engine_port={port} name={name}", cap(op))
 }
 
 #[cfg(test)]

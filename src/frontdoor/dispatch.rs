@@ -22,6 +22,7 @@ pub(super) async fn control_call(
     door: &FrontDoor,
     req: Request<Incoming>,
     target_path: &str,
+    client: std::net::IpAddr,
 ) -> Response<Body> {
     let (parts, body) = req.into_parts();
     // Concrete types, not `client_body`'s boxed one: with the box, rustc 1.95 could no longer
@@ -55,6 +56,7 @@ pub(super) async fn control_call(
         path: target_path,
         headers: &parts.headers,
         body,
+        client,
     };
     respond::control(control::handle(&door.control, request).await)
 }

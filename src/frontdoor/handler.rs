@@ -116,7 +116,7 @@ async fn serve(
         Decision::Refuse(r) => return Some(respond::refusal(&r)),
         Decision::EngineForbidden => return Some(respond::engine_forbidden()),
         Decision::Control { target_path } => {
-            return Some(dispatch::control_call(door, req, &target_path).await)
+            return Some(dispatch::control_call(door, req, &target_path, client).await)
         }
         Decision::Engine { port, target_path } => {
             dispatch::engine_call(door, req, port, &target_path).await

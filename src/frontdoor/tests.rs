@@ -35,6 +35,7 @@ fn door() -> FrontDoor {
                 forwarder: forwarder(),
                 frp_certs: "/nonexistent".into(),
             },
+            audit: Default::default(),
         }),
         forwarder: forwarder(),
         resolver: Arc::new(Resolver::default()),

@@ -92,9 +92,22 @@ pub(super) fn build(config: &Config) -> Result<Subsystems, StartError> {
         config.blacklist_count,
     ));
     // Bans outlive a restart when HP_DATA_DIR is usable (the store warns once when not).
-    crate::store::persist_bans(&config.data_dir, &bans);
+    let audit = crate::audit::open(&config.data_dir, config.audit_rotate_bytes);
+    let persist = crate::store::persist_bans(&config.data_dir, &bans);
+    let ban_audit = audit.clone();
+    bans.set_sink(Box::new(move |ip, lasts| {
+        if let Some(persist) = &persist {
+            persist(ip, lasts);
+        }
+        ban_audit.record(
+            "ban",
+            Some(ip),
+            "",
+            format!("banned for {}s", lasts.as_secs()),
+        );
+    }));
     let nextcloud = Arc::new(Nextcloud::new(client, config.session_lifetime));
-    let login = LoginChecker::new(key.clone(), bans.clone());
+    let login = LoginChecker::new(key.clone(), bans.clone()).with_audit(audit.clone());
     let control = Arc::new(Control {
         login: login.clone(),
         metadata: nextcloud.meta_cache_handle(),
@@ -103,6 +116,7 @@ pub(super) fn build(config: &Config) -> Result<Subsystems, StartError> {
             forwarder: forwarder(&config.timeouts, &dialers),
             frp_certs,
         },
+        audit,
     });
     let gate = Arc::new(Gate {
         key,

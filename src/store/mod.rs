@@ -78,18 +78,20 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// Loads the running bans from `data_dir` into `bans` and from then on persists every new one.
-/// Any failure is logged once at warning level and harp keeps its bans in memory only.
-pub(crate) fn persist_bans(data_dir: &Path, bans: &BanList) {
+/// Loads the running bans from `data_dir` into `bans` and returns what persists a new ban (the
+/// caller sets it as the list's sink). Any failure is logged once at warning level and harp
+/// keeps its bans in memory only (`None`).
+pub(crate) fn persist_bans(data_dir: &Path, bans: &BanList) -> Option<BanSink> {
     match open(data_dir, bans) {
-        Ok(()) => {}
+        Ok(sink) => Some(sink),
         Err(e) => {
-            tracing::warn!("bans are kept in memory only and the data directory is not used: {e}")
+            tracing::warn!("bans are kept in memory only and the data directory is not used: {e}");
+            None
         }
     }
 }
 
-fn open(data_dir: &Path, bans: &BanList) -> Result<(), StoreError> {
+fn open(data_dir: &Path, bans: &BanList) -> Result<BanSink, StoreError> {
     if data_dir.as_os_str().is_empty() {
         return Err(StoreError::NoDir);
     }
@@ -125,8 +127,7 @@ fn open(data_dir: &Path, bans: &BanList) -> Result<(), StoreError> {
         .name("harp-ban-store".into())
         .spawn(move || writer.run(rx))
         .map_err(io(&path))?;
-    bans.set_sink(sink(tx, dropped));
-    Ok(())
+    Ok(sink(tx, dropped))
 }
 
 /// What the ban list calls on a new ban: never blocks; a full queue drops and counts.
@@ -345,7 +346,7 @@ mod tests {
     fn compaction_keeps_the_log_bounded() {
         let dir = tempfile::tempdir().unwrap();
         let bans = BanList::new(Duration::from_secs(300), 1);
-        open(dir.path(), &bans).unwrap();
+        let _sink = open(dir.path(), &bans).unwrap();
         let path = dir.path().join(BAN_LOG);
         let file = OpenOptions::new().append(true).open(&path).unwrap();
         let mut w = Writer {
