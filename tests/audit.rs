@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::docker::{require_docker, DOCKER_SOCKET};
+use common::docker::{docker_ok, require_docker, DOCKER_SOCKET};
 use common::tunnel::engine_tunnel;
 use common::{client, wait_until, Harness, KEY};
 use std::path::{Path, PathBuf};
@@ -93,9 +93,40 @@ async fn real_operations_are_chained_and_verify_names_tampering() {
             .unwrap();
         assert_eq!(r.status(), 200, "exists answers");
     }
-    // An FRP login that is accepted, then one with a wrong token (refused twice: a ban).
+    // A state-changing pass-through call (an image pull from a registry that is not there).
+    let r = client()
+        .post(h.url(&format!(
+            "/exapps/app_api/v{}/images/create?fromImage=127.0.0.1:1/audit-absent&tag=v1",
+            docker_ok(&["version", "--format", "{{.Server.APIVersion}}"]).trim()
+        )))
+        .header("harp-shared-key", KEY)
+        .header("docker-engine-port", "24000")
+        .header("x-registry-auth", "cmVnaXN0cnktc2VjcmV0")
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().as_u16() != 403, "image pulls are allowed");
+    // exapp_storage: a write refused for its payload (carrying a token) and a delete.
+    let r = client()
+        .post(h.url("/exapps/app_api/exapp_storage/auditapp"))
+        .header("harp-shared-key", KEY)
+        .body(r#"{"exapp_token":"storage-token-secret","exapp_version":"1","host":"h","port":"x"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let r = client()
+        .delete(h.url("/exapps/app_api/exapp_storage/auditapp"))
+        .header("harp-shared-key", KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    // FRP: a login that is accepted and registers an engine port, one whose proxy is refused
+    // (a port outside the plan), then one with a wrong token (refused twice: a ban).
     let sink = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let good = engine_tunnel(h.frp, KEY, 24001, sink.local_addr().unwrap());
+    let outside = engine_tunnel(h.frp, KEY, 30000, sink.local_addr().unwrap());
     let bad = engine_tunnel(h.frp, "wrong-token", 24002, sink.local_addr().unwrap());
 
     let ops_seen = |want: &[&str]| {
@@ -110,17 +141,30 @@ async fn real_operations_are_chained_and_verify_names_tampering() {
         "\"outcome\":\"refused: wrong token\"",
         "\"op\":\"ban\"",
         "op=exists engine_port=24000 name=nc_app_audit_absent_0",
+        "\"op\":\"docker_passthrough\"",
+        "images/create?fromImage=127.0.0.1:1/audit-absent",
+        "\"subject\":\"POST /exapp_storage/auditapp\",\"outcome\":\"400\"",
+        "\"subject\":\"DELETE /exapp_storage/auditapp\",\"outcome\":\"404\"",
+        "\"subject\":\"proxy=engine port=24001\",\"outcome\":\"registered\"",
+        "\"subject\":\"proxy=engine port=30000\",\"outcome\":\"refused",
     ];
     assert!(
         wait_until(T, || ops_seen(&want)).await,
         "records missing; files: {}",
         all_text(&audit_dir)
     );
-    drop((good, bad));
+    drop((good, outside, bad));
 
     // No secret reaches the files.
     let text = all_text(&audit_dir);
-    for secret in [KEY, "wrong-token", "c2VjcmV0LWF1dGg=", "cookie-secret"] {
+    for secret in [
+        KEY,
+        "wrong-token",
+        "c2VjcmV0LWF1dGg=",
+        "cookie-secret",
+        "cmVnaXN0cnktc2VjcmV0",
+        "storage-token-secret",
+    ] {
         assert!(!text.contains(secret), "{secret} in the audit log");
     }
     // Rotation happened, and the chain verifies across the files.

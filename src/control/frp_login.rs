@@ -33,6 +33,11 @@ impl LoginChecker {
         self
     }
 
+    /// Where the FRP server records proxy registrations (the same log as logins).
+    pub(crate) fn audit(&self) -> &crate::audit::Audit {
+        &self.audit
+    }
+
     fn audited(&self, verdict: FrpLoginVerdict) -> FrpLoginVerdict {
         let (ip, outcome) = match &verdict {
             FrpLoginVerdict::Malformed => (None, "malformed"),

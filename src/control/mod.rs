@@ -52,7 +52,19 @@ pub(crate) async fn handle(
         "/frp_handler" if post => Ok(ctl.login.check_body(&req.body).into_reply()),
         "/heartbeat" | "/info" | "/frp_handler" => Err(ControlError::MethodNotAllowed),
         p if p.starts_with("/exapp_storage/") => {
-            storage::handle(&ctl.metadata, req.method, p, &req.body)
+            let result = storage::handle(&ctl.metadata, req.method, p, &req.body);
+            if !get {
+                ctl.audit.record(
+                    "exapp_storage",
+                    Some(req.client),
+                    format!("{} {}", req.method, p.chars().take(256).collect::<String>()),
+                    match &result {
+                        Ok(_) => "ok".to_string(),
+                        Err(e) => e.status().as_u16().to_string(),
+                    },
+                );
+            }
+            result
         }
         p if p.starts_with("/docker/exapp/") => {
             if !post {

@@ -67,8 +67,18 @@ pub(super) async fn engine_call(
     req: Request<Incoming>,
     port: u16,
     target_path: &str,
+    client: IpAddr,
 ) -> Response<Body> {
     let path_and_query = with_query(target_path, req.uri().query());
+    // Calls that change state (image pulls) are audited; reads are not. Capped: the client
+    // chooses the path and query; headers (X-Registry-Auth) are never recorded.
+    let audited = (parts_changes_state(req.method())).then(|| {
+        format!(
+            "{} {} engine_port={port}",
+            req.method(),
+            path_and_query.chars().take(256).collect::<String>()
+        )
+    });
     let (parts, body) = req.into_parts();
     let mut headers = parts.headers;
     prepare_client_headers(&mut headers, false);
@@ -81,14 +91,31 @@ pub(super) async fn engine_call(
         body: client_body(body, door.client_timeout),
         client_upgrade: None,
     };
-    match door.forwarder.send(upstream).await {
+    let response = match door.forwarder.send(upstream).await {
         Ok(r) => r,
         Err(UpstreamError::ClientBody(fault)) => client_fault(&fault),
         Err(e) => {
             tracing::warn!(error = %e, "Docker Engine pass-through failed");
             respond::engine_error(port, &e)
         }
+    };
+    if let Some(subject) = audited {
+        door.control.audit.record(
+            "docker_passthrough",
+            Some(client),
+            subject,
+            response.status().as_u16().to_string(),
+        );
     }
+    response
+}
+
+/// Whether a pass-through call can change the engine's state (everything but reads).
+fn parts_changes_state(method: &http::Method) -> bool {
+    !matches!(
+        *method,
+        http::Method::GET | http::Method::HEAD | http::Method::OPTIONS
+    )
 }
 
 /// The forward to an ExApp (contract §2.2 step 9, §2.10).

@@ -119,7 +119,7 @@ async fn serve(
             return Some(dispatch::control_call(door, req, &target_path, client).await)
         }
         Decision::Engine { port, target_path } => {
-            dispatch::engine_call(door, req, port, &target_path).await
+            dispatch::engine_call(door, req, port, &target_path, client).await
         }
         Decision::Forward(plan) => {
             // hyper upgrades HTTP/1.1 connections only; an HTTP/1.0 offer is dropped like h2c.

@@ -127,7 +127,7 @@ pub(super) async fn run(
             }
         };
         match msg {
-            Message::NewProxy(p) => new_proxy(&ctx.registry, &control, p, &ctx),
+            Message::NewProxy(p) => new_proxy(&ctx.registry, &control, p, &ctx, peer),
             Message::CloseProxy(c) => ctx.registry.remove_proxy(&control, &c.proxy_name),
             Message::Ping(_) => control.send(Message::Pong(Pong::default())),
             other => {
@@ -145,6 +145,7 @@ fn new_proxy(
     control: &Arc<super::registry::Control>,
     p: NewProxy,
     ctx: &Arc<ServerCtx>,
+    peer: SocketAddr,
 ) {
     let mut resp = NewProxyResp {
         proxy_name: p.proxy_name.clone(),
@@ -162,6 +163,19 @@ fn new_proxy(
             },
         )
         .map_err(|e| e.to_string());
+    // Names are capped: the client chooses them.
+    let subject = format!(
+        "proxy={} port={}",
+        p.proxy_name.chars().take(128).collect::<String>(),
+        p.remote_port
+    );
+    let outcome = match &result {
+        Ok(_) => "registered".to_string(),
+        Err(e) => format!("refused: {e}"),
+    };
+    ctx.login
+        .audit()
+        .record("frp_proxy", Some(peer.ip()), subject, outcome);
     match result {
         Ok(proxy) => {
             let kind = if proxy.port >= *crate::contract::ports::ENGINE_PORTS.start() {
