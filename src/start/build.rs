@@ -92,8 +92,19 @@ pub(super) fn build(config: &Config) -> Result<Subsystems, StartError> {
         config.blacklist_count,
     ));
     // Bans outlive a restart when HP_DATA_DIR is usable (the store warns once when not).
-    let audit = crate::audit::open(&config.data_dir, config.audit_rotate_bytes);
-    let persist = crate::store::persist_bans(&config.data_dir, &bans);
+    // One check and one warning for both users of the data directory.
+    let (audit, persist) = match crate::store::check_data_dir(&config.data_dir) {
+        Ok(()) => (
+            crate::audit::open(&config.data_dir, config.audit_rotate_bytes),
+            crate::store::persist_bans(&config.data_dir, &bans),
+        ),
+        Err(e) => {
+            tracing::warn!(
+                "HP_DATA_DIR cannot be used ({e}): bans are kept in memory only and no audit log is written"
+            );
+            (crate::audit::Audit::default(), None)
+        }
+    };
     let ban_audit = audit.clone();
     bans.set_sink(Box::new(move |ip, lasts| {
         if let Some(persist) = &persist {

@@ -78,6 +78,18 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// Whether harp can keep files in `data_dir`: creates it when missing and writes (then
+/// removes) a probe file, so a read-only mount is found before anything relies on it.
+pub(crate) fn check_data_dir(data_dir: &Path) -> Result<(), StoreError> {
+    if data_dir.as_os_str().is_empty() {
+        return Err(StoreError::NoDir);
+    }
+    fs::create_dir_all(data_dir).map_err(io(data_dir))?;
+    let probe = data_dir.join(format!(".harp-probe-{}", std::process::id()));
+    fs::write(&probe, b"").map_err(io(&probe))?;
+    fs::remove_file(&probe).map_err(io(&probe))
+}
+
 /// Loads the running bans from `data_dir` into `bans` and returns what persists a new ban (the
 /// caller sets it as the list's sink). Any failure is logged once at warning level and harp
 /// keeps its bans in memory only (`None`).
