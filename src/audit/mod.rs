@@ -490,6 +490,45 @@ mod tests {
     }
 
     #[test]
+    fn a_full_queue_drops_counts_and_writes_how_many() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join(AUDIT_DIR);
+        fs::create_dir_all(&dir).unwrap();
+        let (tx, rx) = sync_channel(1);
+        let audit = Audit {
+            tx: Some(tx),
+            dropped: Arc::new(AtomicU64::new(0)),
+        };
+        // No writer yet: the first record fills the queue, the next two are dropped at once.
+        for _ in 0..3 {
+            audit.record("frp_login", None, "", "refused: wrong token");
+        }
+        assert_eq!(audit.dropped.load(Ordering::Relaxed), 2);
+        let current = dir.join(AUDIT_FILE);
+        let writer = Writer {
+            file: OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&current)
+                .unwrap(),
+            dir: dir.clone(),
+            size: 0,
+            rotate_bytes: 1 << 20,
+            seq: 0,
+            prev: GENESIS.into(),
+            dropped: audit.dropped.clone(),
+        };
+        drop(audit);
+        writer.run(rx);
+        let text = fs::read_to_string(&current).unwrap();
+        assert!(
+            text.contains("\"op\":\"audit_dropped\"") && text.contains("2 records dropped"),
+            "{text}"
+        );
+        assert_eq!(verify(&dir).unwrap().records, 2);
+    }
+
+    #[test]
     fn chain_continues_across_rotation_and_restart() {
         let tmp = tempfile::tempdir().unwrap();
         let audit = open(tmp.path(), 2000);
