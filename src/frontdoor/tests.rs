@@ -40,6 +40,7 @@ fn door() -> FrontDoor {
         resolver: Arc::new(Resolver::default()),
         trusted_proxies: Arc::new([]),
         client_timeout: Duration::from_secs(5),
+        metrics: None,
     }
 }
 

@@ -8,6 +8,7 @@ use crate::config::Config;
 use crate::control::{Control, LoginChecker};
 use crate::docker::{SocketDialer, Wrappers};
 use crate::frontdoor::{FrontDoor, Gate};
+use crate::metrics::Metrics;
 use crate::nextcloud::{Nextcloud, NextcloudClient};
 use crate::security::BanList;
 use crate::tunnel::server::registry::Registry;
@@ -27,6 +28,8 @@ pub(super) struct Subsystems {
     pub bans: Arc<BanList>,
     pub nextcloud: Arc<Nextcloud>,
     pub doors: DoorParts,
+    /// `None` when `HP_METRICS_ADDRESS` is empty.
+    pub metrics: Option<Arc<Metrics>>,
 }
 
 /// What every worker's [`FrontDoor`] shares, and how to make its own upstream pool.
@@ -37,6 +40,7 @@ pub(super) struct DoorParts {
     trusted_proxies: Arc<[IpNet]>,
     timeouts: crate::config::Timeouts,
     dialers: LocalDialers,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl DoorParts {
@@ -49,6 +53,7 @@ impl DoorParts {
             resolver: self.resolver.clone(),
             trusted_proxies: self.trusted_proxies.clone(),
             client_timeout: self.timeouts.client,
+            metrics: self.metrics.clone(),
         }
     }
 }
@@ -107,6 +112,10 @@ pub(super) fn build(config: &Config) -> Result<Subsystems, StartError> {
         bans: bans.clone(),
         nextcloud: nextcloud.clone(),
     });
+    let metrics = config
+        .metrics_addr
+        .is_some()
+        .then(|| Arc::new(Metrics::new()));
     let doors = DoorParts {
         gate,
         control,
@@ -114,6 +123,7 @@ pub(super) fn build(config: &Config) -> Result<Subsystems, StartError> {
         trusted_proxies: config.trusted_proxies.clone().into(),
         timeouts: config.timeouts,
         dialers,
+        metrics: metrics.clone(),
     };
     Ok(Subsystems {
         frp_settings,
@@ -123,5 +133,6 @@ pub(super) fn build(config: &Config) -> Result<Subsystems, StartError> {
         bans,
         nextcloud,
         doors,
+        metrics,
     })
 }
