@@ -16,8 +16,9 @@ use tokio::sync::watch;
 
 /// A scrape reads memory only; a connection lasting longer than this is a stuck client.
 const CONNECTION_DEADLINE: Duration = Duration::from_secs(30);
-/// Prometheus' text format content type (version 0.0.4), which `prometheus-client` writes.
-const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// `prometheus-client` writes OpenMetrics text (counter families without `_total`, `# EOF`);
+/// saying so makes Prometheus parse it as such instead of as the older 0.0.4 format.
+const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 /// Scrapes served at once; more wait in the kernel's backlog.
 const MAX_CONCURRENT: usize = 16;
 
