@@ -229,6 +229,22 @@ async fn issue11_prometheus_counts_known_traffic_and_promtool_lints_the_expositi
         prometheus.query_until(latency, |v| v == 7.0).await,
         Some(7.0)
     );
+    // One metadata call for seven requests to `foo`: the other six were cache hits.
+    let meta_calls = r#"sum(harp_nextcloud_calls_total{call="exapp_meta",result="ok"})"#;
+    assert_eq!(
+        prometheus.query_until(meta_calls, |v| v == 1.0).await,
+        Some(1.0)
+    );
+    let meta_hits = r#"sum(harp_nextcloud_cache_total{call="exapp_meta",result="hit"})"#;
+    assert_eq!(
+        prometheus.query_until(meta_hits, |v| v == 6.0).await,
+        Some(6.0)
+    );
+    let meta_latency = r#"sum(harp_nextcloud_call_duration_seconds_count{call="exapp_meta"})"#;
+    assert_eq!(
+        prometheus.query_until(meta_latency, |v| v == 1.0).await,
+        Some(1.0)
+    );
     let rss = prometheus
         .query_until("harp_process_resident_memory_bytes", |v| v > 1e6)
         .await

@@ -12,10 +12,12 @@
 
 mod labels;
 mod listener;
+mod nextcloud;
 mod process;
 
 pub(crate) use labels::AppLabels;
 pub(crate) use listener::serve;
+pub(crate) use nextcloud::{Call, CallResult, NextcloudMetrics};
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
@@ -32,10 +34,8 @@ pub(crate) const MAX_APP_LABELS: usize = 1000;
 pub(crate) const OVERFLOW_APP: &str = "_overflow";
 /// The app label of a request no validated metadata named (refused, dropped, control API).
 pub(crate) const NO_APP: &str = "";
-/// Upstream latency buckets in seconds: 5 ms … ~41 s, doubling.
-const LATENCY_START: f64 = 0.005;
-const LATENCY_FACTOR: f64 = 2.0;
-const LATENCY_BUCKETS: u16 = 14;
+/// Latency buckets in seconds (start, factor, count): 5 ms … ~41 s, doubling.
+const LATENCY: (f64, f64, u16) = (0.005, 2.0, 14);
 
 /// What the access decision came to (the `outcome` label).
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
@@ -116,6 +116,7 @@ pub struct Metrics {
     pub(crate) requests: Family<RequestLabels, Counter>,
     pub(crate) upstream_seconds: Family<AppOnly, Histogram>,
     pub(crate) open_connections: Gauge,
+    pub(crate) nextcloud: NextcloudMetrics,
     process: process::ProcessGauges,
 }
 
@@ -141,6 +142,7 @@ impl Metrics {
             "Client connections open on the front door",
             open_connections.clone(),
         );
+        let nextcloud = NextcloudMetrics::register(&mut registry);
         let process = process::ProcessGauges::register(&mut registry);
         Metrics {
             registry,
@@ -148,6 +150,7 @@ impl Metrics {
             requests,
             upstream_seconds,
             open_connections,
+            nextcloud,
             process,
         }
     }
@@ -182,9 +185,7 @@ impl Metrics {
 
 fn upstream_histogram() -> Histogram {
     Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
-        LATENCY_START,
-        LATENCY_FACTOR,
-        LATENCY_BUCKETS,
+        LATENCY.0, LATENCY.1, LATENCY.2,
     ))
 }
 

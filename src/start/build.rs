@@ -96,7 +96,15 @@ pub(super) fn build(config: &Config) -> Result<Subsystems, StartError> {
         config.blacklist_window,
         config.blacklist_count,
     ));
-    let nextcloud = Arc::new(Nextcloud::new(client, config.session_lifetime));
+    let metrics = config
+        .metrics_addr
+        .is_some()
+        .then(|| Arc::new(Metrics::new()));
+    let mut nextcloud = Nextcloud::new(client, config.session_lifetime);
+    if let Some(m) = &metrics {
+        nextcloud = nextcloud.with_metrics(m.nextcloud.clone());
+    }
+    let nextcloud = Arc::new(nextcloud);
     let login = LoginChecker::new(key.clone(), bans.clone());
     let control = Arc::new(Control {
         login: login.clone(),
@@ -112,10 +120,6 @@ pub(super) fn build(config: &Config) -> Result<Subsystems, StartError> {
         bans: bans.clone(),
         nextcloud: nextcloud.clone(),
     });
-    let metrics = config
-        .metrics_addr
-        .is_some()
-        .then(|| Arc::new(Metrics::new()));
     let doors = DoorParts {
         gate,
         control,
