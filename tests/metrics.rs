@@ -240,6 +240,20 @@ async fn issue11_prometheus_counts_known_traffic_and_promtool_lints_the_expositi
         prometheus.query_until(meta_hits, |v| v == 6.0).await,
         Some(6.0)
     );
+    // Each refused AppAPI request was a brute-force failure for the client; three stay under
+    // the ban threshold.
+    assert_eq!(
+        prometheus
+            .query_until("harp_auth_failures_total", |v| v == 3.0)
+            .await,
+        Some(3.0)
+    );
+    assert_eq!(
+        prometheus
+            .query_until("harp_bans_total", |v| v == 0.0)
+            .await,
+        Some(0.0)
+    );
     let meta_latency = r#"sum(harp_nextcloud_call_duration_seconds_count{call="exapp_meta"})"#;
     assert_eq!(
         prometheus.query_until(meta_latency, |v| v == 1.0).await,
@@ -319,6 +333,7 @@ async fn issue11_json_logs_carry_the_same_fields_and_text_stays_default() {
     assert_eq!(access["fields"]["app"], "foo");
     assert_eq!(access["fields"]["status"], 200);
     assert!(access["fields"]["total_ms"].is_number(), "{access}");
+    // Logged before the request was served, so stored by now.
     let lines = json_lines(&harp.logs());
     let warning = lines
         .iter()
@@ -330,11 +345,21 @@ async fn issue11_json_logs_carry_the_same_fields_and_text_stays_default() {
 
     // Without HP_LOG_FORMAT the same warning is a text line.
     let harp = Harness::builder().nextcloud(&nc.url()).spawn_process();
-    let logs = harp.logs();
-    let line = logs
-        .iter()
-        .find(|l| l.contains("harp is listening"))
-        .expect("the start-up warning");
-    assert!(serde_json::from_str::<Value>(line).is_err(), "{line}");
+    // The harness learns the ports from this line just before storing it: poll for it.
+    let mut line = None;
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            line = harp
+                .logs()
+                .into_iter()
+                .find(|l| l.contains("harp is listening"));
+            line.is_some()
+        })
+        .await,
+        "the start-up warning: {:?}",
+        harp.logs()
+    );
+    let line = line.unwrap();
+    assert!(serde_json::from_str::<Value>(&line).is_err(), "{line}");
     assert!(line.contains("WARN") && line.contains("http="), "{line}");
 }

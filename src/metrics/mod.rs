@@ -117,7 +117,16 @@ pub struct Metrics {
     pub(crate) upstream_seconds: Family<AppOnly, Histogram>,
     pub(crate) open_connections: Gauge,
     pub(crate) nextcloud: NextcloudMetrics,
+    pub(crate) bans: BanCounters,
     process: process::ProcessGauges,
+}
+
+/// Failures the ban list records and bans it starts. Unregistered (the `Default`) when metrics
+/// are off: one atomic add per failure, which is rare traffic.
+#[derive(Clone, Default)]
+pub(crate) struct BanCounters {
+    pub(crate) failures: Counter,
+    pub(crate) bans: Counter,
 }
 
 impl Metrics {
@@ -143,6 +152,17 @@ impl Metrics {
             open_connections.clone(),
         );
         let nextcloud = NextcloudMetrics::register(&mut registry);
+        let bans = BanCounters::default();
+        registry.register(
+            "auth_failures",
+            "Failed authentications (front door and FRP login) the ban list recorded",
+            bans.failures.clone(),
+        );
+        registry.register(
+            "bans",
+            "Clients banned (each time a client reaches the failure threshold)",
+            bans.bans.clone(),
+        );
         let process = process::ProcessGauges::register(&mut registry);
         Metrics {
             registry,
@@ -151,6 +171,7 @@ impl Metrics {
             upstream_seconds,
             open_connections,
             nextcloud,
+            bans,
             process,
         }
     }

@@ -92,14 +92,15 @@ pub(super) fn build(config: &Config) -> Result<Subsystems, StartError> {
         }),
         Arc::new(TunnelDialer(tunnels.clone())),
     ]);
-    let bans = Arc::new(BanList::new(
-        config.blacklist_window,
-        config.blacklist_count,
-    ));
     let metrics = config
         .metrics_addr
         .is_some()
         .then(|| Arc::new(Metrics::new()));
+    let mut bans = BanList::new(config.blacklist_window, config.blacklist_count);
+    if let Some(m) = &metrics {
+        bans = bans.with_counters(m.bans.clone());
+    }
+    let bans = Arc::new(bans);
     let mut nextcloud = Nextcloud::new(client, config.session_lifetime);
     if let Some(m) = &metrics {
         nextcloud = nextcloud.with_metrics(m.nextcloud.clone());
