@@ -153,6 +153,9 @@ async fn issue11_prometheus_counts_known_traffic_and_promtool_lints_the_expositi
         .await;
     let metrics = harp.metrics.expect("metrics listener bound");
     let prometheus = Prometheus::start(metrics);
+    // One remote-engine tunnel (harp's own FRP client, the real protocol) for the FRP gauges.
+    let engine: std::net::SocketAddr = format!("127.0.0.1:{}", app.port()).parse().unwrap();
+    let _tunnel = harp.engine_tunnel(24090, engine).await;
     for _ in 0..7 {
         let r = client()
             .get(harp.url("/exapps/foo/public"))
@@ -252,6 +255,22 @@ async fn issue11_prometheus_counts_known_traffic_and_promtool_lints_the_expositi
         prometheus
             .query_until("harp_bans_total", |v| v == 0.0)
             .await,
+        Some(0.0)
+    );
+    assert_eq!(
+        prometheus
+            .query_until("harp_frp_sessions", |v| v == 1.0)
+            .await,
+        Some(1.0)
+    );
+    let engine_proxies = r#"sum(harp_frp_proxies{range="engine"})"#;
+    assert_eq!(
+        prometheus.query_until(engine_proxies, |v| v == 1.0).await,
+        Some(1.0)
+    );
+    let exapp_proxies = r#"sum(harp_frp_proxies{range="exapp"})"#;
+    assert_eq!(
+        prometheus.query_until(exapp_proxies, |v| v == 0.0).await,
         Some(0.0)
     );
     let meta_latency = r#"sum(harp_nextcloud_call_duration_seconds_count{call="exapp_meta"})"#;

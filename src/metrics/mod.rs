@@ -14,10 +14,12 @@ mod labels;
 mod listener;
 mod nextcloud;
 mod process;
+mod tunnel;
 
 pub(crate) use labels::AppLabels;
 pub(crate) use listener::serve;
 pub(crate) use nextcloud::{Call, CallResult, NextcloudMetrics};
+pub(crate) use tunnel::TunnelState;
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
@@ -118,8 +120,13 @@ pub struct Metrics {
     pub(crate) open_connections: Gauge,
     pub(crate) nextcloud: NextcloudMetrics,
     pub(crate) bans: BanCounters,
+    tunnel: tunnel::TunnelGauges,
+    /// Reads the FRP registry at scrape time; `None` until `start::build` installs it.
+    tunnel_state: Option<TunnelHook>,
     process: process::ProcessGauges,
 }
+
+type TunnelHook = Box<dyn Fn() -> TunnelState + Send + Sync>;
 
 /// Failures the ban list records and bans it starts. Unregistered (the `Default`) when metrics
 /// are off: one atomic add per failure, which is rare traffic.
@@ -163,6 +170,7 @@ impl Metrics {
             "Clients banned (each time a client reaches the failure threshold)",
             bans.bans.clone(),
         );
+        let tunnel = tunnel::TunnelGauges::register(&mut registry);
         let process = process::ProcessGauges::register(&mut registry);
         Metrics {
             registry,
@@ -172,6 +180,8 @@ impl Metrics {
             open_connections,
             nextcloud,
             bans,
+            tunnel,
+            tunnel_state: None,
             process,
         }
     }
@@ -194,9 +204,21 @@ impl Metrics {
             .observe(took.as_secs_f64());
     }
 
-    /// The text exposition of every metric, process gauges refreshed first.
+    /// Installs what reads the FRP registry at each scrape.
+    pub(crate) fn with_tunnel_state(
+        mut self,
+        read: impl Fn() -> TunnelState + Send + Sync + 'static,
+    ) -> Metrics {
+        self.tunnel_state = Some(Box::new(read));
+        self
+    }
+
+    /// The text exposition of every metric, process and tunnel gauges refreshed first.
     pub(crate) fn render(&self) -> String {
         self.process.refresh();
+        if let Some(read) = &self.tunnel_state {
+            self.tunnel.set(read());
+        }
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);

@@ -8,7 +8,7 @@ use crate::config::Config;
 use crate::control::{Control, LoginChecker};
 use crate::docker::{SocketDialer, Wrappers};
 use crate::frontdoor::{FrontDoor, Gate};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, TunnelState};
 use crate::nextcloud::{Nextcloud, NextcloudClient};
 use crate::security::BanList;
 use crate::tunnel::server::registry::Registry;
@@ -92,10 +92,19 @@ pub(super) fn build(config: &Config) -> Result<Subsystems, StartError> {
         }),
         Arc::new(TunnelDialer(tunnels.clone())),
     ]);
-    let metrics = config
-        .metrics_addr
-        .is_some()
-        .then(|| Arc::new(Metrics::new()));
+    let metrics = config.metrics_addr.is_some().then(|| {
+        let registry = tunnels.clone();
+        Arc::new(Metrics::new().with_tunnel_state(move || {
+            let c = registry.counts();
+            TunnelState {
+                sessions: c.sessions,
+                exapp_proxies: c.exapp_proxies,
+                engine_proxies: c.engine_proxies,
+                other_proxies: c.other_proxies,
+                work_conns: c.work_conns,
+            }
+        }))
+    });
     let mut bans = BanList::new(config.blacklist_window, config.blacklist_count);
     if let Some(m) = &metrics {
         bans = bans.with_counters(m.bans.clone());
