@@ -382,3 +382,55 @@ async fn issue11_json_logs_carry_the_same_fields_and_text_stays_default() {
     assert!(serde_json::from_str::<Value>(&line).is_err(), "{line}");
     assert!(line.contains("WARN") && line.contains("http="), "{line}");
 }
+
+/// Polls harp's /metrics until the unlabelled series `name` reads `want`; the last value seen.
+async fn gauge_until(metrics: SocketAddr, name: &str, want: f64) -> Option<f64> {
+    let end = tokio::time::Instant::now() + PROMETHEUS_DEADLINE;
+    loop {
+        let text = scrape(metrics).await;
+        let seen = text
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok());
+        if seen == Some(want) || tokio::time::Instant::now() >= end {
+            return seen;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+#[tokio::test]
+async fn issue11_upgraded_connections_gauge_follows_an_open_websocket() {
+    use futures_util::{SinkExt, StreamExt};
+    let nc = StubNextcloud::start().await;
+    let app = StubExApp::start().await;
+    nc.add_app("foo", meta(app.port(), public_routes()));
+    let harp = Harness::builder()
+        .nextcloud(&nc.url())
+        .env("HP_METRICS_ADDRESS", "127.0.0.1:0")
+        .start()
+        .await;
+    let metrics = harp.metrics.expect("metrics listener bound");
+    assert_eq!(
+        gauge_until(metrics, "harp_upgraded_connections", 0.0).await,
+        Some(0.0)
+    );
+    let tcp = tokio::net::TcpStream::connect(harp.addr).await.unwrap();
+    let url = format!("ws://{}/exapps/foo/ws", harp.addr);
+    let (mut ws, resp) = tokio_tungstenite::client_async(url, tcp).await.unwrap();
+    assert_eq!(resp.status(), 101);
+    // One echo proves the splice is running before the gauge is read.
+    let msg = tokio_tungstenite::tungstenite::Message::text("ping");
+    ws.send(msg.clone()).await.unwrap();
+    let echoed = tokio::time::timeout(Duration::from_secs(5), ws.next()).await;
+    assert!(matches!(echoed, Ok(Some(Ok(m))) if m == msg));
+    assert_eq!(
+        gauge_until(metrics, "harp_upgraded_connections", 1.0).await,
+        Some(1.0)
+    );
+    ws.close(None).await.unwrap();
+    drop(ws);
+    assert_eq!(
+        gauge_until(metrics, "harp_upgraded_connections", 0.0).await,
+        Some(0.0)
+    );
+}

@@ -118,6 +118,7 @@ pub struct Metrics {
     pub(crate) requests: Family<RequestLabels, Counter>,
     pub(crate) upstream_seconds: Family<AppOnly, Histogram>,
     pub(crate) open_connections: Gauge,
+    pub(crate) upgraded_connections: Gauge,
     pub(crate) nextcloud: NextcloudMetrics,
     pub(crate) bans: BanCounters,
     tunnel: tunnel::TunnelGauges,
@@ -158,6 +159,12 @@ impl Metrics {
             "Client connections open on the front door",
             open_connections.clone(),
         );
+        let upgraded_connections = Gauge::default();
+        registry.register(
+            "upgraded_connections",
+            "Upgraded (WebSocket) connections being spliced to an ExApp",
+            upgraded_connections.clone(),
+        );
         let nextcloud = NextcloudMetrics::register(&mut registry);
         let bans = BanCounters::default();
         registry.register(
@@ -178,6 +185,7 @@ impl Metrics {
             requests,
             upstream_seconds,
             open_connections,
+            upgraded_connections,
             nextcloud,
             bans,
             tunnel,

@@ -49,7 +49,11 @@ impl DoorParts {
         FrontDoor {
             gate: self.gate.clone(),
             control: self.control.clone(),
-            forwarder: forwarder(&self.timeouts, &self.dialers),
+            forwarder: match &self.metrics {
+                Some(m) => forwarder(&self.timeouts, &self.dialers)
+                    .with_upgraded_gauge(m.upgraded_connections.clone()),
+                None => forwarder(&self.timeouts, &self.dialers),
+            },
             resolver: self.resolver.clone(),
             trusted_proxies: self.trusted_proxies.clone(),
             client_timeout: self.timeouts.client,
