@@ -273,6 +273,21 @@ async fn issue11_prometheus_counts_known_traffic_and_promtool_lints_the_expositi
         prometheus.query_until(exapp_proxies, |v| v == 0.0).await,
         Some(0.0)
     );
+    // A Docker wrapper call refused for its body (before any engine call).
+    let r = client()
+        .post(harp.url("/exapps/app_api/docker/exapp/exists"))
+        .header("harp-shared-key", KEY)
+        .header("docker-engine-port", "24000")
+        .body("not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let docker = r#"sum(harp_docker_calls_total{op="exists",result="bad_request"})"#;
+    assert_eq!(
+        prometheus.query_until(docker, |v| v == 1.0).await,
+        Some(1.0)
+    );
     let meta_latency = r#"sum(harp_nextcloud_call_duration_seconds_count{call="exapp_meta"})"#;
     assert_eq!(
         prometheus.query_until(meta_latency, |v| v == 1.0).await,

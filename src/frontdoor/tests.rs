@@ -34,6 +34,7 @@ fn door() -> FrontDoor {
             docker: Wrappers {
                 forwarder: forwarder(),
                 frp_certs: "/nonexistent".into(),
+                calls: None,
             },
         }),
         forwarder: forwarder(),

@@ -121,6 +121,7 @@ pub struct Metrics {
     pub(crate) upgraded_connections: Gauge,
     pub(crate) nextcloud: NextcloudMetrics,
     pub(crate) bans: BanCounters,
+    pub(crate) docker: Family<DockerLabels, Counter>,
     tunnel: tunnel::TunnelGauges,
     /// Reads the FRP registry at scrape time; `None` until `start::build` installs it.
     tunnel_state: Option<TunnelHook>,
@@ -128,6 +129,14 @@ pub struct Metrics {
 }
 
 type TunnelHook = Box<dyn Fn() -> TunnelState + Send + Sync>;
+
+/// A Docker wrapper call: `op` is one of the wrappers' fixed names (never request text).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct DockerLabels {
+    pub(crate) op: &'static str,
+    /// `ok`, or the error's class (the `docker` module names it).
+    pub(crate) result: &'static str,
+}
 
 /// Failures the ban list records and bans it starts. Unregistered (the `Default`) when metrics
 /// are off: one atomic add per failure, which is rare traffic.
@@ -177,6 +186,12 @@ impl Metrics {
             "Clients banned (each time a client reaches the failure threshold)",
             bans.bans.clone(),
         );
+        let docker = Family::<DockerLabels, Counter>::default();
+        registry.register(
+            "docker_calls",
+            "Docker wrapper calls by operation and result",
+            docker.clone(),
+        );
         let tunnel = tunnel::TunnelGauges::register(&mut registry);
         let process = process::ProcessGauges::register(&mut registry);
         Metrics {
@@ -188,6 +203,7 @@ impl Metrics {
             upgraded_connections,
             nextcloud,
             bans,
+            docker,
             tunnel,
             tunnel_state: None,
             process,

@@ -127,6 +127,7 @@ pub(super) fn build(config: &Config) -> Result<Subsystems, StartError> {
             // The control path's own pool (Docker wrappers), apart from the workers'.
             forwarder: forwarder(&config.timeouts, &dialers),
             frp_certs,
+            calls: metrics.as_ref().map(|m| m.docker.clone()),
         },
     });
     let gate = Arc::new(Gate {
