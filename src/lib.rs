@@ -17,6 +17,7 @@ pub(crate) mod control;
 pub(crate) mod docker;
 pub mod frontdoor;
 pub mod health;
+pub mod metrics;
 pub(crate) mod net;
 pub mod nextcloud;
 pub mod pipeline;

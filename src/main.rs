@@ -324,11 +324,14 @@ fn init_logging(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::new(config.log_level.as_filter());
     // Colour codes only for a terminal: container logs and log files stay greppable.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_target(false)
-        .with_ansi(ansi)
-        .init();
+        .with_target(false);
+    // Same fields either way: JSON only changes how a line is written, for log collectors.
+    match config.log_format {
+        harp::config::LogFormat::Text => builder.with_ansi(ansi).init(),
+        harp::config::LogFormat::Json => builder.json().init(),
+    }
 }
 
 async fn shutdown_signal() {

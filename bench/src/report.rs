@@ -163,6 +163,14 @@ pub fn markdown(r: &Results) -> String {
         "| bruteforce route costs no more than one without | {bf:.1} vs {cpu_user:.1} µs | {} |",
         mark(bf <= cpu_user * 1.05)
     );
+    let metrics_on = get("harp user (cookie, metrics on)", 128)
+        .cpu
+        .unwrap_or(f64::NAN);
+    let _ = writeln!(
+        s,
+        "| metrics on cost ≤ 5% more CPU on the USER route (128 conns) | {metrics_on:.1} vs {cpu_user:.1} µs | {} |",
+        mark(metrics_on <= cpu_user * 1.05)
+    );
     let _ = writeln!(
         s,
         "| p99 within +0.5 ms of HAProxy at 32 conns | {p99_gap:+.3} ms | {} |",

@@ -96,6 +96,13 @@ fn targets() -> Vec<Target> {
             path: "/exapps/bench/user",
             headers: vec!["Cookie: oc_sessionPassphrase=bench-session".into()],
         },
+        // The same route on a second harp with HP_METRICS_ADDRESS set: the cost of counting.
+        Target {
+            name: "harp user (cookie, metrics on)",
+            via: "harp-metrics",
+            path: "/exapps/bench/user",
+            headers: vec!["Cookie: oc_sessionPassphrase=bench-session".into()],
+        },
         Target {
             name: "harp user + bruteforce",
             via: "harp",
@@ -166,20 +173,28 @@ pub fn run(opts: &Options) -> anyhow::Result<Results> {
 
     let harp_port = free_port();
     let frp_port = free_port();
-    let mut c = Command::new(&opts.harp);
-    c.env_clear()
-        .env("HP_SHARED_KEY", KEY)
-        .env("NC_INSTANCE_URL", format!("http://{nc_addr}"))
-        .env("HP_EXAPPS_ADDRESS", format!("127.0.0.1:{harp_port}"))
-        .env("HP_FRP_ADDRESS", format!("127.0.0.1:{frp_port}"))
-        .env("HP_CERTS_DIR", tmp.join("certs"))
-        .env("HP_CONFIG_DIR", tmp.join("run"))
-        .env("HP_DOCKER_SOCKET", tmp.join("no-docker.sock"))
-        .env("HP_LOG_LEVEL", "error")
-        .env("HP_VERBOSE_START", "0")
-        .env("HP_SESSION_LIFETIME", "10");
-    let (harp, _) = Proc::spawn("harp", c, None)?;
+    let harp_cmd = |port: u16, frp: u16, dir: &str| {
+        let mut c = Command::new(&opts.harp);
+        c.env_clear()
+            .env("HP_SHARED_KEY", KEY)
+            .env("NC_INSTANCE_URL", format!("http://{nc_addr}"))
+            .env("HP_EXAPPS_ADDRESS", format!("127.0.0.1:{port}"))
+            .env("HP_FRP_ADDRESS", format!("127.0.0.1:{frp}"))
+            .env("HP_CERTS_DIR", tmp.join(dir).join("certs"))
+            .env("HP_CONFIG_DIR", tmp.join(dir).join("run"))
+            .env("HP_DOCKER_SOCKET", tmp.join("no-docker.sock"))
+            .env("HP_LOG_LEVEL", "error")
+            .env("HP_VERBOSE_START", "0")
+            .env("HP_SESSION_LIFETIME", "10");
+        c
+    };
+    let (harp, _) = Proc::spawn("harp", harp_cmd(harp_port, frp_port, "."), None)?;
     wait_for_port(harp_port, Duration::from_secs(10))?;
+    let metrics_harp_port = free_port();
+    let mut mc = harp_cmd(metrics_harp_port, free_port(), "metrics-on");
+    mc.env("HP_METRICS_ADDRESS", format!("127.0.0.1:{}", free_port()));
+    let (metrics_harp, _) = Proc::spawn("harp (metrics on)", mc, None)?;
+    wait_for_port(metrics_harp_port, Duration::from_secs(10))?;
 
     // The tunnel path: the same echo ExApp behind `harp tunnel` with mutual TLS, as ExApps run.
     let frp_certs = tmp.join("certs").join("frp");
@@ -207,6 +222,7 @@ pub fn run(opts: &Options) -> anyhow::Result<Results> {
         "harp-tunnel" => format!("http://127.0.0.1:{harp_port}"),
         "direct" => format!("http://127.0.0.1:{echo_port}"),
         "haproxy" => format!("http://127.0.0.1:{haproxy_port}"),
+        "harp-metrics" => format!("http://127.0.0.1:{metrics_harp_port}"),
         _ => format!("http://127.0.0.1:{harp_port}"),
     };
     let mut results = Results {
@@ -245,6 +261,7 @@ pub fn run(opts: &Options) -> anyhow::Result<Results> {
                 let proxy: Vec<u32> = match t.via {
                     "harp" => vec![harp.pid()],
                     "harp-tunnel" => vec![harp.pid(), tunnel.pid()],
+                    "harp-metrics" => vec![metrics_harp.pid()],
                     "haproxy" => vec![haproxy.pid()],
                     _ => vec![],
                 };

@@ -57,6 +57,14 @@ impl LogLevel {
     }
 }
 
+/// Line format of every log line (`HP_LOG_FORMAT`): text by default, or one JSON object a line
+/// for log collectors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
 /// The timeouts of contract §6.1. `tunnel == None` means unlimited.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Timeouts {
@@ -80,6 +88,9 @@ pub struct Config {
     pub(crate) frp_cert_validity_days_raw: String,
     pub(crate) trusted_proxies: Vec<IpNet>,
     pub log_level: LogLevel,
+    pub log_format: LogFormat,
+    /// `HP_METRICS_ADDRESS`: where `/metrics` is served; `None` (the default) serves nothing.
+    pub metrics_addr: Option<BindAddr>,
     pub verbose_start: bool,
     pub(crate) session_lifetime: Duration,
     pub(crate) blacklist_window: Duration,
@@ -167,6 +178,16 @@ pub const VARIABLES: &[VarDoc] = &[
         default: "warning",
         meaning:
             "debug, info, warning or error (any case); info adds one access-log line per request",
+    },
+    VarDoc {
+        name: "HP_LOG_FORMAT",
+        default: "text",
+        meaning: "text or json (one JSON object per line, same fields); unknown values use text",
+    },
+    VarDoc {
+        name: "HP_METRICS_ADDRESS",
+        default: "(empty: off)",
+        meaning: "host:port serving Prometheus metrics at /metrics; empty serves nothing",
     },
     VarDoc {
         name: "HP_VERBOSE_START",
@@ -327,6 +348,21 @@ impl Config {
                 LogLevel::Warning
             }
         };
+        let format_raw = strip_quotes(get("HP_LOG_FORMAT").unwrap_or("text"));
+        let log_format = match format_raw.to_ascii_lowercase().as_str() {
+            "text" | "" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => {
+                warnings.push(format!(
+                    "HP_LOG_FORMAT: unknown format '{other}', using text"
+                ));
+                LogFormat::Text
+            }
+        };
+        let metrics_addr = match strip_quotes(get("HP_METRICS_ADDRESS").unwrap_or("")).trim() {
+            "" => None,
+            value => Some(BindAddr::parse(value).map_err(|m| err("HP_METRICS_ADDRESS", m))?),
+        };
 
         let session_lifetime = parse_session_lifetime(get("HP_SESSION_LIFETIME"))?;
         let blacklist_window = Duration::from_secs(parse_integer(
@@ -424,6 +460,8 @@ impl Config {
                 .to_string(),
             trusted_proxies: trusted.networks,
             log_level,
+            log_format,
+            metrics_addr,
             verbose_start: get("HP_VERBOSE_START").unwrap_or("1") == "1",
             session_lifetime,
             blacklist_window,
@@ -478,6 +516,20 @@ impl Config {
             ),
             format!("HP_TRUSTED_PROXY_IPS={}", proxies.join(",")),
             format!("HP_LOG_LEVEL={}", self.log_level.as_filter()),
+            format!(
+                "HP_LOG_FORMAT={}",
+                match self.log_format {
+                    LogFormat::Text => "text",
+                    LogFormat::Json => "json",
+                }
+            ),
+            format!(
+                "HP_METRICS_ADDRESS={}",
+                self.metrics_addr
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_default()
+            ),
             format!(
                 "HP_VERBOSE_START={}",
                 if self.verbose_start { 1 } else { 0 }

@@ -245,6 +245,33 @@ fn item16_log_levels_case_insensitive_and_unknown_tolerated() {
 }
 
 #[test]
+fn issue11_log_format_defaults_to_text_and_unknown_warns() {
+    assert_eq!(load(&[]).unwrap().log_format, LogFormat::Text);
+    assert_eq!(
+        load(&[("HP_LOG_FORMAT", "JSON")]).unwrap().log_format,
+        LogFormat::Json
+    );
+    let c = load(&[("HP_LOG_FORMAT", "yaml")]).unwrap();
+    assert_eq!(c.log_format, LogFormat::Text);
+    assert!(c.warnings.iter().any(|w| w.contains("HP_LOG_FORMAT")));
+}
+
+#[test]
+fn issue11_metrics_address_is_off_unless_set_and_validated() {
+    assert!(load(&[]).unwrap().metrics_addr.is_none());
+    assert!(load(&[("HP_METRICS_ADDRESS", "")])
+        .unwrap()
+        .metrics_addr
+        .is_none());
+    let c = load(&[("HP_METRICS_ADDRESS", "127.0.0.1:9100")]).unwrap();
+    assert_eq!(c.metrics_addr.unwrap().port, 9100);
+    assert_eq!(
+        failing_var(&[("HP_METRICS_ADDRESS", "nonsense")]),
+        "HP_METRICS_ADDRESS"
+    );
+}
+
+#[test]
 fn blacklist_values_must_be_integers() {
     assert_eq!(
         failing_var(&[("HP_BLACKLIST_WINDOW", "5m")]),

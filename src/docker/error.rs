@@ -75,6 +75,23 @@ impl From<DockerError> for ControlError {
     }
 }
 
+impl DockerError {
+    /// The `result` label of `harp_docker_calls_total`: a fixed word per kind of failure.
+    pub(crate) fn metric_class(&self) -> &'static str {
+        match self {
+            DockerError::BadRequest(_) => "bad_request",
+            DockerError::NotFound(_) => "not_found",
+            DockerError::Conflict(_) => "conflict",
+            DockerError::Unreachable { .. } => "unreachable",
+            DockerError::UnexpectedStatus { .. } | DockerError::BadResponse { .. } => {
+                "engine_error"
+            }
+            DockerError::Timeout(_) => "timeout",
+            DockerError::Internal(_) => "internal",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,6 +9,7 @@ use super::request::{ambiguous_host, request_span};
 use super::respond;
 use super::stall::StallDisarm;
 use crate::control::Control;
+use crate::metrics::{AppLabel, Metrics, Outcome, NO_APP};
 use crate::pipeline::{decide, Decision, Refusal, RequestFacts};
 use crate::security::client_ip;
 use crate::upstream::{websocket_upgrade, Body, Forwarder, Resolver};
@@ -41,6 +42,14 @@ pub(crate) struct FrontDoor {
     pub(crate) trusted_proxies: Arc<[IpNet]>,
     /// HP_TIMEOUT_CLIENT: request heads, request bodies, TLS handshakes, stalled readers.
     pub(crate) client_timeout: Duration,
+    /// `None` when `HP_METRICS_ADDRESS` is empty: then nothing is counted.
+    pub(crate) metrics: Option<Arc<Metrics>>,
+}
+
+/// What one request is counted as, filled in by `serve` when metrics are on.
+struct Tally {
+    app: AppLabel,
+    outcome: Outcome,
 }
 
 /// Serves one request of the connection from `peer`; `stall` lets a WebSocket that switched
@@ -60,9 +69,17 @@ pub(crate) async fn handle(
     let client = client_ip(peer.ip(), req.headers(), &door.trusted_proxies);
     let mut access = AccessLine::start(&req, client, started);
     let span = request_span(client, req.headers());
-    let response = serve(&door, req, client, stall, access.as_mut())
+    let mut tally = None;
+    let response = serve(&door, req, client, stall, access.as_mut(), &mut tally)
         .instrument(span)
         .await;
+    if let (Some(m), Some(t)) = (&door.metrics, tally) {
+        m.count(
+            t.app,
+            t.outcome,
+            response.as_ref().map(|r| r.status().as_u16()),
+        );
+    }
     // Outside the request's span: the access line's format is fixed.
     if let Some(line) = &access {
         line.write(response.as_ref().map(|r| r.status().as_u16()));
@@ -77,6 +94,7 @@ async fn serve(
     client: IpAddr,
     stall: StallDisarm,
     mut access: Option<&mut AccessLine>,
+    tally: &mut Option<Tally>,
 ) -> Option<Response<Body>> {
     let started = Instant::now();
     let facts = RequestFacts {
@@ -110,6 +128,12 @@ async fn serve(
     if let Some(line) = access.as_deref_mut() {
         line.app.push_str(app);
     }
+    if let Some(m) = &door.metrics {
+        *tally = Some(Tally {
+            app: m.apps.label(if app.is_empty() { NO_APP } else { app }),
+            outcome: outcome_of(&decision, || door.gate.bans.is_banned(client)),
+        });
+    }
     let upstream_started = Instant::now();
     let response = match decision {
         Decision::Drop => return None,
@@ -133,8 +157,25 @@ async fn serve(
             r
         }
     };
+    let upstream = upstream_started.elapsed();
     if let Some(line) = access {
-        line.upstream = Some(upstream_started.elapsed());
+        line.upstream = Some(upstream);
+    }
+    if let (Some(m), Some(t)) = (&door.metrics, tally.as_ref()) {
+        m.upstream(t.app.clone(), upstream);
     }
     Some(response)
+}
+
+/// The `outcome` label of a decision; `banned` is asked only for a drop (bans drop).
+fn outcome_of(decision: &Decision, banned: impl FnOnce() -> bool) -> Outcome {
+    match decision {
+        Decision::Drop if banned() => Outcome::banned,
+        Decision::Drop => Outcome::dropped,
+        Decision::Refuse(Refusal::NotFound) => Outcome::not_found,
+        Decision::Refuse(_) | Decision::EngineForbidden => Outcome::denied,
+        Decision::Forward(_) | Decision::Control { .. } | Decision::Engine { .. } => {
+            Outcome::forwarded
+        }
+    }
 }

@@ -142,6 +142,10 @@ async fn serve_connection<S>(
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
     let client_timeout = door.client_timeout;
+    let _open = door
+        .metrics
+        .as_ref()
+        .map(|m| crate::metrics::GaugeGuard::raise(&m.open_connections));
     // The client timeout also covers a client that stops reading a response.
     let (stream, stall) = StallGuard::new(stream, client_timeout);
     let service = service_fn(move |req| handle(door.clone(), peer, req, stall.clone()));

@@ -34,6 +34,7 @@ fn door() -> FrontDoor {
             docker: Wrappers {
                 forwarder: forwarder(),
                 frp_certs: "/nonexistent".into(),
+                calls: None,
             },
             audit: Default::default(),
         }),
@@ -41,6 +42,7 @@ fn door() -> FrontDoor {
         resolver: Arc::new(Resolver::default()),
         trusted_proxies: Arc::new([]),
         client_timeout: Duration::from_secs(5),
+        metrics: None,
     }
 }
 

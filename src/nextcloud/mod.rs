@@ -15,6 +15,7 @@ pub use record::ExAppRecord;
 pub(crate) use record::{parse_record, RecordError};
 pub(crate) use singleflight::SingleFlight;
 
+use crate::metrics::{Call, CallResult, NextcloudMetrics};
 use http::HeaderMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,6 +51,8 @@ pub struct Nextcloud {
     sessions: Arc<SessionCache>,
     meta_flights: SingleFlight<String, MetaLookup>,
     user_flights: SingleFlight<String, UserLookup>,
+    /// `None` when metrics are off.
+    metrics: Option<NextcloudMetrics>,
 }
 
 impl Nextcloud {
@@ -60,7 +63,16 @@ impl Nextcloud {
             sessions: Arc::new(SessionCache::new(session_lifetime)),
             meta_flights: SingleFlight::default(),
             user_flights: SingleFlight::default(),
+            metrics: None,
         }
+    }
+
+    /// Counts calls, cache hits and coalesced waits into `metrics` (built in `start::build`).
+    pub(crate) fn with_metrics(mut self, metrics: NextcloudMetrics) -> Nextcloud {
+        self.meta_flights.coalesced = metrics.coalesced.clone();
+        self.user_flights.coalesced = metrics.coalesced.clone();
+        self.metrics = Some(metrics);
+        self
     }
 
     pub fn meta_cache(&self) -> &MetaCache {
@@ -84,15 +96,29 @@ impl Nextcloud {
     /// Cached record, cached absence, or one shared Nextcloud call per app id.
     pub async fn metadata(&self, app_lower: &str) -> MetaLookup {
         let now = std::time::Instant::now();
-        if let Some(hit) = self.meta.lookup(app_lower, now) {
+        let hit = self.meta.lookup(app_lower, now);
+        if let Some(m) = &self.metrics {
+            m.cache(Call::exapp_meta, hit.is_some());
+        }
+        if let Some(hit) = hit {
             return hit;
         }
         let client = self.client.clone();
         let cache = self.meta.clone();
         let id = app_lower.to_string();
+        let metrics = self.metrics.clone();
         self.meta_flights
             .run(app_lower.to_string(), move || async move {
+                let started = std::time::Instant::now();
                 let result = client.exapp_meta(&id).await;
+                if let Some(m) = &metrics {
+                    let result = match &result {
+                        client::MetaFetch::Found(_) => CallResult::ok,
+                        client::MetaFetch::NotFound => CallResult::absent,
+                        client::MetaFetch::Error(_) => CallResult::failed,
+                    };
+                    m.call(Call::exapp_meta, result, started.elapsed());
+                }
                 let now = std::time::Instant::now();
                 cache.remember(&id, result, now)
             })
@@ -109,7 +135,11 @@ impl Nextcloud {
         if session_cookie.is_empty() {
             return self.client.user_info(app_lower, headers).await;
         }
-        if let Some(user) = self.sessions.get(session_cookie) {
+        let cached = self.sessions.get(session_cookie);
+        if let Some(m) = &self.metrics {
+            m.cache(Call::user_info, cached.is_some());
+        }
+        if let Some(user) = cached {
             return UserLookup::User(user);
         }
         let client = self.client.clone();
@@ -119,9 +149,19 @@ impl Nextcloud {
             session_cookie.to_string(),
             headers.clone(),
         );
+        let metrics = self.metrics.clone();
         self.user_flights
             .run(session_cookie.to_string(), move || async move {
+                let started = std::time::Instant::now();
                 let result = client.user_info(&app, &headers).await;
+                if let Some(m) = &metrics {
+                    let outcome = match &result {
+                        UserLookup::User(_) => CallResult::ok,
+                        UserLookup::Anonymous => CallResult::absent,
+                        UserLookup::Failed(_) => CallResult::failed,
+                    };
+                    m.call(Call::user_info, outcome, started.elapsed());
+                }
                 if let UserLookup::User(user) = &result {
                     sessions.insert(&cookie, user.clone());
                 }

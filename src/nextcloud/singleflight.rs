@@ -18,12 +18,16 @@ type Flights<K, V> = Mutex<HashMap<K, WeakShared<BoxFuture<'static, V>>>>;
 
 pub(crate) struct SingleFlight<K, V: Clone> {
     flights: Flights<K, V>,
+    /// Callers that joined a flight already under way (a metrics counter; an unregistered one
+    /// when metrics are off, which costs one atomic add per joined wait).
+    pub(crate) coalesced: prometheus_client::metrics::counter::Counter,
 }
 
 impl<K, V: Clone> Default for SingleFlight<K, V> {
     fn default() -> Self {
         SingleFlight {
             flights: Mutex::new(HashMap::new()),
+            coalesced: Default::default(),
         }
     }
 }
@@ -41,7 +45,10 @@ impl<K: Hash + Eq + Clone, V: Clone + Send + Sync + 'static> SingleFlight<K, V> 
         let flight = {
             let mut flights = self.flights.lock();
             match flights.get(&key).and_then(WeakShared::upgrade) {
-                Some(running) => running,
+                Some(running) => {
+                    self.coalesced.inc();
+                    running
+                }
                 None => {
                     let fresh = make().boxed().shared();
                     // `downgrade` is `None` only for a completed flight; this one never ran.
@@ -138,6 +145,11 @@ mod tests {
             assert_eq!(t.await.unwrap(), 7);
         }
         assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert_eq!(
+            sf.coalesced.get(),
+            49,
+            "every caller but the first joined a flight"
+        );
         assert_eq!(sf.in_flight(), 0);
         let again = sf.run("k".into(), || async { 8 }).await;
         assert_eq!(again, 8, "a finished flight is not reused");

@@ -47,6 +47,8 @@ pub struct BanList {
     shard_of: RandomState,
     /// Where new bans are reported for persistence; unset when nothing is persisted.
     sink: std::sync::OnceLock<BanSink>,
+    /// Metrics counters; unregistered ones when metrics are off.
+    counters: crate::metrics::BanCounters,
 }
 
 impl BanList {
@@ -68,7 +70,14 @@ impl BanList {
                 .collect(),
             shard_of: RandomState::new(),
             sink: std::sync::OnceLock::new(),
+            counters: Default::default(),
         }
+    }
+
+    /// Counts failures and bans into `counters` (built in `start::build`).
+    pub(crate) fn with_counters(mut self, counters: crate::metrics::BanCounters) -> BanList {
+        self.counters = counters;
+        self
     }
 
     /// Sets where new bans are reported (once, at start-up; a second call is ignored).
@@ -135,6 +144,7 @@ impl BanList {
     }
 
     pub(crate) fn record_at(&self, ip: IpAddr, now: Instant) -> usize {
+        self.counters.failures.inc();
         let mut shard = self.shard(&ip).lock();
         if !shard.contains(&ip) && shard.len() >= self.per_shard {
             // The least recently used entry is the one with the oldest last failure.
@@ -164,6 +174,7 @@ impl BanList {
             if let Some(sink) = self.sink.get() {
                 sink(ip, lasts);
             }
+            self.counters.bans.inc();
             tracing::warn!(
                 client = %ip,
                 failures = count,
@@ -245,6 +256,25 @@ mod tests {
         bans.record_at(IP, t0);
         assert!(bans.is_banned_at(IP, t0));
         assert!(!bans.is_banned_at("192.0.2.2".parse().unwrap(), t0));
+    }
+
+    #[test]
+    fn counters_see_every_failure_and_each_ban_once() {
+        let counters = crate::metrics::BanCounters::default();
+        let bans = BanList::new(Duration::from_secs(300), 3).with_counters(counters.clone());
+        let t0 = Instant::now();
+        for _ in 0..5 {
+            bans.record_at(IP, t0);
+        }
+        assert_eq!(counters.failures.get(), 5);
+        assert_eq!(
+            counters.bans.get(),
+            1,
+            "failures after the ban start no new ban"
+        );
+        bans.record_at("192.0.2.2".parse().unwrap(), t0);
+        assert_eq!(counters.failures.get(), 6);
+        assert_eq!(counters.bans.get(), 1);
     }
 
     /// Runs `f` with harp's log lines captured as plain text.

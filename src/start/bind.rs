@@ -14,6 +14,8 @@ pub(super) struct Listeners {
     pub https: Option<Listener>,
     pub frp: tokio::net::TcpListener,
     pub local_engine: Option<LocalEngineListener>,
+    /// `/metrics` (HP_METRICS_ADDRESS); `None` when metrics are off.
+    pub metrics: Option<tokio::net::TcpListener>,
 }
 
 pub(super) async fn bind(config: &Config, frp: &FrpSettings) -> Result<Listeners, StartError> {
@@ -54,11 +56,24 @@ pub(super) async fn bind(config: &Config, frp: &FrpSettings) -> Result<Listeners
         })?;
     let local_engine =
         bind_local_engine_listener(config.local_engine_listen, config.docker_socket.clone()).await;
+    let metrics = match &config.metrics_addr {
+        Some(addr) => Some(
+            frontdoor::bind(addr)
+                .await
+                .map_err(|source| StartError::Bind {
+                    var: "HP_METRICS_ADDRESS",
+                    addr: addr.to_string(),
+                    source,
+                })?,
+        ),
+        None => None,
+    };
     Ok(Listeners {
         http,
         https,
         frp: frp_listener,
         local_engine,
+        metrics,
     })
 }
 

@@ -8,6 +8,7 @@ use crate::config::Config;
 use crate::control::{Control, LoginChecker};
 use crate::docker::{SocketDialer, Wrappers};
 use crate::frontdoor::{FrontDoor, Gate};
+use crate::metrics::{Metrics, TunnelState};
 use crate::nextcloud::{Nextcloud, NextcloudClient};
 use crate::security::BanList;
 use crate::tunnel::server::registry::Registry;
@@ -27,6 +28,8 @@ pub(super) struct Subsystems {
     pub bans: Arc<BanList>,
     pub nextcloud: Arc<Nextcloud>,
     pub doors: DoorParts,
+    /// `None` when `HP_METRICS_ADDRESS` is empty.
+    pub metrics: Option<Arc<Metrics>>,
 }
 
 /// What every worker's [`FrontDoor`] shares, and how to make its own upstream pool.
@@ -37,6 +40,7 @@ pub(super) struct DoorParts {
     trusted_proxies: Arc<[IpNet]>,
     timeouts: crate::config::Timeouts,
     dialers: LocalDialers,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl DoorParts {
@@ -45,10 +49,15 @@ impl DoorParts {
         FrontDoor {
             gate: self.gate.clone(),
             control: self.control.clone(),
-            forwarder: forwarder(&self.timeouts, &self.dialers),
+            forwarder: match &self.metrics {
+                Some(m) => forwarder(&self.timeouts, &self.dialers)
+                    .with_upgraded_gauge(m.upgraded_connections.clone()),
+                None => forwarder(&self.timeouts, &self.dialers),
+            },
             resolver: self.resolver.clone(),
             trusted_proxies: self.trusted_proxies.clone(),
             client_timeout: self.timeouts.client,
+            metrics: self.metrics.clone(),
         }
     }
 }
@@ -87,10 +96,24 @@ pub(super) fn build(config: &Config) -> Result<Subsystems, StartError> {
         }),
         Arc::new(TunnelDialer(tunnels.clone())),
     ]);
-    let bans = Arc::new(BanList::new(
-        config.blacklist_window,
-        config.blacklist_count,
-    ));
+    let metrics = config.metrics_addr.is_some().then(|| {
+        let registry = tunnels.clone();
+        Arc::new(Metrics::new().with_tunnel_state(move || {
+            let c = registry.counts();
+            TunnelState {
+                sessions: c.sessions,
+                exapp_proxies: c.exapp_proxies,
+                engine_proxies: c.engine_proxies,
+                other_proxies: c.other_proxies,
+                work_conns: c.work_conns,
+            }
+        }))
+    });
+    let mut bans = BanList::new(config.blacklist_window, config.blacklist_count);
+    if let Some(m) = &metrics {
+        bans = bans.with_counters(m.bans.clone());
+    }
+    let bans = Arc::new(bans);
     // Bans outlive a restart when HP_DATA_DIR is usable (the store warns once when not).
     // One check and one warning for both users of the data directory.
     let (audit, persist) = match crate::store::check_data_dir(&config.data_dir) {
@@ -117,7 +140,11 @@ pub(super) fn build(config: &Config) -> Result<Subsystems, StartError> {
             format!("banned for {}s", lasts.as_secs()),
         );
     }));
-    let nextcloud = Arc::new(Nextcloud::new(client, config.session_lifetime));
+    let mut nextcloud = Nextcloud::new(client, config.session_lifetime);
+    if let Some(m) = &metrics {
+        nextcloud = nextcloud.with_metrics(m.nextcloud.clone());
+    }
+    let nextcloud = Arc::new(nextcloud);
     let login = LoginChecker::new(key.clone(), bans.clone()).with_audit(audit.clone());
     let control = Arc::new(Control {
         login: login.clone(),
@@ -126,6 +153,7 @@ pub(super) fn build(config: &Config) -> Result<Subsystems, StartError> {
             // The control path's own pool (Docker wrappers), apart from the workers'.
             forwarder: forwarder(&config.timeouts, &dialers),
             frp_certs,
+            calls: metrics.as_ref().map(|m| m.docker.clone()),
         },
         audit,
     });
@@ -141,6 +169,7 @@ pub(super) fn build(config: &Config) -> Result<Subsystems, StartError> {
         trusted_proxies: config.trusted_proxies.clone().into(),
         timeouts: config.timeouts,
         dialers,
+        metrics: metrics.clone(),
     };
     Ok(Subsystems {
         frp_settings,
@@ -150,5 +179,6 @@ pub(super) fn build(config: &Config) -> Result<Subsystems, StartError> {
         bans,
         nextcloud,
         doors,
+        metrics,
     })
 }

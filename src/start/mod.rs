@@ -117,6 +117,12 @@ impl Harp {
         self.parts.doors.resolver.clone()
     }
 
+    /// Where `/metrics` is served (None when HP_METRICS_ADDRESS is empty).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        let l = self.listeners.metrics.as_ref();
+        l.map(|l| l.local_addr().expect("bound listener has an address"))
+    }
+
     /// Handle that reloads the HTTPS certificate (for SIGHUP); None when HTTPS is off.
     pub fn tls_reloader(&self) -> Option<TlsReloader> {
         self.listeners.https.as_ref().and_then(|l| l.tls.clone())
@@ -146,6 +152,10 @@ impl Harp {
             parts.nextcloud.clone(),
         ));
         let relay = (listeners.local_engine).map(|l| tokio::spawn(l.serve(tunnel_idle)));
+        let scrape = match (listeners.metrics, parts.metrics.clone()) {
+            (Some(l), Some(m)) => Some(tokio::spawn(crate::metrics::serve(l, m, stop_rx.clone()))),
+            _ => None,
+        };
         let frp_ctx = ServerCtx {
             registry: parts.tunnels.clone(),
             login: parts.login.clone(),
@@ -178,6 +188,9 @@ impl Harp {
         sweeper.abort();
         if let Some(r) = relay {
             r.abort();
+        }
+        if let Some(s) = scrape {
+            s.abort();
         }
         died.map_or(Ok(()), |name| Err(CoreTaskDied(name)))
     }

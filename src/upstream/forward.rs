@@ -52,6 +52,8 @@ pub struct Forwarder {
     pool: Arc<Pool>,
     server_timeout: Duration,
     tunnel_timeout: Option<Duration>,
+    /// Raised while an upgraded (WebSocket) connection is spliced; `None` with metrics off.
+    upgraded: Option<prometheus_client::metrics::gauge::Gauge>,
 }
 
 impl Forwarder {
@@ -70,7 +72,17 @@ impl Forwarder {
             pool: Arc::new(Pool::new(connector)),
             server_timeout,
             tunnel_timeout,
+            upgraded: None,
         }
+    }
+
+    /// Counts spliced upgraded connections into `gauge` (front-door forwarders only).
+    pub(crate) fn with_upgraded_gauge(
+        mut self,
+        gauge: prometheus_client::metrics::gauge::Gauge,
+    ) -> Forwarder {
+        self.upgraded = Some(gauge);
+        self
     }
 
     /// Sends `req` and returns the upstream's response. The caller has already passed the
@@ -185,9 +197,11 @@ impl Forwarder {
     ) -> Response<Body> {
         let upstream_side = hyper::upgrade::on(&mut response);
         let idle = self.tunnel_timeout;
+        let upgraded = self.upgraded.clone();
         tokio::spawn(async move {
             match tokio::try_join!(client_side, upstream_side) {
                 Ok((c, u)) => {
+                    let _open = upgraded.as_ref().map(crate::metrics::GaugeGuard::raise);
                     let (up, down) =
                         splice(TokioIo::new(c), TokioIo::new(u), idle, HALF_CLOSE_IDLE).await;
                     tracing::debug!(%addr, bytes_up = up, bytes_down = down, "upgraded connection closed");

@@ -198,6 +198,7 @@ impl Harness {
             tls: harp.tls_reloader(),
             frp: harp.frp_addr(),
             local_engine: harp.local_engine_addr(),
+            metrics: harp.metrics_addr(),
             internals: Internals::of(&harp),
             dir,
             _tmp: tmp,
@@ -228,6 +229,8 @@ pub struct TestHarp {
     pub frp: SocketAddr,
     /// The loopback relay to the local engine, when it could bind.
     pub local_engine: Option<SocketAddr>,
+    /// `/metrics`, when HP_METRICS_ADDRESS is set.
+    pub metrics: Option<SocketAddr>,
     /// Where harp's certificate, run and data directories are.
     pub dir: PathBuf,
     internals: Internals,

@@ -114,11 +114,19 @@ impl HarpProcess {
                 );
             }
         };
+        // HP_LOG_FORMAT=json writes the same fields as one JSON object.
+        let json: Option<serde_json::Value> = serde_json::from_str(&line).ok();
         let addr = |key: &str| -> SocketAddr {
-            line.split_whitespace()
-                .find_map(|w| w.strip_prefix(key))
-                .and_then(|v| v.parse().ok())
-                .unwrap_or_else(|| panic!("no {key} in {line:?}"))
+            let found = match &json {
+                Some(j) => j["fields"][key.trim_end_matches('=')]
+                    .as_str()
+                    .and_then(|v| v.parse().ok()),
+                None => line
+                    .split_whitespace()
+                    .find_map(|w| w.strip_prefix(key))
+                    .and_then(|v| v.parse().ok()),
+            };
+            found.unwrap_or_else(|| panic!("no {key} in {line:?}"))
         };
         HarpProcess {
             pid: child.id(),

@@ -15,8 +15,11 @@ use super::engine::Engine;
 use super::names::Names;
 use super::{parse_engine_port, DockerError};
 use crate::contract::{ControlError, ControlReply};
+use crate::metrics::DockerLabels;
 use crate::upstream::Forwarder;
 use http::HeaderMap;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use std::future::Future;
@@ -29,7 +32,21 @@ pub(crate) struct Wrappers {
     pub forwarder: Forwarder,
     /// Where the FRP certificates live (`install_certificates` copies the CA from here).
     pub frp_certs: PathBuf,
+    /// Calls by op and result; `None` with metrics off.
+    pub calls: Option<Family<DockerLabels, Counter>>,
 }
+
+/// The operations, so a metric label is always one of these literals.
+const OPS: [&str; 8] = [
+    "exists",
+    "create",
+    "start",
+    "stop",
+    "wait_for_start",
+    "remove",
+    "image_remove",
+    "install_certificates",
+];
 
 /// Entry point from the control API. `op` is the path after `/docker/exapp/`.
 pub(crate) async fn handle(
@@ -38,32 +55,45 @@ pub(crate) async fn handle(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<ControlReply, ControlError> {
+    let op: &'static str = OPS
+        .iter()
+        .find(|known| **known == op)
+        .ok_or(ControlError::NotFound)?;
     let budget = budget(op).ok_or(ControlError::NotFound)?;
-    let port = parse_engine_port(headers.get("docker-engine-port").map(|v| v.as_bytes()))?;
-    let engine = Engine {
-        forwarder: &ctx.forwarder,
-        port,
-    };
-    let result = match op {
-        "exists" => within(op, budget, lifecycle::exists(&engine, parse(body)?)).await,
-        "create" => within(op, budget, create::create(&engine, parse(body)?)).await,
-        "start" => within(op, budget, lifecycle::start(&engine, parse(body)?)).await,
-        "stop" => within(op, budget, lifecycle::stop(&engine, parse(body)?)).await,
-        "wait_for_start" => {
-            wait::wait_for_start(&engine, parse(body)?, wait::Pacing::contract(budget)).await
-        }
-        "remove" => within(op, budget, remove::remove(&engine, parse(body)?)).await,
-        "image_remove" => within(op, budget, images::image_remove(&engine, parse(body)?)).await,
-        "install_certificates" => {
-            certificates::install(&engine, parse(body)?, &ctx.frp_certs, budget).await
-        }
-        _ => return Err(ControlError::NotFound),
-    };
-    result.map_err(|e| {
-        let engine = format!("{:?}", super::engine_kind(port));
-        tracing::warn!(op, port, engine, error = %e, "Docker wrapper call failed");
-        ControlError::from(e)
-    })
+    // One block, so refused headers and bodies are counted like engine failures.
+    let result = async {
+        let port = parse_engine_port(headers.get("docker-engine-port").map(|v| v.as_bytes()))?;
+        let engine = Engine {
+            forwarder: &ctx.forwarder,
+            port,
+        };
+        let result = match op {
+            "exists" => within(op, budget, lifecycle::exists(&engine, parse(body)?)).await,
+            "create" => within(op, budget, create::create(&engine, parse(body)?)).await,
+            "start" => within(op, budget, lifecycle::start(&engine, parse(body)?)).await,
+            "stop" => within(op, budget, lifecycle::stop(&engine, parse(body)?)).await,
+            "wait_for_start" => {
+                wait::wait_for_start(&engine, parse(body)?, wait::Pacing::contract(budget)).await
+            }
+            "remove" => within(op, budget, remove::remove(&engine, parse(body)?)).await,
+            "image_remove" => within(op, budget, images::image_remove(&engine, parse(body)?)).await,
+            // `install_certificates`, the last of `OPS`.
+            _ => certificates::install(&engine, parse(body)?, &ctx.frp_certs, budget).await,
+        };
+        result.inspect_err(|e| {
+            let engine = format!("{:?}", super::engine_kind(port));
+            tracing::warn!(op, port, engine, error = %e, "Docker wrapper call failed");
+        })
+    }
+    .await;
+    if let Some(calls) = &ctx.calls {
+        let result = match &result {
+            Ok(_) => "ok",
+            Err(e) => e.metric_class(),
+        };
+        calls.get_or_create(&DockerLabels { op, result }).inc();
+    }
+    result.map_err(ControlError::from)
 }
 
 /// Overall budgets of the reference (§4.5), all below AppAPI's client timeouts.

@@ -117,6 +117,17 @@ struct Inner {
     proxies: HashMap<u16, Arc<Proxy>>,
 }
 
+/// Logged-in FRP sessions, registered proxies by port range, idle work streams.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TunnelCounts {
+    pub(crate) sessions: usize,
+    pub(crate) exapp_proxies: usize,
+    pub(crate) engine_proxies: usize,
+    /// Ports a user frps.toml allows outside HaRP's two ranges.
+    pub(crate) other_proxies: usize,
+    pub(crate) work_conns: usize,
+}
+
 pub struct Registry {
     inner: Mutex<Inner>,
     serial: AtomicU64,
@@ -154,6 +165,25 @@ impl Registry {
             max_ports,
             key: derive_key(auth_token),
         })
+    }
+
+    /// What the registry holds now, for the metrics scrape: one lock, a pass over its maps
+    /// (bounded by the session and port caps).
+    pub(crate) fn counts(&self) -> TunnelCounts {
+        let g = self.inner.lock();
+        let mut counts = TunnelCounts {
+            sessions: g.controls.len(),
+            work_conns: g.controls.values().map(|c| c.pool.lock().len()).sum(),
+            ..TunnelCounts::default()
+        };
+        for port in g.proxies.keys() {
+            match port_kind(*port) {
+                Some(PortKind::ExApp) => counts.exapp_proxies += 1,
+                Some(PortKind::Engine) => counts.engine_proxies += 1,
+                None => counts.other_proxies += 1,
+            }
+        }
+        counts
     }
 
     /// Registers a control logged in on mux session `session_id`; one with the same run id is
@@ -433,6 +463,34 @@ mod tests {
         assert_eq!(control.pool.lock().len(), 0, "nothing pooled");
         assert!(registry.add_work_conn("ea197c1226270fe4", owner.id(), owner_stream));
         assert_eq!(control.pool.lock().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn counts_report_sessions_proxies_by_range_and_idle_work_streams() {
+        let registry = Registry::new();
+        assert_eq!(registry.counts(), TunnelCounts::default());
+        let (session, stream, _peer) = stream_on_new_session();
+        let (tx, _rx) = mpsc::channel(CONTROL_QUEUE);
+        let control = registry.add_control(
+            "ea197c1226270fe4".into(),
+            "127.0.0.1:5000".parse().unwrap(),
+            session.id(),
+            1,
+            tx,
+        );
+        registry
+            .add_proxy(&control, "app", "tcp", 23001, Wrapping::default())
+            .expect("exapp port");
+        assert!(registry.add_work_conn("ea197c1226270fe4", session.id(), stream));
+        let expected = TunnelCounts {
+            sessions: 1,
+            exapp_proxies: 1,
+            work_conns: 1,
+            ..TunnelCounts::default()
+        };
+        assert_eq!(registry.counts(), expected);
+        registry.remove_control(&control);
+        assert_eq!(registry.counts(), TunnelCounts::default());
     }
 
     #[tokio::test]

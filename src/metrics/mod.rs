@@ -1,0 +1,276 @@
+//! Prometheus metrics: owns the registry, the metric handles the other parts record into, the
+//! process gauges read from /proc at scrape time, and the `/metrics` listener
+//! (`HP_METRICS_ADDRESS`, off by default).
+//!
+//! It must not decide anything: parts receive an `Option<Arc<Metrics>>` (built in
+//! `start::build`) and record what they already decided; `None` costs one branch. The
+//! exposition format is `prometheus-client`'s, never hand-written.
+//!
+//! Label cardinality is bounded: app ids are only ever taken from Nextcloud-validated metadata
+//! (a `ForwardPlan`), and at most [`MAX_APP_LABELS`] distinct ids get their own series; later
+//! ids share [`OVERFLOW_APP`].
+
+mod labels;
+mod listener;
+mod nextcloud;
+mod process;
+mod tunnel;
+
+pub(crate) use labels::AppLabels;
+pub(crate) use listener::serve;
+pub(crate) use nextcloud::{Call, CallResult, NextcloudMetrics};
+pub(crate) use tunnel::TunnelState;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use std::time::Duration;
+
+/// Distinct app ids with their own series; a deployment has tens of ExApps, so this only bites
+/// when something is wrong, and then it bounds memory and the scrape size.
+pub(crate) const MAX_APP_LABELS: usize = 1000;
+/// The shared app label once [`MAX_APP_LABELS`] is reached.
+pub(crate) const OVERFLOW_APP: &str = "_overflow";
+/// The app label of a request no validated metadata named (refused, dropped, control API).
+pub(crate) const NO_APP: &str = "";
+/// Latency buckets in seconds (start, factor, count): 5 ms … ~41 s, doubling.
+const LATENCY: (f64, f64, u16) = (0.005, 2.0, 14);
+
+/// What the access decision came to (the `outcome` label).
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub(crate) enum Outcome {
+    forwarded,
+    denied,
+    dropped,
+    not_found,
+    banned,
+}
+
+/// The response's status class (`1xx` … `5xx`; `none` when the connection was dropped).
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub(crate) enum StatusClass {
+    C1xx,
+    C2xx,
+    C3xx,
+    C4xx,
+    C5xx,
+    None,
+}
+
+// By hand: the derive names values after the variants, and `2xx` is no identifier.
+impl EncodeLabelValue for StatusClass {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        use std::fmt::Write;
+        encoder.write_str(match self {
+            StatusClass::C1xx => "1xx",
+            StatusClass::C2xx => "2xx",
+            StatusClass::C3xx => "3xx",
+            StatusClass::C4xx => "4xx",
+            StatusClass::C5xx => "5xx",
+            StatusClass::None => "none",
+        })
+    }
+}
+
+impl StatusClass {
+    pub(crate) fn of(status: Option<u16>) -> StatusClass {
+        match status {
+            Some(100..=199) => StatusClass::C1xx,
+            Some(200..=299) => StatusClass::C2xx,
+            Some(300..=399) => StatusClass::C3xx,
+            Some(400..=499) => StatusClass::C4xx,
+            Some(_) => StatusClass::C5xx,
+            None => StatusClass::None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct RequestLabels {
+    pub(crate) app: AppLabel,
+    pub(crate) outcome: Outcome,
+    pub(crate) status: StatusClass,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct AppOnly {
+    pub(crate) app: AppLabel,
+}
+
+/// A bounded app label: only [`AppLabels::label`] makes one from an id.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub(crate) struct AppLabel(pub(crate) std::sync::Arc<str>);
+
+impl EncodeLabelValue for AppLabel {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        std::fmt::Write::write_str(encoder, &self.0)
+    }
+}
+
+/// Every metric harp exports, registered once.
+pub struct Metrics {
+    registry: Registry,
+    pub(crate) apps: AppLabels,
+    pub(crate) requests: Family<RequestLabels, Counter>,
+    pub(crate) upstream_seconds: Family<AppOnly, Histogram>,
+    pub(crate) open_connections: Gauge,
+    pub(crate) upgraded_connections: Gauge,
+    pub(crate) nextcloud: NextcloudMetrics,
+    pub(crate) bans: BanCounters,
+    pub(crate) docker: Family<DockerLabels, Counter>,
+    tunnel: tunnel::TunnelGauges,
+    /// Reads the FRP registry at scrape time; `None` until `start::build` installs it.
+    tunnel_state: Option<TunnelHook>,
+    process: process::ProcessGauges,
+}
+
+type TunnelHook = Box<dyn Fn() -> TunnelState + Send + Sync>;
+
+/// A Docker wrapper call: `op` is one of the wrappers' fixed names (never request text).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct DockerLabels {
+    pub(crate) op: &'static str,
+    /// `ok`, or the error's class (the `docker` module names it).
+    pub(crate) result: &'static str,
+}
+
+/// Failures the ban list records and bans it starts. Unregistered (the `Default`) when metrics
+/// are off: one atomic add per failure, which is rare traffic.
+#[derive(Clone, Default)]
+pub(crate) struct BanCounters {
+    pub(crate) failures: Counter,
+    pub(crate) bans: Counter,
+}
+
+impl Metrics {
+    pub(crate) fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("harp");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "Front-door requests by validated app id, decision outcome and status class",
+            requests.clone(),
+        );
+        let upstream_seconds =
+            Family::<AppOnly, Histogram>::new_with_constructor(upstream_histogram as fn() -> _);
+        registry.register(
+            "upstream_duration_seconds",
+            "Time from the access decision to the ExApp's response head, per app",
+            upstream_seconds.clone(),
+        );
+        let open_connections = Gauge::default();
+        registry.register(
+            "open_client_connections",
+            "Client connections open on the front door",
+            open_connections.clone(),
+        );
+        let upgraded_connections = Gauge::default();
+        registry.register(
+            "upgraded_connections",
+            "Upgraded (WebSocket) connections being spliced to an ExApp",
+            upgraded_connections.clone(),
+        );
+        let nextcloud = NextcloudMetrics::register(&mut registry);
+        let bans = BanCounters::default();
+        registry.register(
+            "auth_failures",
+            "Failed authentications (front door and FRP login) the ban list recorded",
+            bans.failures.clone(),
+        );
+        registry.register(
+            "bans",
+            "Clients banned (each time a client reaches the failure threshold)",
+            bans.bans.clone(),
+        );
+        let docker = Family::<DockerLabels, Counter>::default();
+        registry.register(
+            "docker_calls",
+            "Docker wrapper calls by operation and result",
+            docker.clone(),
+        );
+        let tunnel = tunnel::TunnelGauges::register(&mut registry);
+        let process = process::ProcessGauges::register(&mut registry);
+        Metrics {
+            registry,
+            apps: AppLabels::new(MAX_APP_LABELS),
+            requests,
+            upstream_seconds,
+            open_connections,
+            upgraded_connections,
+            nextcloud,
+            bans,
+            docker,
+            tunnel,
+            tunnel_state: None,
+            process,
+        }
+    }
+
+    /// Counts one front-door request; `app` must have come from validated metadata (or be
+    /// [`NO_APP`]) through [`AppLabels::label`].
+    pub(crate) fn count(&self, app: AppLabel, outcome: Outcome, status: Option<u16>) {
+        let labels = RequestLabels {
+            app,
+            outcome,
+            status: StatusClass::of(status),
+        };
+        self.requests.get_or_create(&labels).inc();
+    }
+
+    pub(crate) fn upstream(&self, app: AppLabel, took: Duration) {
+        let labels = AppOnly { app };
+        self.upstream_seconds
+            .get_or_create(&labels)
+            .observe(took.as_secs_f64());
+    }
+
+    /// Installs what reads the FRP registry at each scrape.
+    pub(crate) fn with_tunnel_state(
+        mut self,
+        read: impl Fn() -> TunnelState + Send + Sync + 'static,
+    ) -> Metrics {
+        self.tunnel_state = Some(Box::new(read));
+        self
+    }
+
+    /// The text exposition of every metric, process and tunnel gauges refreshed first.
+    pub(crate) fn render(&self) -> String {
+        self.process.refresh();
+        if let Some(read) = &self.tunnel_state {
+            self.tunnel.set(read());
+        }
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+fn upstream_histogram() -> Histogram {
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        LATENCY.0, LATENCY.1, LATENCY.2,
+    ))
+}
+
+/// Keeps a gauge raised while alive (an open connection).
+pub(crate) struct GaugeGuard(Gauge);
+
+impl GaugeGuard {
+    pub(crate) fn raise(gauge: &Gauge) -> GaugeGuard {
+        gauge.inc();
+        GaugeGuard(gauge.clone())
+    }
+}
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests;

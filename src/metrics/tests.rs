@@ -1,0 +1,53 @@
+use super::*;
+
+#[test]
+fn app_labels_are_interned_and_capped_with_an_overflow_label() {
+    let apps = AppLabels::new(2);
+    let a = apps.label("a");
+    assert!(
+        Arc::ptr_eq(&a.0, &apps.label("a").0),
+        "a known app reuses its label"
+    );
+    assert_eq!(&*apps.label("b").0, "b");
+    assert_eq!(&*apps.label("c").0, OVERFLOW_APP);
+    assert_eq!(
+        &*apps.label("a").0,
+        "a",
+        "known apps keep their label after the cap"
+    );
+}
+
+#[test]
+fn status_classes() {
+    assert_eq!(StatusClass::of(Some(101)), StatusClass::C1xx);
+    assert_eq!(StatusClass::of(Some(204)), StatusClass::C2xx);
+    assert_eq!(StatusClass::of(Some(302)), StatusClass::C3xx);
+    assert_eq!(StatusClass::of(Some(403)), StatusClass::C4xx);
+    assert_eq!(StatusClass::of(Some(502)), StatusClass::C5xx);
+    assert_eq!(StatusClass::of(None), StatusClass::None);
+}
+
+#[test]
+fn exposition_names_labels_and_process_gauges() {
+    let m = Metrics::new();
+    m.count(m.apps.label("app_a"), Outcome::forwarded, Some(200));
+    m.count(m.apps.label("app_a"), Outcome::forwarded, Some(200));
+    m.count(m.apps.label(NO_APP), Outcome::denied, Some(401));
+    let text = m.render();
+    assert!(
+        text.contains(r#"harp_requests_total{app="app_a",outcome="forwarded",status="2xx"} 2"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"harp_requests_total{app="",outcome="denied",status="4xx"} 1"#),
+        "{text}"
+    );
+    let rss = text
+        .lines()
+        .find_map(|l| l.strip_prefix("harp_process_resident_memory_bytes "))
+        .and_then(|v| v.parse::<i64>().ok())
+        .expect("rss line");
+    assert!(rss > 0, "{text}");
+}
+
+use std::sync::Arc;
