@@ -91,7 +91,10 @@ pub(super) fn build(config: &Config) -> Result<Subsystems, StartError> {
         config.blacklist_window,
         config.blacklist_count,
     ));
-    let nextcloud = Arc::new(Nextcloud::new(client, config.session_lifetime));
+    let nextcloud = Arc::new(
+        Nextcloud::new(client, config.session_lifetime)
+            .with_basic_auth_cache(config.basic_auth_cache),
+    );
     let login = LoginChecker::new(key.clone(), bans.clone());
     let control = Arc::new(Control {
         login: login.clone(),
