@@ -5,7 +5,7 @@
 use super::access_log::AccessLine;
 use super::dispatch;
 use super::gate::Gate;
-use super::request::{ambiguous_host, request_span};
+use super::request::{ambiguous_host, http1_form, request_span};
 use super::respond;
 use super::stall::StallDisarm;
 use crate::control::Control;
@@ -49,10 +49,11 @@ pub(crate) struct FrontDoor {
 pub(crate) async fn handle(
     door: Arc<FrontDoor>,
     peer: SocketAddr,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     stall: StallDisarm,
 ) -> Result<Response<Body>, Dropped> {
     let started = Instant::now();
+    http1_form(&mut req);
     if ambiguous_host(&req) {
         tracing::info!("request with an ambiguous Host refused");
         return Ok(respond::bad_request());

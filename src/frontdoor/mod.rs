@@ -11,6 +11,7 @@ mod handler;
 mod listener;
 mod request;
 pub mod respond;
+mod sniff;
 mod stall;
 mod tls;
 

@@ -1,7 +1,8 @@
 //! What the front door reads off a request before deciding: whether its `Host` is ambiguous,
-//! and the span its log lines carry.
+//! the span its log lines carry, and the HTTP/1 form of an HTTP/2 request's headers.
 
-use http::{HeaderMap, Request};
+use http::header::{COOKIE, HOST};
+use http::{HeaderMap, HeaderValue, Request};
 use std::net::IpAddr;
 
 /// Longest `aa-request-id` copied into the request's span; longer ones are left out.
@@ -48,5 +49,71 @@ pub(super) fn ambiguous_host<B>(req: &Request<B>) -> bool {
             .as_bytes()
             .eq_ignore_ascii_case(host.as_bytes().trim_ascii()),
         _ => false,
+    }
+}
+
+/// An HTTP/2 request in the header form the pipeline decides on and an HTTP/1.1 upstream
+/// expects (RFC 9113 §8.3.1, §8.2.3): `:authority` becomes `Host` when the client sent none,
+/// and split `cookie` fields are joined with "; " into one, so the session cookie is found
+/// wherever the client put it. No-op for HTTP/1 requests.
+pub(super) fn http1_form<B>(req: &mut Request<B>) {
+    if req.version() != http::Version::HTTP_2 {
+        return;
+    }
+    if !req.headers().contains_key(HOST) {
+        if let Some(authority) = req.uri().authority() {
+            if let Ok(v) = HeaderValue::from_str(authority.as_str()) {
+                req.headers_mut().insert(HOST, v);
+            }
+        }
+    }
+    let headers = req.headers_mut();
+    let mut cookies = headers.get_all(COOKIE).iter();
+    if cookies.next().is_some() && cookies.next().is_some() {
+        // The joined value is no longer than the fields plus separators, all within the
+        // connection's header-list bound.
+        let mut joined = Vec::new();
+        for (i, v) in headers.get_all(COOKIE).iter().enumerate() {
+            if i > 0 {
+                joined.extend_from_slice(b"; ");
+            }
+            joined.extend_from_slice(v.as_bytes());
+        }
+        if let Ok(v) = HeaderValue::from_bytes(&joined) {
+            headers.insert(COOKIE, v);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http2_requests_get_host_and_one_cookie() {
+        let mut req = Request::builder()
+            .version(http::Version::HTTP_2)
+            .uri("https://nc.example:8781/exapps/a/x")
+            .header("cookie", "a=1")
+            .header("cookie", "oc_sessionPassphrase=s")
+            .body(())
+            .unwrap();
+        http1_form(&mut req);
+        assert_eq!(req.headers()["host"], "nc.example:8781");
+        let cookies: Vec<_> = req.headers().get_all("cookie").iter().collect();
+        assert_eq!(cookies, ["a=1; oc_sessionPassphrase=s"]);
+    }
+
+    #[test]
+    fn http1_requests_are_left_alone() {
+        let mut req = Request::builder()
+            .uri("/x")
+            .header("cookie", "a=1")
+            .header("cookie", "b=2")
+            .body(())
+            .unwrap();
+        http1_form(&mut req);
+        assert!(req.headers().get("host").is_none());
+        assert_eq!(req.headers().get_all("cookie").iter().count(), 2);
     }
 }
