@@ -233,3 +233,56 @@ async fn a_stalled_preface_is_closed_after_the_client_timeout() {
         started.elapsed()
     );
 }
+
+/// An HTTP/2 connection with nothing to do is closed (GOAWAY) after the client timeout (2 s
+/// here), as HTTP/1's keep-alive is: it cannot hold a connection slot forever.
+#[tokio::test]
+async fn an_idle_connection_gets_goaway_after_the_client_timeout() {
+    let w = world(None).await;
+    let tcp = tokio::net::TcpStream::connect(w.harp.addr).await.unwrap();
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
+    let connection = tokio::spawn(conn);
+    let req = http::Request::get(format!("http://{}/exapps/foo/public/a", w.harp.addr))
+        .body(Empty::<bytes::Bytes>::new())
+        .unwrap();
+    assert_eq!(send.send_request(req).await.unwrap().status(), 200);
+    let idle_from = Instant::now();
+    tokio::time::timeout(Duration::from_secs(10), connection)
+        .await
+        .expect("harp closes the idle connection")
+        .unwrap()
+        .expect("a graceful GOAWAY, not an error");
+    assert!(
+        idle_from.elapsed() >= Duration::from_millis(1500),
+        "closed before the client timeout: {:?}",
+        idle_from.elapsed()
+    );
+}
+
+/// The idle GOAWAY is graceful: a stream still waiting for its answer (here a 3 s user-info
+/// lookup, longer than the 2 s client timeout) completes.
+#[tokio::test]
+async fn a_slow_stream_outlives_the_idle_goaway() {
+    let w = world(None).await;
+    *w.nc.state.user_delay.lock() = Duration::from_secs(3);
+    let tcp = tokio::net::TcpStream::connect(w.harp.addr).await.unwrap();
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::get(format!("http://{}/exapps/foo/api/slow", w.harp.addr))
+        .header("cookie", "oc_sessionPassphrase=s")
+        .body(Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let started = Instant::now();
+    let r = tokio::time::timeout(Duration::from_secs(10), send.send_request(req))
+        .await
+        .expect("answered")
+        .expect("the stream was not cut");
+    assert_eq!(r.status(), 200);
+    assert!(started.elapsed() >= Duration::from_secs(3));
+}

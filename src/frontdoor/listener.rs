@@ -5,6 +5,7 @@
 //! TLS, graceful shutdown.
 
 use super::handler::{handle, FrontDoor};
+use super::idle::ReadClock;
 use super::sniff::{sniff, HttpVersion};
 use super::stall::StallGuard;
 use super::tls::TlsReloader;
@@ -182,10 +183,11 @@ async fn serve_connection<S>(
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
     let client_timeout = door.client_timeout;
-    // The client timeout also covers a client that stops reading a response.
-    let (stream, stall) = StallGuard::new(stream, client_timeout);
-    let service = service_fn(move |req| handle(door.clone(), peer, req, stall.clone()));
     if protocol == HttpVersion::Http2 {
+        let (stream, last_read) = ReadClock::new(stream);
+        // The client timeout also covers a client that stops reading a response.
+        let (stream, stall) = StallGuard::new(stream, client_timeout);
+        let service = service_fn(move |req| handle(door.clone(), peer, req, stall.clone()));
         let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .max_concurrent_streams(H2_MAX_STREAMS)
@@ -194,20 +196,26 @@ async fn serve_connection<S>(
             .max_local_error_reset_streams(H2_MAX_LOCAL_RESETS)
             .initial_connection_window_size(H2_CONNECTION_WINDOW)
             .initial_stream_window_size(H2_STREAM_WINDOW)
-            // A peer that stops answering PINGs for the client timeout is gone: close.
-            .keep_alive_interval(client_timeout)
-            .keep_alive_timeout(client_timeout)
+            // No keep-alive PINGs: their answers would count as client activity below. A dead
+            // peer is silent, so it gets GOAWAY like an idle one; a stream still writing to it
+            // fails through the stall guard.
+            .keep_alive_interval(None)
             .serve_connection(TokioIo::new(stream), service);
         tokio::pin!(conn);
         tokio::select! {
             _ = conn.as_mut() => return,
             _ = stopped(&mut stop) => {}
+            // The HTTP/2 counterpart of HTTP/1's header-read timeout (see `idle`).
+            _ = last_read.silent_for(client_timeout) => {}
         }
         // GOAWAY: streams in progress finish, no new ones are accepted.
         conn.as_mut().graceful_shutdown();
         let _ = conn.await;
         return;
     }
+    // The client timeout also covers a client that stops reading a response.
+    let (stream, stall) = StallGuard::new(stream, client_timeout);
+    let service = service_fn(move |req| handle(door.clone(), peer, req, stall.clone()));
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(client_timeout)

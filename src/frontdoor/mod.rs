@@ -8,6 +8,7 @@ mod access_log;
 mod dispatch;
 mod gate;
 mod handler;
+mod idle;
 mod listener;
 mod request;
 pub mod respond;
