@@ -1,7 +1,7 @@
 //! Listening sockets and the per-connection work of the shared accept loop
 //! ([`crate::net::accept`]): connection cap, HTTP/1.1 keep-alive with upgrades, HTTP/2 (h2c
 //! with prior knowledge on HTTP, ALPN `h2` on HTTPS; every stream decided like an HTTP/1
-//! request), the client timeout on request heads and on clients that stop reading, optional
+//! request, a DROP closing the whole connection), the client timeout on request heads and on clients that stop reading, optional
 //! TLS, graceful shutdown.
 
 use super::handler::{handle, FrontDoor};
@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{watch, Notify, Semaphore};
 
 /// Pending-connection queue per socket; beyond the connection cap, clients wait here.
 const LISTEN_BACKLOG: i32 = 4096;
@@ -38,8 +38,8 @@ const H2_MAX_HEADER_LIST: u32 = 64 * 1024;
 /// Client-reset streams hyper still has to accept before the connection is closed with
 /// GOAWAY: the "rapid reset" flood (CVE-2023-44487) is cut after this many.
 const H2_MAX_PENDING_RESETS: usize = 20;
-/// Streams harp itself may reset (each DROP decision resets its stream) before the connection
-/// goes away: a client whose requests keep being dropped loses the connection, as with HTTP/1.
+/// Streams harp itself may reset (a handler error; a DROP closes the connection anyway)
+/// before the connection goes away.
 const H2_MAX_LOCAL_RESETS: usize = 64;
 /// Request body bytes buffered per connection / per stream before the client must wait for
 /// harp (flow control): the memory bound of one connection's uploads.
@@ -187,7 +187,22 @@ async fn serve_connection<S>(
         let (stream, last_read) = ReadClock::new(stream);
         // The client timeout also covers a client that stops reading a response.
         let (stream, stall) = StallGuard::new(stream, client_timeout);
-        let service = service_fn(move |req| handle(door.clone(), peer, req, stall.clone()));
+        // Contract §2.2: a DROP closes the whole HTTP/2 connection, every stream with it, so a
+        // client caught probing loses what it multiplexed alongside.
+        let dropped = Arc::new(Notify::new());
+        let on_drop = dropped.clone();
+        let service = service_fn(move |req| {
+            let answer = handle(door.clone(), peer, req, stall.clone());
+            let on_drop = on_drop.clone();
+            async move {
+                let answer = answer.await;
+                if answer.is_err() {
+                    // `notify_one` keeps the signal if the listener is not waiting yet.
+                    on_drop.notify_one();
+                }
+                answer
+            }
+        });
         let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .max_concurrent_streams(H2_MAX_STREAMS)
@@ -204,6 +219,8 @@ async fn serve_connection<S>(
         tokio::pin!(conn);
         tokio::select! {
             _ = conn.as_mut() => return,
+            // Returning drops the connection: the socket closes without GOAWAY or answer.
+            _ = dropped.notified() => return,
             _ = stopped(&mut stop) => {}
             // The HTTP/2 counterpart of HTTP/1's header-read timeout (see `idle`).
             _ = last_read.silent_for(client_timeout) => {}
