@@ -305,3 +305,72 @@ async fn a_slow_stream_outlives_the_idle_goaway() {
     assert_eq!(r.status(), 200);
     assert!(started.elapsed() >= Duration::from_secs(3));
 }
+
+/// RFC 8441: a WebSocket over an HTTP/2 stream (extended CONNECT) is decided like any request,
+/// reaches the ExApp as an HTTP/1.1 `Upgrade` handshake and echoes; a refused one gets its
+/// status and no tunnel.
+#[tokio::test]
+async fn websockets_over_http2_are_decided_and_relayed() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::{protocol::Role, Message};
+    let w = world(None).await;
+    let tcp = tokio::net::TcpStream::connect(w.harp.addr).await.unwrap();
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let connect = |path: &str, cookie: bool| {
+        let mut req = http::Request::connect(format!("http://{}{path}", w.harp.addr))
+            .header("sec-websocket-version", "13");
+        if cookie {
+            req = req.header("cookie", "oc_sessionPassphrase=s");
+        }
+        let mut req = req.body(Empty::<bytes::Bytes>::new()).unwrap();
+        req.extensions_mut()
+            .insert(hyper::ext::Protocol::from_static("websocket"));
+        req
+    };
+    // One ordinary exchange first, so the server's SETTINGS (extended CONNECT on) have arrived.
+    let warm = http::Request::get(format!("http://{}/exapps/foo/public/a", w.harp.addr))
+        .body(Empty::new())
+        .unwrap();
+    assert_eq!(send.send_request(warm).await.unwrap().status(), 200);
+
+    let mut other = connect("/exapps/foo/public/ws", false);
+    other
+        .extensions_mut()
+        .insert(hyper::ext::Protocol::from_static("connect-udp"));
+    let other = send.send_request(other).await.unwrap();
+    assert_eq!(
+        other.status(),
+        400,
+        "only WebSockets may use extended CONNECT"
+    );
+
+    let refused = send
+        .send_request(connect("/exapps/foo/api/ws", false))
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403, "anonymous on a user route");
+
+    let mut ok = send
+        .send_request(connect("/exapps/foo/api/ws", true))
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200, "RFC 8441 success is 200");
+    let stream = hyper::upgrade::on(&mut ok).await.unwrap();
+    let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+        TokioIo::new(stream),
+        Role::Client,
+        None,
+    )
+    .await;
+    ws.send(Message::text("over h2")).await.unwrap();
+    let echoed = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .expect("echo within 5 s")
+        .unwrap()
+        .unwrap();
+    assert_eq!(echoed, Message::text("over h2"));
+}

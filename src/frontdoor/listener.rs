@@ -215,6 +215,8 @@ async fn serve_connection<S>(
             // peer is silent, so it gets GOAWAY like an idle one; a stream still writing to it
             // fails through the stall guard.
             .keep_alive_interval(None)
+            // RFC 8441: WebSockets over HTTP/2 (extended CONNECT, see `request::websocket_over_h2`).
+            .enable_connect_protocol()
             .serve_connection(TokioIo::new(stream), service);
         tokio::pin!(conn);
         tokio::select! {

@@ -1,7 +1,8 @@
 //! What the front door reads off a request before deciding: whether its `Host` is ambiguous,
 //! the span its log lines carry, and the HTTP/1 form of an HTTP/2 request's headers.
 
-use http::header::{COOKIE, HOST};
+use base64::Engine as _;
+use http::header::{CONNECTION, COOKIE, HOST, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, UPGRADE};
 use http::{HeaderMap, HeaderValue, Request};
 use std::net::IpAddr;
 
@@ -82,6 +83,40 @@ pub(super) fn http1_form<B>(req: &mut Request<B>) {
         if let Ok(v) = HeaderValue::from_bytes(&joined) {
             headers.insert(COOKIE, v);
         }
+    }
+}
+
+/// RFC 8441: an HTTP/2 extended CONNECT with `:protocol websocket`.
+pub(super) fn websocket_over_h2<B>(req: &Request<B>) -> bool {
+    req.version() == http::Version::HTTP_2
+        && req.method() == http::Method::CONNECT
+        && req
+            .extensions()
+            .get::<hyper::ext::Protocol>()
+            .is_some_and(|p| p.as_str().eq_ignore_ascii_case("websocket"))
+}
+
+/// Turns an RFC 8441 WebSocket request into the HTTP/1.1 handshake an ExApp expects (RFC 6455
+/// §4.1): `GET` with `Upgrade: websocket` and a fresh `Sec-WebSocket-Key`. The client's
+/// `Sec-WebSocket-Version`, `-Protocol` and `-Extensions` pass through unchanged.
+pub(super) fn websocket_as_http1<B>(req: &mut Request<B>) {
+    *req.method_mut() = http::Method::GET;
+    let key = base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 16]>());
+    let headers = req.headers_mut();
+    headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+    if let Ok(key) = HeaderValue::from_str(&key) {
+        headers.insert(SEC_WEBSOCKET_KEY, key);
+    }
+}
+
+/// The ExApp's `101` becomes RFC 8441's `200` on the client's stream, without the HTTP/1.1
+/// handshake headers (which mean nothing, or are forbidden, in HTTP/2).
+pub(super) fn websocket_answer_as_h2<B>(response: &mut http::Response<B>) {
+    *response.status_mut() = http::StatusCode::OK;
+    let headers = response.headers_mut();
+    for name in [UPGRADE, CONNECTION, SEC_WEBSOCKET_ACCEPT] {
+        headers.remove(name);
     }
 }
 
