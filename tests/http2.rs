@@ -374,3 +374,48 @@ async fn websockets_over_http2_are_decided_and_relayed() {
         .unwrap();
     assert_eq!(echoed, Message::text("over h2"));
 }
+
+/// The HTTP/2 bounds are announced to real clients in harp's SETTINGS (nghttp, from the same
+/// Debian package as h2load), and a header list beyond the announced size is not served.
+#[tokio::test]
+async fn http2_bounds_are_announced_and_enforced() {
+    require_command("nghttp", "nghttp2-client");
+    let w = world(None).await;
+    let (code, out, err) = run(
+        "nghttp",
+        args(&["-nv", &w.harp.url("/exapps/foo/public/a")]),
+    )
+    .await;
+    assert_eq!(code, 0, "{out}{err}");
+    let settings = out
+        .lines()
+        .skip_while(|l| !l.contains("recv SETTINGS frame"))
+        .take(8)
+        .collect::<Vec<_>>()
+        .join("\n");
+    for bound in [
+        "SETTINGS_MAX_CONCURRENT_STREAMS(0x03):100",
+        "SETTINGS_INITIAL_WINDOW_SIZE(0x04):262144",
+        "SETTINGS_MAX_HEADER_LIST_SIZE(0x06):65536",
+        "SETTINGS_ENABLE_CONNECT_PROTOCOL(0x08):1",
+    ] {
+        assert!(settings.contains(bound), "{bound} missing in:\n{settings}");
+    }
+
+    let tcp = tokio::net::TcpStream::connect(w.harp.addr).await.unwrap();
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let warm = http::Request::get(format!("http://{}/exapps/foo/public/a", w.harp.addr))
+        .body(Empty::<bytes::Bytes>::new())
+        .unwrap();
+    assert_eq!(send.send_request(warm).await.unwrap().status(), 200);
+    let big = http::Request::get(format!("http://{}/exapps/foo/public/b", w.harp.addr))
+        .header("x-big", "a".repeat(70 * 1024))
+        .body(Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let r = send.send_request(big).await.unwrap();
+    assert_eq!(r.status(), 431, "a 70 KiB header list is refused");
+}
