@@ -134,7 +134,9 @@ pub fn markdown(r: &Results) -> String {
             let (rps, cpu, ok, all) = h2(t);
             let _ = writeln!(
                 s,
-                "| {t} | {H2_CONNS_STR} | {rps:.0} | {cpu:.1} | {ok} / {all} | {:.2} |",
+                "| {t} | {} × {} | {rps:.0} | {cpu:.1} | {ok} / {all} | {:.2} |",
+                crate::run::H2_CONNS,
+                crate::run::H2_STREAMS,
                 rps / h2_hap
             );
         }
@@ -251,9 +253,6 @@ pub fn markdown(r: &Results) -> String {
     );
     s
 }
-
-/// HTTP/2 rows: h2load's connections × concurrent streams per connection (see `run`).
-const H2_CONNS_STR: &str = "32 × 10";
 
 /// Bar chart of req/s per target at each connection count (gnuplot, PNG).
 pub fn chart(r: &Results, dir: &Path, png: &Path) -> anyhow::Result<()> {

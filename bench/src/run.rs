@@ -80,8 +80,8 @@ pub struct Results {
 
 const KEY: &str = "bench-shared-key";
 /// HTTP/2 rows: connections, and concurrent streams on each.
-const H2_CONNS: u32 = 32;
-const H2_STREAMS: u32 = 10;
+pub(crate) const H2_CONNS: u32 = 32;
+pub(crate) const H2_STREAMS: u32 = 10;
 /// Cold starts measured; the median is reported.
 const COLD_STARTS: usize = 7;
 
