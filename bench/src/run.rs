@@ -18,6 +18,10 @@ pub struct Options {
     pub only: Vec<String>,
 }
 
+/// Every section name `--only` accepts; one list so a typo is refused instead of silently
+/// running nothing.
+const SECTIONS: [&str; 7] = ["http", "h2", "burst", "bulk", "ws", "cold-start", "memory"];
+
 impl Options {
     fn wants(&self, section: &str) -> bool {
         self.only.is_empty() || self.only.iter().any(|s| s == section)
@@ -160,6 +164,12 @@ fn self_cmd(args: &[&str]) -> Command {
 }
 
 pub fn run(opts: &Options) -> anyhow::Result<Results> {
+    if let Some(bad) = opts.only.iter().find(|s| !SECTIONS.contains(&s.as_str())) {
+        anyhow::bail!(
+            "--only: unknown section {bad:?}; known: {}",
+            SECTIONS.join(", ")
+        );
+    }
     let tmp = std::env::temp_dir().join(format!("harp-bench-{}", std::process::id()));
     std::fs::create_dir_all(&tmp)?;
 
