@@ -2,6 +2,7 @@
 //! `harp-bench run` orchestrates; the other subcommands are the processes it starts.
 
 mod clients;
+mod h2load;
 mod procs;
 mod report;
 mod run;
@@ -34,6 +35,10 @@ enum Cmd {
         idle_websockets: usize,
         #[arg(long, default_value = "bench/results")]
         out: PathBuf,
+        /// Run only these sections (comma-separated: http, h2, burst, bulk, ws, cold-start,
+        /// memory); for checking one change, with `--out` elsewhere than bench/results.
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
     },
     /// Re-render the markdown and chart of a stored run (its .json file).
     Report {
@@ -70,12 +75,14 @@ fn main() -> anyhow::Result<()> {
             reps,
             idle_websockets,
             out,
+            only,
         } => {
             let results = run::run(&run::Options {
                 harp,
                 secs,
                 reps,
                 idle_websockets,
+                only,
             })?;
             write_report(&results, &out)
         }

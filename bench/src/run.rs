@@ -13,6 +13,19 @@ pub struct Options {
     pub secs: u32,
     pub reps: u32,
     pub idle_websockets: usize,
+    /// Sections to run (`http`, `h2`, `burst`, `bulk`, `ws`, `cold-start`, `memory`); empty
+    /// means all. Partial runs are for checking one change, not for the README table.
+    pub only: Vec<String>,
+}
+
+/// Every section name `--only` accepts; one list so a typo is refused instead of silently
+/// running nothing.
+const SECTIONS: [&str; 7] = ["http", "h2", "burst", "bulk", "ws", "cold-start", "memory"];
+
+impl Options {
+    fn wants(&self, section: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|s| s == section)
+    }
 }
 
 #[derive(serde::Serialize, serde::Deserialize, Clone, Debug)]
@@ -22,6 +35,17 @@ pub struct HttpRow {
     pub rep: u32,
     pub wrk: wrk::WrkResult,
     /// CPU µs per request of the proxy in front (harp or HAProxy); None for direct.
+    pub proxy_cpu_us: Option<f64>,
+}
+
+/// One HTTP/2 measurement (h2c with prior knowledge, h2load).
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug)]
+pub struct H2Row {
+    pub target: String,
+    pub conns: u32,
+    pub streams: u32,
+    pub rep: u32,
+    pub h2load: crate::h2load::H2Result,
     pub proxy_cpu_us: Option<f64>,
 }
 
@@ -38,6 +62,8 @@ pub struct Results {
     pub date: String,
     pub machine: String,
     pub http: Vec<HttpRow>,
+    #[serde(default)]
+    pub h2: Vec<H2Row>,
     pub ws: Vec<WsRow>,
     pub burst_requests: usize,
     pub burst_cookies: usize,
@@ -51,9 +77,17 @@ pub struct Results {
     pub rss_with_idle_ws_kib: u64,
     pub idle_websockets: usize,
     pub haproxy_version: String,
+    /// Exec → first answered request, certificates present, one value per start (ms).
+    #[serde(default)]
+    pub cold_start_ms: Vec<f64>,
 }
 
 const KEY: &str = "bench-shared-key";
+/// HTTP/2 rows: connections, and concurrent streams on each.
+pub(crate) const H2_CONNS: u32 = 32;
+pub(crate) const H2_STREAMS: u32 = 10;
+/// Cold starts measured; the median is reported.
+const COLD_STARTS: usize = 7;
 
 struct Target {
     name: &'static str,
@@ -137,6 +171,12 @@ fn self_cmd(args: &[&str]) -> Command {
 }
 
 pub fn run(opts: &Options) -> anyhow::Result<Results> {
+    if let Some(bad) = opts.only.iter().find(|s| !SECTIONS.contains(&s.as_str())) {
+        anyhow::bail!(
+            "--only: unknown section {bad:?}; known: {}",
+            SECTIONS.join(", ")
+        );
+    }
     let tmp = std::env::temp_dir().join(format!("harp-bench-{}", std::process::id()));
     std::fs::create_dir_all(&tmp)?;
 
@@ -159,11 +199,12 @@ pub fn run(opts: &Options) -> anyhow::Result<Results> {
     )?;
 
     let haproxy_port = free_port();
+    let haproxy_h2_port = free_port();
     let cfg = tmp.join("haproxy.cfg");
     std::fs::write(
         &cfg,
         format!(
-            "global\n  maxconn 4000\n  nbthread 2\ndefaults\n  mode http\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n  timeout tunnel 1h\nfrontend fe\n  bind 127.0.0.1:{haproxy_port}\n  default_backend be\nbackend be\n  http-reuse always\n  server echo 127.0.0.1:{echo_port}\n"
+            "global\n  maxconn 4000\n  nbthread 2\ndefaults\n  mode http\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n  timeout tunnel 1h\nfrontend fe\n  bind 127.0.0.1:{haproxy_port}\n  default_backend be\nfrontend fe_h2\n  bind 127.0.0.1:{haproxy_h2_port} proto h2\n  default_backend be\nbackend be\n  http-reuse always\n  server echo 127.0.0.1:{echo_port}\n"
         ),
     )?;
     let mut hc = Command::new("haproxy");
@@ -248,13 +289,13 @@ pub fn run(opts: &Options) -> anyhow::Result<Results> {
     };
 
     // Warm caches and pools, then take the idle footprint.
-    for t in targets() {
+    for t in targets().into_iter().filter(|_| opts.wants("http")) {
         wrk::run(&format!("{}{}", base(t.via), t.path), 4, 1, &t.headers)?;
     }
     std::thread::sleep(Duration::from_secs(1));
     results.rss_idle_kib = status_kib(harp.pid(), "VmRSS:");
 
-    for rep in 0..opts.reps {
+    for rep in (0..opts.reps).filter(|_| opts.wants("http")) {
         for conns in [32u32, 128] {
             for t in targets() {
                 // The tunnel path costs harp and the tunnel client: count both.
@@ -289,7 +330,47 @@ pub fn run(opts: &Options) -> anyhow::Result<Results> {
             }
         }
     }
+    // HTTP/2 side by side: HAProxy with `proto h2` on its bind against harp's h2c, both
+    // forwarding HTTP/1.1 to the echo app. Targets alternate within each repetition.
+    let h2_targets = [
+        (
+            "haproxy h2",
+            format!("http://127.0.0.1:{haproxy_h2_port}/exapps/bench/public"),
+            haproxy.pid(),
+            vec![],
+        ),
+        (
+            "harp h2 user (cookie)",
+            format!("http://127.0.0.1:{harp_port}/exapps/bench/user"),
+            harp.pid(),
+            vec!["cookie: oc_sessionPassphrase=bench-session".to_string()],
+        ),
+    ];
+    for rep in (0..opts.reps).filter(|_| opts.wants("h2")) {
+        for (name, url, pid, headers) in &h2_targets {
+            let before = cpu_seconds(*pid);
+            let r = crate::h2load::run(url, H2_CONNS, H2_STREAMS, opts.secs, headers)?;
+            let cpu_us = (cpu_seconds(*pid) - before) * 1e6 / r.requests.max(1) as f64;
+            eprintln!(
+                "{name:<24} c={H2_CONNS} m={H2_STREAMS} rep={rep} {:>10.0} req/s, {} of {} 2xx",
+                r.req_per_sec, r.status_2xx, r.requests
+            );
+            results.h2.push(H2Row {
+                target: name.to_string(),
+                conns: H2_CONNS,
+                streams: H2_STREAMS,
+                rep,
+                h2load: r,
+                proxy_cpu_us: Some(cpu_us),
+            });
+        }
+    }
     results.rss_peak_load_kib = status_kib(harp.pid(), "VmHWM:");
+
+    if opts.wants("cold-start") {
+        results.cold_start_ms = cold_starts(opts, &tmp, &nc_addr)?;
+        eprintln!("cold start (ms): {:?}", results.cold_start_ms);
+    }
 
     // Cold-cache burst: fresh cookies never seen before.
     let rt = tokio::runtime::Runtime::new()?;
@@ -299,21 +380,23 @@ pub fn run(opts: &Options) -> anyhow::Result<Results> {
             .output()?;
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
     };
-    nc_get("/reset")?;
-    results.burst_requests = 1000;
-    results.burst_cookies = 100;
-    results.burst_ok = rt.block_on(crate::clients::burst(
-        &format!("127.0.0.1:{harp_port}"),
-        "/exapps/bench/user",
-        1000,
-        100,
-        "burst",
-    ))?;
-    results.burst_user_info_calls = nc_get("/stats")?.parse().unwrap_or(u64::MAX);
+    if opts.wants("burst") {
+        nc_get("/reset")?;
+        results.burst_requests = 1000;
+        results.burst_cookies = 100;
+        results.burst_ok = rt.block_on(crate::clients::burst(
+            &format!("127.0.0.1:{harp_port}"),
+            "/exapps/bench/user",
+            1000,
+            100,
+            "burst",
+        ))?;
+        results.burst_user_info_calls = nc_get("/stats")?.parse().unwrap_or(u64::MAX);
+    }
 
     results.bulk_mib = 256;
     let harp_addr = format!("127.0.0.1:{harp_port}");
-    for _ in 0..opts.reps {
+    for _ in (0..opts.reps).filter(|_| opts.wants("bulk")) {
         let d = rt.block_on(crate::clients::bulk(
             &harp_addr,
             "/exapps/bench/public/upload",
@@ -332,7 +415,7 @@ pub fn run(opts: &Options) -> anyhow::Result<Results> {
         results.bulk_tunnel_mib_s.push(t);
     }
 
-    for rep in 0..opts.reps {
+    for rep in (0..opts.reps).filter(|_| opts.wants("ws")) {
         for conns in [32usize, 256] {
             for (name, url) in [
                 ("direct", format!("ws://127.0.0.1:{echo_port}/ws")),
@@ -358,6 +441,10 @@ pub fn run(opts: &Options) -> anyhow::Result<Results> {
         }
     }
 
+    if !opts.wants("memory") {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Ok(results);
+    }
     let (idle, _) = Proc::spawn(
         "idle websockets",
         self_cmd(&[
@@ -374,6 +461,77 @@ pub fn run(opts: &Options) -> anyhow::Result<Results> {
     drop(idle);
     let _ = std::fs::remove_dir_all(&tmp);
     Ok(results)
+}
+
+/// Starts harp [`COLD_STARTS`] times with the certificates already in place (the FRP ones the
+/// first harp generated, and an HTTPS `cert.pem`), each time measuring from just before
+/// exec to the first answered request (any HTTP status on a request harp must decide).
+fn cold_starts(opts: &Options, tmp: &std::path::Path, nc_addr: &str) -> anyhow::Result<Vec<f64>> {
+    let certs = tmp.join("certs");
+    let pem = certs.join("cert.pem");
+    if !pem.exists() {
+        let (key, crt) = (tmp.join("https.key"), tmp.join("https.crt"));
+        let ok = Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+            ])
+            .args(["-subj", "/CN=harp.bench", "-keyout"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&crt)
+            .stderr(std::process::Stdio::null())
+            .status()?
+            .success();
+        anyhow::ensure!(ok, "openssl could not make the HTTPS certificate");
+        std::fs::write(&pem, [std::fs::read(&crt)?, std::fs::read(&key)?].concat())?;
+    }
+    let mut times = Vec::with_capacity(COLD_STARTS);
+    for _ in 0..COLD_STARTS {
+        let (port, https, frp) = (free_port(), free_port(), free_port());
+        let mut c = Command::new(&opts.harp);
+        c.env_clear()
+            .env("HP_SHARED_KEY", KEY)
+            .env("NC_INSTANCE_URL", format!("http://{nc_addr}"))
+            .env("HP_EXAPPS_ADDRESS", format!("127.0.0.1:{port}"))
+            .env("HP_EXAPPS_HTTPS_ADDRESS", format!("127.0.0.1:{https}"))
+            .env("HP_FRP_ADDRESS", format!("127.0.0.1:{frp}"))
+            .env("HP_CERTS_DIR", &certs)
+            .env("HP_CONFIG_DIR", tmp.join("run-cold"))
+            .env("HP_DOCKER_SOCKET", tmp.join("no-docker.sock"))
+            .env("HP_LOG_LEVEL", "error")
+            .env("HP_VERBOSE_START", "0")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        let started = std::time::Instant::now();
+        let mut child = c.spawn()?;
+        let answered = first_answer(port, started + Duration::from_secs(10));
+        let took = started.elapsed();
+        let _ = child.kill();
+        let _ = child.wait();
+        anyhow::ensure!(answered, "harp did not answer within 10 s of exec");
+        times.push(took.as_secs_f64() * 1000.0);
+    }
+    Ok(times)
+}
+
+/// Polls harp's HTTP port every 0.2 ms until a request gets a status line, or `deadline`.
+fn first_answer(port: u16, deadline: std::time::Instant) -> bool {
+    use std::io::{Read, Write};
+    while std::time::Instant::now() < deadline {
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+            let _ = write!(
+                s,
+                "GET /exapps/bench/public HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n"
+            );
+            let mut head = [0u8; 12];
+            if s.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.1 ") {
+                return true;
+            }
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    false
 }
 
 /// Polls `path` on harp until it answers 200 (the tunnel is up and registered).

@@ -93,6 +93,8 @@ pub struct Config {
     pub metrics_addr: Option<BindAddr>,
     pub verbose_start: bool,
     pub(crate) session_lifetime: Duration,
+    /// `HP_BASIC_AUTH_CACHE`: cache Authorization-only user-info answers (improvement over §2.6).
+    pub(crate) basic_auth_cache: bool,
     pub(crate) blacklist_window: Duration,
     pub(crate) blacklist_count: u32,
     pub timeouts: Timeouts,
@@ -198,6 +200,11 @@ pub const VARIABLES: &[VarDoc] = &[
         name: "HP_SESSION_LIFETIME",
         default: "3",
         meaning: "seconds (0-10, fractions allowed) a Nextcloud session answer is cached",
+    },
+    VarDoc {
+        name: "HP_BASIC_AUTH_CACHE",
+        default: "true",
+        meaning: "false asks Nextcloud on every Basic-auth request instead of caching known users for HP_SESSION_LIFETIME",
     },
     VarDoc {
         name: "HP_BLACKLIST_WINDOW",
@@ -365,6 +372,19 @@ impl Config {
         };
 
         let session_lifetime = parse_session_lifetime(get("HP_SESSION_LIFETIME"))?;
+        let basic_auth_cache = match get("HP_BASIC_AUTH_CACHE")
+            .map(|v| strip_quotes(v).to_ascii_lowercase())
+            .as_deref()
+        {
+            None | Some("") | Some("true") => true,
+            Some("false") => false,
+            Some(other) => {
+                return Err(err(
+                    "HP_BASIC_AUTH_CACHE",
+                    format!("'{other}' is neither true nor false"),
+                ))
+            }
+        };
         let blacklist_window = Duration::from_secs(parse_integer(
             get("HP_BLACKLIST_WINDOW"),
             "HP_BLACKLIST_WINDOW",
@@ -464,6 +484,7 @@ impl Config {
             metrics_addr,
             verbose_start: get("HP_VERBOSE_START").unwrap_or("1") == "1",
             session_lifetime,
+            basic_auth_cache,
             blacklist_window,
             blacklist_count,
             timeouts,
@@ -538,6 +559,7 @@ impl Config {
                 "HP_SESSION_LIFETIME={}",
                 self.session_lifetime.as_secs_f64()
             ),
+            format!("HP_BASIC_AUTH_CACHE={}", self.basic_auth_cache),
             format!("HP_BLACKLIST_WINDOW={}", self.blacklist_window.as_secs()),
             format!("HP_BLACKLIST_COUNT={}", self.blacklist_count),
             format!(

@@ -387,3 +387,22 @@ fn workers_default_to_cpus_and_are_bounded() {
     assert_eq!(failing_var(&[("HP_WORKERS", "0")]), "HP_WORKERS");
     assert_eq!(failing_var(&[("HP_WORKERS", "many")]), "HP_WORKERS");
 }
+
+#[test]
+fn basic_auth_cache_switch() {
+    assert!(load(&[]).unwrap().basic_auth_cache, "on by default");
+    assert!(
+        load(&[("HP_BASIC_AUTH_CACHE", "TRUE")])
+            .unwrap()
+            .basic_auth_cache
+    );
+    assert!(
+        !load(&[("HP_BASIC_AUTH_CACHE", "false")])
+            .unwrap()
+            .basic_auth_cache
+    );
+    assert_eq!(
+        failing_var(&[("HP_BASIC_AUTH_CACHE", "no")]),
+        "HP_BASIC_AUTH_CACHE"
+    );
+}

@@ -5,7 +5,10 @@
 use super::access_log::AccessLine;
 use super::dispatch;
 use super::gate::Gate;
-use super::request::{ambiguous_host, request_span};
+use super::request::{
+    ambiguous_host, http1_form, request_span, websocket_answer_as_h2, websocket_as_http1,
+    websocket_over_h2,
+};
 use super::respond;
 use super::stall::StallDisarm;
 use crate::control::Control;
@@ -58,10 +61,19 @@ struct Tally {
 pub(crate) async fn handle(
     door: Arc<FrontDoor>,
     peer: SocketAddr,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     stall: StallDisarm,
 ) -> Result<Response<Body>, Dropped> {
     let started = Instant::now();
+    http1_form(&mut req);
+    if req.version() == http::Version::HTTP_2
+        && req.method() == http::Method::CONNECT
+        && !websocket_over_h2(&req)
+    {
+        // A 2xx to any other CONNECT would open a raw stream that no decision covers.
+        tracing::info!("HTTP/2 CONNECT other than a WebSocket refused");
+        return Ok(respond::bad_request());
+    }
     if ambiguous_host(&req) {
         tracing::info!("request with an ambiguous Host refused");
         return Ok(respond::bad_request());
@@ -147,12 +159,22 @@ async fn serve(
         }
         Decision::Forward(plan) => {
             // hyper upgrades HTTP/1.1 connections only; an HTTP/1.0 offer is dropped like h2c.
-            let websocket =
-                req.version() == http::Version::HTTP_11 && websocket_upgrade(req.headers());
+            let over_h2 = websocket_over_h2(&req);
+            let websocket = over_h2
+                || (req.version() == http::Version::HTTP_11 && websocket_upgrade(req.headers()));
+            if over_h2 {
+                websocket_as_http1(&mut req);
+            }
             let upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
-            let r = dispatch::forward(door, req, plan, upgrade, client).await;
+            let mut r = dispatch::forward(door, req, plan, upgrade, client).await;
             if r.status() == http::StatusCode::SWITCHING_PROTOCOLS {
-                stall.disarm();
+                if over_h2 {
+                    // The stall guard stays armed: other streams share this connection, and
+                    // a WebSocket stream has HTTP/2 flow control of its own.
+                    websocket_answer_as_h2(&mut r);
+                } else {
+                    stall.disarm();
+                }
             }
             r
         }

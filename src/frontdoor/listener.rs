@@ -1,13 +1,17 @@
 //! Listening sockets and the per-connection work of the shared accept loop
-//! ([`crate::net::accept`]): connection cap, HTTP/1.1 keep-alive with upgrades, the client
-//! timeout on request heads and on clients that stop reading, optional TLS, graceful shutdown.
+//! ([`crate::net::accept`]): connection cap, HTTP/1.1 keep-alive with upgrades, HTTP/2 (h2c
+//! with prior knowledge on HTTP, ALPN `h2` on HTTPS; every stream decided like an HTTP/1
+//! request, a DROP closing the whole connection), the client timeout on request heads and on clients that stop reading, optional
+//! TLS, graceful shutdown.
 
 use super::handler::{handle, FrontDoor};
+use super::idle::ReadClock;
+use super::sniff::{sniff, HttpVersion};
 use super::stall::StallGuard;
 use super::tls::TlsReloader;
 use crate::config::BindAddr;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -15,12 +19,35 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{watch, Notify, Semaphore};
 
 /// Pending-connection queue per socket; beyond the connection cap, clients wait here.
 const LISTEN_BACKLOG: i32 = 4096;
 /// How long in-flight requests may run on after a shutdown signal.
 const DRAIN_TIME: Duration = Duration::from_secs(10);
+/// ALPN name of HTTP/2 over TLS (RFC 9113 §3.2).
+pub(super) const ALPN_H2: &[u8] = b"h2";
+
+// HTTP/2 bounds, chosen so one connection costs no more than the HTTP/1 limits allow.
+/// Streams a client may have open at once (HAProxy's default `tune.h2.max-concurrent-streams`);
+/// each is one decided request, so this also caps the Nextcloud lookups one connection starts.
+const H2_MAX_STREAMS: u32 = 100;
+/// Decoded request header list (HPACK-expanded): an HTTP/1 head is capped by hyper's 100
+/// headers and ~400 KiB buffer; 64 KiB fits any real cookie set and bounds HPACK bombs.
+const H2_MAX_HEADER_LIST: u32 = 64 * 1024;
+/// Client-reset streams hyper still has to accept before the connection is closed with
+/// GOAWAY: the "rapid reset" flood (CVE-2023-44487) is cut after this many.
+const H2_MAX_PENDING_RESETS: usize = 20;
+/// Streams harp itself may reset (a handler error; a DROP closes the connection anyway)
+/// before the connection goes away.
+const H2_MAX_LOCAL_RESETS: usize = 64;
+/// Request body bytes buffered per connection / per stream before the client must wait for
+/// harp (flow control): the memory bound of one connection's uploads.
+const H2_CONNECTION_WINDOW: u32 = 1024 * 1024;
+const H2_STREAM_WINDOW: u32 = 256 * 1024;
+// Left at h2's behaviour deliberately: a SETTINGS or PING flood cannot queue work, because h2
+// answers one SETTINGS (or PING) before it reads the next frame, so a client that does not
+// read the acknowledgements is throttled by its own socket buffer (and then by the stall guard).
 
 /// Binds one ordinary listening socket (for listeners served by a single task, like FRP).
 pub(crate) async fn bind(addr: &BindAddr) -> io::Result<TcpListener> {
@@ -111,11 +138,24 @@ pub(crate) async fn accept_loop(
         let acceptor = tls.as_ref().map(|t| t.current.load_full());
         async move {
             match acceptor {
-                None => serve_connection(door, peer, stream, stop).await,
+                None => {
+                    // h2c with prior knowledge or HTTP/1, told apart under the client timeout.
+                    if let Some((protocol, stream)) = sniff(stream, door.client_timeout).await {
+                        serve_connection(door, peer, stream, protocol, stop).await;
+                    }
+                }
                 Some(acceptor) => {
                     let limit = door.client_timeout;
                     match tokio::time::timeout(limit, acceptor.accept(stream)).await {
-                        Ok(Ok(tls_stream)) => serve_connection(door, peer, tls_stream, stop).await,
+                        Ok(Ok(tls_stream)) => {
+                            let protocol =
+                                if tls_stream.get_ref().1.alpn_protocol() == Some(ALPN_H2) {
+                                    HttpVersion::Http2
+                                } else {
+                                    HttpVersion::Http1
+                                };
+                            serve_connection(door, peer, tls_stream, protocol, stop).await
+                        }
                         Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!("TLS handshake timed out"),
                     }
@@ -137,6 +177,7 @@ async fn serve_connection<S>(
     door: Arc<FrontDoor>,
     peer: SocketAddr,
     stream: S,
+    protocol: HttpVersion,
     mut stop: watch::Receiver<bool>,
 ) where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
@@ -146,6 +187,55 @@ async fn serve_connection<S>(
         .metrics
         .as_ref()
         .map(|m| crate::metrics::GaugeGuard::raise(&m.open_connections));
+    if protocol == HttpVersion::Http2 {
+        let (stream, last_read) = ReadClock::new(stream);
+        // The client timeout also covers a client that stops reading a response.
+        let (stream, stall) = StallGuard::new(stream, client_timeout);
+        // Contract §2.2: a DROP closes the whole HTTP/2 connection, every stream with it, so a
+        // client caught probing loses what it multiplexed alongside.
+        let dropped = Arc::new(Notify::new());
+        let on_drop = dropped.clone();
+        let service = service_fn(move |req| {
+            let answer = handle(door.clone(), peer, req, stall.clone());
+            let on_drop = on_drop.clone();
+            async move {
+                let answer = answer.await;
+                if answer.is_err() {
+                    // `notify_one` keeps the signal if the listener is not waiting yet.
+                    on_drop.notify_one();
+                }
+                answer
+            }
+        });
+        let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(H2_MAX_STREAMS)
+            .max_header_list_size(H2_MAX_HEADER_LIST)
+            .max_pending_accept_reset_streams(H2_MAX_PENDING_RESETS)
+            .max_local_error_reset_streams(H2_MAX_LOCAL_RESETS)
+            .initial_connection_window_size(H2_CONNECTION_WINDOW)
+            .initial_stream_window_size(H2_STREAM_WINDOW)
+            // No keep-alive PINGs: their answers would count as client activity below. A dead
+            // peer is silent, so it gets GOAWAY like an idle one; a stream still writing to it
+            // fails through the stall guard.
+            .keep_alive_interval(None)
+            // RFC 8441: WebSockets over HTTP/2 (extended CONNECT, see `request::websocket_over_h2`).
+            .enable_connect_protocol()
+            .serve_connection(TokioIo::new(stream), service);
+        tokio::pin!(conn);
+        tokio::select! {
+            _ = conn.as_mut() => return,
+            // Returning drops the connection: the socket closes without GOAWAY or answer.
+            _ = dropped.notified() => return,
+            _ = stopped(&mut stop) => {}
+            // The HTTP/2 counterpart of HTTP/1's header-read timeout (see `idle`).
+            _ = last_read.silent_for(client_timeout) => {}
+        }
+        // GOAWAY: streams in progress finish, no new ones are accepted.
+        conn.as_mut().graceful_shutdown();
+        let _ = conn.await;
+        return;
+    }
     // The client timeout also covers a client that stops reading a response.
     let (stream, stall) = StallGuard::new(stream, client_timeout);
     let service = service_fn(move |req| handle(door.clone(), peer, req, stall.clone()));

@@ -8,9 +8,11 @@ mod access_log;
 mod dispatch;
 mod gate;
 mod handler;
+mod idle;
 mod listener;
 mod request;
 pub mod respond;
+mod sniff;
 mod stall;
 mod tls;
 

@@ -43,7 +43,8 @@ pub(crate) fn load_tls_acceptor(path: &Path) -> Result<TlsAcceptor, TlsError> {
             path: path.into(),
             detail: e.to_string(),
         })?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // HTTP/2 first: a client offering both gets it (the listener serves what was agreed).
+    config.alpn_protocols = vec![super::listener::ALPN_H2.to_vec(), b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 

@@ -1,9 +1,11 @@
-//! The metadata caches (contract §3.3) and the session cache (contract §2.6), all bounded.
+//! The metadata caches (contract §3.3) and the session caches (contract §2.6), all bounded.
 
 use super::client::MetaFetch;
 use super::{ExAppRecord, MetaLookup, UserInfo};
 use parking_lot::{Mutex, RwLock};
+use std::borrow::Borrow;
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -80,40 +82,48 @@ impl MetaCache {
     }
 }
 
-pub(crate) struct SessionCache {
+/// User answers by key: the cookie value for sessions, a keyed digest for Basic auth
+/// (`super::basic`). Both caches share one lifetime and one bound.
+pub(crate) struct SessionCache<K = String> {
     lifetime: Duration,
-    entries: Mutex<HashMap<String, (Instant, UserInfo)>>,
+    entries: Mutex<HashMap<K, (Instant, UserInfo)>>,
 }
 
-impl SessionCache {
-    pub(crate) fn new(lifetime: Duration) -> SessionCache {
+impl<K: Hash + Eq> SessionCache<K> {
+    pub(crate) fn new(lifetime: Duration) -> SessionCache<K> {
         SessionCache {
             lifetime,
             entries: Mutex::new(HashMap::new()),
         }
     }
 
-    pub(crate) fn get(&self, cookie: &str) -> Option<UserInfo> {
-        self.get_at(cookie, Instant::now())
+    pub(crate) fn get<Q: Hash + Eq + ?Sized>(&self, key: &Q) -> Option<UserInfo>
+    where
+        K: Borrow<Q>,
+    {
+        self.get_at(key, Instant::now())
     }
 
-    pub(crate) fn get_at(&self, cookie: &str, now: Instant) -> Option<UserInfo> {
+    pub(crate) fn get_at<Q: Hash + Eq + ?Sized>(&self, key: &Q, now: Instant) -> Option<UserInfo>
+    where
+        K: Borrow<Q>,
+    {
         let mut entries = self.entries.lock();
-        match entries.get(cookie) {
+        match entries.get(key) {
             Some((at, user)) if now.duration_since(*at) <= self.lifetime => Some(user.clone()),
             Some(_) => {
-                entries.remove(cookie);
+                entries.remove(key);
                 None
             }
             None => None,
         }
     }
 
-    pub(crate) fn insert(&self, cookie: &str, user: UserInfo) {
-        self.insert_at(cookie, user, Instant::now())
+    pub(crate) fn insert(&self, key: K, user: UserInfo) {
+        self.insert_at(key, user, Instant::now())
     }
 
-    pub(crate) fn insert_at(&self, cookie: &str, user: UserInfo, now: Instant) {
+    pub(crate) fn insert_at(&self, key: K, user: UserInfo, now: Instant) {
         if self.lifetime.is_zero() {
             return;
         }
@@ -123,11 +133,11 @@ impl SessionCache {
             entries.retain(|_, (at, _)| now.duration_since(*at) <= lifetime);
         }
         if entries.len() < MAX_ENTRIES {
-            entries.insert(cookie.to_string(), (now, user));
+            entries.insert(key, (now, user));
         }
     }
 
-    /// Drops expired sessions (called periodically so idle cookies do not accumulate).
+    /// Drops expired entries (called periodically so idle keys do not accumulate).
     pub(crate) fn sweep(&self) {
         let now = Instant::now();
         let lifetime = self.lifetime;
@@ -214,13 +224,13 @@ mod tests {
 
     #[test]
     fn item76_sessions_live_for_the_lifetime_inclusive() {
-        let cache = SessionCache::new(Duration::from_secs(3));
+        let cache = SessionCache::<String>::new(Duration::from_secs(3));
         let t0 = Instant::now();
         let alice = UserInfo {
             user_id: "alice".into(),
             access_level: 1,
         };
-        cache.insert_at("c", alice.clone(), t0);
+        cache.insert_at("c".to_string(), alice.clone(), t0);
         assert_eq!(cache.get_at("c", t0 + Duration::from_secs(3)), Some(alice));
         assert_eq!(cache.get_at("c", t0 + Duration::from_millis(3001)), None);
         assert_eq!(cache.len(), 0, "expired entries are deleted on lookup");
@@ -228,9 +238,9 @@ mod tests {
 
     #[test]
     fn item77_zero_lifetime_never_caches() {
-        let cache = SessionCache::new(Duration::ZERO);
+        let cache = SessionCache::<String>::new(Duration::ZERO);
         cache.insert(
-            "c",
+            "c".to_string(),
             UserInfo {
                 user_id: "a".into(),
                 access_level: 1,

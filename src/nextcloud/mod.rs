@@ -1,9 +1,12 @@
 //! Nextcloud: the two endpoints harp asks (`exapp-meta`, `user-info`, contract §2.6/§3) and the
 //! caches in front of them: positive metadata cache (no expiry), 15 s negative cache, session
-//! cache keyed by `oc_sessionPassphrase`, single-flight for concurrent misses.
+//! cache keyed by `oc_sessionPassphrase`, Basic-auth cache keyed by a keyed digest of the
+//! `Authorization` header (`basic`; an improvement over contract §2.6, `HP_BASIC_AUTH_CACHE`),
+//! single-flight for concurrent misses.
 //!
 //! Owns no routing decisions (those are `pipeline`'s) and never talks to ExApps.
 
+mod basic;
 mod cache;
 mod client;
 mod record;
@@ -16,6 +19,7 @@ pub(crate) use record::{parse_record, RecordError};
 pub(crate) use singleflight::SingleFlight;
 
 use crate::metrics::{Call, CallResult, NextcloudMetrics};
+use basic::{BasicAuthKey, BasicDigest};
 use http::HeaderMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -49,10 +53,14 @@ pub struct Nextcloud {
     client: NextcloudClient,
     meta: Arc<MetaCache>,
     sessions: Arc<SessionCache>,
+    /// `None` when `HP_BASIC_AUTH_CACHE=false`: every Basic-auth request asks Nextcloud.
+    basic_key: Option<BasicAuthKey>,
+    basic: Arc<SessionCache<BasicDigest>>,
     meta_flights: SingleFlight<String, MetaLookup>,
     user_flights: SingleFlight<String, UserLookup>,
     /// `None` when metrics are off.
     metrics: Option<NextcloudMetrics>,
+    basic_flights: SingleFlight<BasicDigest, UserLookup>,
 }
 
 impl Nextcloud {
@@ -61,8 +69,11 @@ impl Nextcloud {
             client,
             meta: Arc::new(MetaCache::default()),
             sessions: Arc::new(SessionCache::new(session_lifetime)),
+            basic_key: Some(BasicAuthKey::random()),
+            basic: Arc::new(SessionCache::new(session_lifetime)),
             meta_flights: SingleFlight::default(),
             user_flights: SingleFlight::default(),
+            basic_flights: SingleFlight::default(),
             metrics: None,
         }
     }
@@ -71,7 +82,16 @@ impl Nextcloud {
     pub(crate) fn with_metrics(mut self, metrics: NextcloudMetrics) -> Nextcloud {
         self.meta_flights.coalesced = metrics.coalesced.clone();
         self.user_flights.coalesced = metrics.coalesced.clone();
+        self.basic_flights.coalesced = metrics.coalesced.clone();
         self.metrics = Some(metrics);
+        self
+    }
+
+    /// `HP_BASIC_AUTH_CACHE`: whether Authorization-only answers are cached (on by default).
+    pub fn with_basic_auth_cache(mut self, enabled: bool) -> Nextcloud {
+        if !enabled {
+            self.basic_key = None;
+        }
         self
     }
 
@@ -84,13 +104,17 @@ impl Nextcloud {
         self.meta.clone()
     }
 
-    pub(crate) fn session_cache(&self) -> &SessionCache {
-        &self.sessions
+    /// Drops expired cookie and Basic-auth answers (the supervisor calls this periodically).
+    pub(crate) fn sweep_sessions(&self) {
+        self.sessions.sweep();
+        self.basic.sweep();
     }
 
     /// Nextcloud lookups some request is still waiting for (metadata and user-info).
     pub fn lookups_in_flight(&self) -> usize {
-        self.meta_flights.in_flight() + self.user_flights.in_flight()
+        self.meta_flights.in_flight()
+            + self.user_flights.in_flight()
+            + self.basic_flights.in_flight()
     }
 
     /// Cached record, cached absence, or one shared Nextcloud call per app id.
@@ -133,7 +157,7 @@ impl Nextcloud {
         session_cookie: &str,
     ) -> UserLookup {
         if session_cookie.is_empty() {
-            return self.client.user_info(app_lower, headers).await;
+            return self.basic_user(app_lower, headers).await;
         }
         let cached = self.sessions.get(session_cookie);
         if let Some(m) = &self.metrics {
@@ -163,7 +187,42 @@ impl Nextcloud {
                     m.call(Call::user_info, outcome, started.elapsed());
                 }
                 if let UserLookup::User(user) = &result {
-                    sessions.insert(&cookie, user.clone());
+                    sessions.insert(cookie, user.clone());
+                }
+                result
+            })
+            .await
+    }
+
+    /// A request without a session cookie: cached by credential digest when it carries only
+    /// `Authorization`, otherwise asked every time (contract §2.6).
+    ///
+    /// Only a known user (non-empty `user_id`) is cached. A wrong password makes Nextcloud answer
+    /// `user_id: ""` (or 4xx); neither is cached, so every guess still costs a Nextcloud call,
+    /// where Nextcloud's own brute-force throttling sees it, and reaches harp's route check,
+    /// which records the failure. Concurrent guesses with one credential share a flight but
+    /// each is still decided (and recorded) on its own.
+    async fn basic_user(&self, app_lower: &str, headers: &HeaderMap) -> UserLookup {
+        let Some(digest) = self
+            .basic_key
+            .as_ref()
+            .and_then(|key| key.digest(app_lower, headers))
+        else {
+            return self.client.user_info(app_lower, headers).await;
+        };
+        if let Some(user) = self.basic.get(&digest) {
+            return UserLookup::User(user);
+        }
+        let client = self.client.clone();
+        let cache = self.basic.clone();
+        let (app, headers, key) = (app_lower.to_string(), headers.clone(), digest.clone());
+        self.basic_flights
+            .run(digest, move || async move {
+                let result = client.user_info(&app, &headers).await;
+                if let UserLookup::User(user) = &result {
+                    if !user.user_id.is_empty() {
+                        cache.insert(key, user.clone());
+                    }
                 }
                 result
             })

@@ -140,7 +140,8 @@ pub(super) fn build(config: &Config) -> Result<Subsystems, StartError> {
             format!("banned for {}s", lasts.as_secs()),
         );
     }));
-    let mut nextcloud = Nextcloud::new(client, config.session_lifetime);
+    let mut nextcloud = Nextcloud::new(client, config.session_lifetime)
+        .with_basic_auth_cache(config.basic_auth_cache);
     if let Some(m) = &metrics {
         nextcloud = nextcloud.with_metrics(m.nextcloud.clone());
     }

@@ -73,7 +73,7 @@ pub(super) async fn sweep(bans: Arc<BanList>, nextcloud: Arc<Nextcloud>) {
     loop {
         tick.tick().await;
         bans.sweep_at(std::time::Instant::now());
-        nextcloud.session_cache().sweep();
+        nextcloud.sweep_sessions();
     }
 }
 
