@@ -16,6 +16,7 @@ pub(crate) mod control;
 pub(crate) mod docker;
 pub mod frontdoor;
 pub mod health;
+pub(crate) mod k8s;
 pub(crate) mod net;
 pub mod nextcloud;
 pub mod pipeline;

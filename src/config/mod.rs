@@ -102,6 +102,8 @@ pub struct Config {
     /// `HP_DATA_DIR`, a contract variable (§1.3) for persisted state; parsed and shown by
     /// `harp check`, unused until bans are persisted (a later issue).
     pub(crate) data_dir: PathBuf,
+    /// `HP_K8S_*` (contract §4.9), parsed and validated here so a bad value stops start-up.
+    pub(crate) k8s: crate::k8s::K8sSettings,
     /// Messages about tolerated oddities, logged once logging is up.
     pub warnings: Vec<String>,
 }
@@ -251,6 +253,11 @@ pub const VARIABLES: &[VarDoc] = &[
         default: "(reference defaults)",
         meaning: "accepted for compatibility; a single process needs no external watchdog",
     },
+    VarDoc {
+        name: "HP_K8S_ENABLED, HP_K8S_NAMESPACE, HP_K8S_API_SERVER, HP_K8S_CA_FILE, HP_K8S_BEARER_TOKEN, HP_K8S_BEARER_TOKEN_FILE, HP_K8S_VERIFY_SSL, HP_K8S_STORAGE_CLASS, HP_K8S_DEFAULT_STORAGE_SIZE, HP_K8S_HOST_ALIASES",
+        default: "(contract §4.9)",
+        meaning: "Kubernetes backend settings: validated at start and shown by `harp check`; the backend itself is not in this build",
+    },
 ];
 
 impl Config {
@@ -384,6 +391,18 @@ impl Config {
             }
         }
 
+        let k8s = crate::k8s::K8sSettings::from_lookup(get).map_err(|e| ConfigError {
+            var: e.var,
+            message: e.message,
+        })?;
+        if k8s.enabled {
+            // Said at start-up so an admin does not wait for AppAPI's 503 to find out.
+            warnings.push(
+                "HP_K8S_ENABLED: this build has no Kubernetes backend yet; /k8s/exapp/* answers 503"
+                    .into(),
+            );
+        }
+
         let path = |name: &str, default: &str| {
             PathBuf::from(
                 get(name)
@@ -421,6 +440,7 @@ impl Config {
                 crate::contract::ports::LOCAL_ENGINE_PORT,
             )),
             data_dir: path("HP_DATA_DIR", "/var/lib/harp"),
+            k8s,
             warnings,
         })
     }
@@ -489,6 +509,9 @@ impl Config {
             format!("HP_DOCKER_SOCKET={}", self.docker_socket.display()),
             format!("HP_DATA_DIR={}", self.data_dir.display()),
         ]
+        .into_iter()
+        .chain(self.k8s.describe())
+        .collect()
     }
 }
 
