@@ -445,6 +445,11 @@ impl Config {
         })
     }
 
+    /// Asks the configured Kubernetes API server's `/readyz` (for `harp check --reach-k8s`).
+    pub async fn reach_kubernetes(&self) -> Result<(), String> {
+        crate::k8s::reach(&self.k8s).await
+    }
+
     /// `HP_FRP_CERT_VALIDITY_DAYS`, validated only when certificates are about to be generated.
     pub(crate) fn frp_cert_validity_days(&self) -> Result<u32, ConfigError> {
         let raw = self.frp_cert_validity_days_raw.trim();
