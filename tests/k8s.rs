@@ -1,7 +1,8 @@
-//! Kubernetes settings and reachability (`harp check --reach-k8s`) against a REAL kube-apiserver
-//! (`../shared/tools/kube-apiserver-up`, or `HARP_TEST_KUBE_APISERVER_UP`). Only the one test that
-//! needs the server starts it; the fault tests need no server. Like tests/cli.rs these drive the
-//! `check` command line (no listener starts), so they spawn the binary rather than a `Harness`.
+//! Kubernetes settings and reachability (`harp check --reach-k8s`) against a REAL
+//! kube-apiserver (`../shared/tools/kube-apiserver-up`, or the one in `HARP_TEST_KUBE_TOOLS`).
+//! Only the one test that needs the server starts it; the fault tests need no server. Like
+//! tests/cli.rs these drive the `check` command line (no listener starts), so they spawn the
+//! binary rather than a `Harness`.
 
 mod common;
 
