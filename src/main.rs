@@ -19,7 +19,11 @@ enum Command {
     /// Run the proxy (the default).
     Run,
     /// Validate the configuration and print it with secrets masked.
-    Check,
+    Check {
+        /// Also ask the Kubernetes API server's /readyz (HP_K8S_*); fails if it is not ready.
+        #[arg(long = "reach-k8s")]
+        reach_k8s: bool,
+    },
     /// Exit 0 when the running harp answers a heartbeat through its front door within 5 s.
     Healthcheck,
     /// Print the FRP certificates' subjects, SHA-256 fingerprints and expiry.
@@ -145,12 +149,15 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Some(Command::Check) => {
+        Some(Command::Check { reach_k8s }) => {
             for line in config.describe() {
                 println!("{line}");
             }
             for w in &config.warnings {
                 println!("warning: {w}");
+            }
+            if reach_k8s {
+                return reach_kubernetes(&config);
             }
             ExitCode::SUCCESS
         }
@@ -193,6 +200,29 @@ fn healthcheck(config: &Config) -> Result<(), String> {
         accepts_tcp(https.local_dial_host(), https.port, PROBE_TIMEOUT)?;
     }
     Ok(())
+}
+
+fn reach_kubernetes(config: &Config) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("harp: cannot start a runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(config.reach_kubernetes()) {
+        Ok(()) => {
+            println!("kubernetes: API server ready");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("harp: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn certs(config: &Config) -> ExitCode {

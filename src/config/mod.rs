@@ -117,6 +117,8 @@ pub struct Config {
     pub(crate) data_dir: PathBuf,
     /// `HP_AUDIT_ROTATE_BYTES`: size at which `audit.log` is rotated.
     pub(crate) audit_rotate_bytes: u64,
+    /// `HP_K8S_*` (contract §4.9), parsed and validated here so a bad value stops start-up.
+    pub(crate) k8s: crate::k8s::K8sSettings,
     /// Messages about tolerated oddities, logged once logging is up.
     pub warnings: Vec<String>,
 }
@@ -285,6 +287,11 @@ pub const VARIABLES: &[VarDoc] = &[
         name: "HP_WATCHDOG_ENABLED, HP_WATCHDOG_INTERVAL, HP_WATCHDOG_FAILS, HP_WAIT_*",
         default: "(reference defaults)",
         meaning: "accepted for compatibility; a single process needs no external watchdog",
+    },
+    VarDoc {
+        name: "HP_K8S_ENABLED, HP_K8S_NAMESPACE, HP_K8S_API_SERVER, HP_K8S_CA_FILE, HP_K8S_BEARER_TOKEN, HP_K8S_BEARER_TOKEN_FILE, HP_K8S_VERIFY_SSL, HP_K8S_STORAGE_CLASS, HP_K8S_DEFAULT_STORAGE_SIZE, HP_K8S_HOST_ALIASES",
+        default: "(contract §4.9)",
+        meaning: "Kubernetes backend settings: validated at start and shown by `harp check`; the backend itself is not in this build",
     },
 ];
 
@@ -459,6 +466,18 @@ impl Config {
             }
         }
 
+        let k8s = crate::k8s::K8sSettings::from_lookup(get).map_err(|e| ConfigError {
+            var: e.var,
+            message: e.message,
+        })?;
+        if k8s.enabled {
+            // Said at start-up so an admin does not wait for AppAPI's 503 to find out.
+            warnings.push(
+                "HP_K8S_ENABLED: this build has no Kubernetes backend yet; /k8s/exapp/* answers 503"
+                    .into(),
+            );
+        }
+
         let path = |name: &str, default: &str| {
             PathBuf::from(
                 get(name)
@@ -500,8 +519,14 @@ impl Config {
             )),
             data_dir: path("HP_DATA_DIR", DEFAULT_DATA_DIR),
             audit_rotate_bytes,
+            k8s,
             warnings,
         })
+    }
+
+    /// Asks the configured Kubernetes API server's `/readyz` (for `harp check --reach-k8s`).
+    pub async fn reach_kubernetes(&self) -> Result<(), String> {
+        crate::k8s::reach(&self.k8s).await
     }
 
     /// `HP_FRP_CERT_VALIDITY_DAYS`, validated only when certificates are about to be generated.
@@ -584,6 +609,9 @@ impl Config {
             format!("HP_DATA_DIR={}", self.data_dir.display()),
             format!("HP_AUDIT_ROTATE_BYTES={}", self.audit_rotate_bytes),
         ]
+        .into_iter()
+        .chain(self.k8s.describe())
+        .collect()
     }
 }
 

@@ -406,3 +406,24 @@ fn basic_auth_cache_switch() {
         "HP_BASIC_AUTH_CACHE"
     );
 }
+
+#[test]
+fn k8s_settings_are_parsed_described_and_refused_by_variable() {
+    let c = load(&[
+        ("HP_K8S_ENABLED", "yes"),
+        ("HP_K8S_NAMESPACE", "apps"),
+        ("HP_K8S_BEARER_TOKEN", "tok-value-not-shown"),
+    ])
+    .unwrap();
+    assert!(c.k8s.enabled);
+    assert_eq!(c.k8s.namespace, "apps");
+    assert!(c.warnings.iter().any(|w| w.starts_with("HP_K8S_ENABLED")));
+    let described = c.describe().join("\n");
+    assert!(described.contains("HP_K8S_NAMESPACE=apps"));
+    assert!(!described.contains("tok-value-not-shown"));
+    assert!(!load(&[]).unwrap().k8s.enabled);
+    assert_eq!(
+        failing_var(&[("HP_K8S_HOST_ALIASES", "broken")]),
+        "HP_K8S_HOST_ALIASES"
+    );
+}
