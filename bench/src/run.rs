@@ -223,6 +223,9 @@ pub fn run(opts: &Options) -> anyhow::Result<Results> {
             .env("HP_FRP_ADDRESS", format!("127.0.0.1:{frp}"))
             .env("HP_CERTS_DIR", tmp.join(dir).join("certs"))
             .env("HP_CONFIG_DIR", tmp.join(dir).join("run"))
+            // Its own data directory: bans and the audit log on, as in production, and nothing
+            // written to the machine's /var/lib/harp.
+            .env("HP_DATA_DIR", tmp.join(dir).join("data"))
             .env("HP_DOCKER_SOCKET", tmp.join("no-docker.sock"))
             .env("HP_LOG_LEVEL", "error")
             .env("HP_VERBOSE_START", "0")
