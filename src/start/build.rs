@@ -140,10 +140,20 @@ pub(super) fn build(config: &Config) -> Result<Subsystems, StartError> {
             format!("banned for {}s", lasts.as_secs()),
         );
     }));
+    // `expose` asks Nextcloud directly (no cache in between): it is about to fill the cache.
+    let nextcloud_client = client.clone();
     let mut nextcloud = Nextcloud::new(client, config.session_lifetime)
         .with_basic_auth_cache(config.basic_auth_cache);
     if let Some(m) = &metrics {
         nextcloud = nextcloud.with_metrics(m.nextcloud.clone());
+    }
+    let k8s = crate::k8s::Backend::new(&config.k8s).map(Arc::new);
+    if let Some(k8s) = &k8s {
+        let k8s = k8s.clone();
+        nextcloud = nextcloud.with_upstream_hook(Arc::new(move |app: String| {
+            let k8s = k8s.clone();
+            Box::pin(async move { k8s.resolve(&app).await })
+        }));
     }
     let nextcloud = Arc::new(nextcloud);
     let login = LoginChecker::new(key.clone(), bans.clone()).with_audit(audit.clone());
@@ -157,6 +167,8 @@ pub(super) fn build(config: &Config) -> Result<Subsystems, StartError> {
             calls: metrics.as_ref().map(|m| m.docker.clone()),
         },
         audit,
+        k8s,
+        nextcloud: nextcloud_client,
     });
     let gate = Arc::new(Gate {
         key,

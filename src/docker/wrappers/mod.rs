@@ -159,7 +159,7 @@ impl NameFields {
             .ok_or_else(|| parse_field_err("'name' is required"))?;
         let instance_id = fields::string("instance_id", self.instance_id)?.unwrap_or_default();
         let role_suffix = fields::string("role_suffix", self.role_suffix)?.unwrap_or_default();
-        Names::new(name, instance_id, role_suffix)
+        Names::new(name, instance_id, role_suffix).map_err(DockerError::BadRequest)
     }
 }
 
