@@ -10,9 +10,12 @@ mod storage;
 pub(crate) use frp_login::{FrpLoginVerdict, LoginChecker};
 
 use crate::docker::Wrappers;
+use crate::metrics::OpLabels;
 use crate::nextcloud::{MetaCache, MetaFetch, NextcloudClient};
 use bytes::Bytes;
 use http::{HeaderMap, Method, StatusCode};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use serde_json::json;
 use std::sync::Arc;
 
@@ -42,6 +45,8 @@ pub(crate) struct Control {
     pub k8s: Option<Arc<crate::k8s::Backend>>,
     /// Nextcloud, asked for an ExApp's metadata when `expose` stores its upstream.
     pub nextcloud: NextcloudClient,
+    /// Counts Kubernetes wrapper calls; `None` when metrics are off.
+    pub k8s_calls: Option<Family<OpLabels, Counter>>,
 }
 
 pub(crate) async fn handle(
@@ -98,6 +103,17 @@ pub(crate) async fn handle(
             }
             let op = &p["/k8s/exapp/".len()..];
             let result = k8s_call(ctl, op, &req.body).await;
+            if let Some(calls) = &ctl.k8s_calls {
+                calls
+                    .get_or_create(&OpLabels {
+                        op: k8s_op_label(op),
+                        result: match &result {
+                            Ok(_) => "ok",
+                            Err(e) => e.kind(),
+                        },
+                    })
+                    .inc();
+            }
             ctl.audit.record(
                 "k8s_exapp",
                 Some(req.client),
@@ -111,6 +127,21 @@ pub(crate) async fn handle(
         }
         _ => Err(ControlError::NotFound),
     }
+}
+
+/// The metric label of a Kubernetes operation: its fixed name, never request text.
+fn k8s_op_label(op: &str) -> &'static str {
+    const OPS: [&str; 8] = [
+        "exists",
+        "create",
+        "start",
+        "stop",
+        "wait_for_start",
+        "remove",
+        "install_certificates",
+        "expose",
+    ];
+    OPS.iter().find(|o| **o == op).copied().unwrap_or("unknown")
 }
 
 fn reply_status(reply: &ControlReply) -> u16 {
@@ -199,5 +230,65 @@ mod tests {
         assert!((parts[0], parts[1], parts[2]) >= (0, 4, 4));
         assert_eq!(v["docker"], true);
         assert_eq!(v["kubernetes"]["enabled"], false);
+    }
+
+    /// A control API without Docker, Nextcloud or Kubernetes, counting Kubernetes calls.
+    fn control(calls: Family<OpLabels, Counter>) -> Control {
+        let key = crate::security::SharedKey::new("k");
+        let bans = Arc::new(crate::security::BanList::new(
+            std::time::Duration::from_secs(60),
+            5,
+        ));
+        let s = std::time::Duration::from_secs(1);
+        Control {
+            login: LoginChecker::new(key.clone(), bans),
+            metadata: Arc::new(MetaCache::default()),
+            docker: Wrappers {
+                forwarder: crate::upstream::Forwarder::new(
+                    s,
+                    s,
+                    None,
+                    crate::upstream::LocalDialers::new(Vec::new()),
+                ),
+                frp_certs: "/nonexistent".into(),
+                calls: None,
+            },
+            audit: Default::default(),
+            k8s: None,
+            nextcloud: NextcloudClient::new("http://127.0.0.1:1", key).unwrap(),
+            k8s_calls: Some(calls),
+        }
+    }
+
+    #[tokio::test]
+    async fn kubernetes_calls_are_counted_by_fixed_operation_names() {
+        let calls = Family::<OpLabels, Counter>::default();
+        let ctl = control(calls.clone());
+        for op in ["create", "create", "../../etc/passwd"] {
+            let path = format!("/k8s/exapp/{op}");
+            let err = handle(
+                &ctl,
+                ControlRequest {
+                    method: &Method::POST,
+                    path: &path,
+                    headers: &HeaderMap::new(),
+                    body: Bytes::from_static(b"{}"),
+                    client: std::net::Ipv4Addr::LOCALHOST.into(),
+                },
+            )
+            .await
+            .unwrap_err();
+            assert_eq!(err.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert!(err.to_string().contains("not enabled"), "{err}");
+        }
+        let count = |op: &'static str| {
+            calls
+                .get_or_create(&OpLabels {
+                    op,
+                    result: "unavailable",
+                })
+                .get()
+        };
+        assert_eq!((count("create"), count("unknown")), (2, 1));
     }
 }

@@ -39,6 +39,7 @@ fn door() -> FrontDoor {
             audit: Default::default(),
             k8s: None,
             nextcloud: client,
+            k8s_calls: None,
         }),
         forwarder: forwarder(),
         resolver: Arc::new(Resolver::default()),

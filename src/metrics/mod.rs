@@ -121,7 +121,8 @@ pub struct Metrics {
     pub(crate) upgraded_connections: Gauge,
     pub(crate) nextcloud: NextcloudMetrics,
     pub(crate) bans: BanCounters,
-    pub(crate) docker: Family<DockerLabels, Counter>,
+    pub(crate) docker: Family<OpLabels, Counter>,
+    pub(crate) k8s: Family<OpLabels, Counter>,
     tunnel: tunnel::TunnelGauges,
     /// Reads the FRP registry at scrape time; `None` until `start::build` installs it.
     tunnel_state: Option<TunnelHook>,
@@ -130,11 +131,12 @@ pub struct Metrics {
 
 type TunnelHook = Box<dyn Fn() -> TunnelState + Send + Sync>;
 
-/// A Docker wrapper call: `op` is one of the wrappers' fixed names (never request text).
+/// A Docker or Kubernetes wrapper call: `op` is one of the wrappers' fixed names (never
+/// request text).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub(crate) struct DockerLabels {
+pub(crate) struct OpLabels {
     pub(crate) op: &'static str,
-    /// `ok`, or the error's class (the `docker` module names it).
+    /// `ok`, or the error's class (the wrapper names it).
     pub(crate) result: &'static str,
 }
 
@@ -186,11 +188,17 @@ impl Metrics {
             "Clients banned (each time a client reaches the failure threshold)",
             bans.bans.clone(),
         );
-        let docker = Family::<DockerLabels, Counter>::default();
+        let docker = Family::<OpLabels, Counter>::default();
         registry.register(
             "docker_calls",
             "Docker wrapper calls by operation and result",
             docker.clone(),
+        );
+        let k8s = Family::<OpLabels, Counter>::default();
+        registry.register(
+            "k8s_calls",
+            "Kubernetes wrapper calls by operation and result",
+            k8s.clone(),
         );
         let tunnel = tunnel::TunnelGauges::register(&mut registry);
         let process = process::ProcessGauges::register(&mut registry);
@@ -204,6 +212,7 @@ impl Metrics {
             nextcloud,
             bans,
             docker,
+            k8s,
             tunnel,
             tunnel_state: None,
             process,

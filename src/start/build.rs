@@ -169,6 +169,7 @@ pub(super) fn build(config: &Config) -> Result<Subsystems, StartError> {
         audit,
         k8s,
         nextcloud: nextcloud_client,
+        k8s_calls: metrics.as_ref().map(|m| m.k8s.clone()),
     });
     let gate = Arc::new(Gate {
         key,

@@ -15,7 +15,7 @@ use super::engine::Engine;
 use super::names::Names;
 use super::{parse_engine_port, DockerError};
 use crate::contract::{ControlError, ControlReply};
-use crate::metrics::DockerLabels;
+use crate::metrics::OpLabels;
 use crate::upstream::Forwarder;
 use http::HeaderMap;
 use prometheus_client::metrics::counter::Counter;
@@ -33,7 +33,7 @@ pub(crate) struct Wrappers {
     /// Where the FRP certificates live (`install_certificates` copies the CA from here).
     pub frp_certs: PathBuf,
     /// Calls by op and result; `None` with metrics off.
-    pub calls: Option<Family<DockerLabels, Counter>>,
+    pub calls: Option<Family<OpLabels, Counter>>,
 }
 
 /// The operations, so a metric label is always one of these literals.
@@ -91,7 +91,7 @@ pub(crate) async fn handle(
             Ok(_) => "ok",
             Err(e) => e.metric_class(),
         };
-        calls.get_or_create(&DockerLabels { op, result }).inc();
+        calls.get_or_create(&OpLabels { op, result }).inc();
     }
     result.map_err(ControlError::from)
 }
