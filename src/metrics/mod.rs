@@ -126,6 +126,10 @@ pub struct Metrics {
     tunnel: tunnel::TunnelGauges,
     /// Reads the FRP registry at scrape time; `None` until `start::build` installs it.
     tunnel_state: Option<TunnelHook>,
+    bans_active: Gauge,
+    /// Counts banned clients at scrape time; `None` until `start::build` installs it.
+    bans_state: std::sync::OnceLock<Box<dyn Fn() -> usize + Send + Sync>>,
+    pub(crate) frp_login_failures: Counter,
     process: process::ProcessGauges,
 }
 
@@ -188,6 +192,18 @@ impl Metrics {
             "Clients banned (each time a client reaches the failure threshold)",
             bans.bans.clone(),
         );
+        let bans_active = Gauge::default();
+        registry.register(
+            "bans_active",
+            "Clients banned right now",
+            bans_active.clone(),
+        );
+        let frp_login_failures = Counter::default();
+        registry.register(
+            "frp_login_failures",
+            "FRP logins refused for a wrong or missing token (also counted in auth_failures)",
+            frp_login_failures.clone(),
+        );
         let docker = Family::<OpLabels, Counter>::default();
         registry.register(
             "docker_calls",
@@ -215,6 +231,9 @@ impl Metrics {
             k8s,
             tunnel,
             tunnel_state: None,
+            bans_active,
+            bans_state: std::sync::OnceLock::new(),
+            frp_login_failures,
             process,
         }
     }
@@ -246,9 +265,18 @@ impl Metrics {
         self
     }
 
-    /// The text exposition of every metric, process and tunnel gauges refreshed first.
+    /// Installs what counts the banned clients at each scrape (once: the ban list is built
+    /// after the metrics, which it counts into).
+    pub(crate) fn set_bans_state(&self, read: impl Fn() -> usize + Send + Sync + 'static) {
+        let _ = self.bans_state.set(Box::new(read));
+    }
+
+    /// The text exposition of every metric, process, tunnel and ban gauges refreshed first.
     pub(crate) fn render(&self) -> String {
         self.process.refresh();
+        if let Some(read) = self.bans_state.get() {
+            self.bans_active.set(read() as i64);
+        }
         if let Some(read) = &self.tunnel_state {
             self.tunnel.set(read());
         }
