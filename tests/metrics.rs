@@ -288,6 +288,11 @@ async fn issue11_prometheus_counts_known_traffic_and_promtool_lints_the_expositi
         prometheus.query_until(docker, |v| v == 1.0).await,
         Some(1.0)
     );
+    let docker_latency = r#"sum(harp_docker_call_duration_seconds_count{op="exists"})"#;
+    assert_eq!(
+        prometheus.query_until(docker_latency, |v| v == 1.0).await,
+        Some(1.0)
+    );
     let meta_latency = r#"sum(harp_nextcloud_call_duration_seconds_count{call="exapp_meta"})"#;
     assert_eq!(
         prometheus.query_until(meta_latency, |v| v == 1.0).await,

@@ -1,6 +1,7 @@
 //! The control API of contract §4, reached as `/exapps/app_api/<path>` behind the shared-key
 //! gate: heartbeat, info, the ExApp metadata store, the FRP login check, the Docker wrapper
-//! endpoints and the Kubernetes ones (`k8s`), whose `expose` answers this module stores. Handlers return typed [`ControlError`]s; `frontdoor` turns them into statuses.
+//! endpoints and the Kubernetes ones (`k8s`), whose `expose` answers this module stores.
+//! Handlers return typed [`ControlError`]s; `frontdoor` turns them into statuses.
 //!
 //! Does not forward anything to ExApps and never decides access (the gate already did).
 
@@ -10,12 +11,10 @@ mod storage;
 pub(crate) use frp_login::{FrpLoginVerdict, LoginChecker};
 
 use crate::docker::Wrappers;
-use crate::metrics::OpLabels;
+use crate::metrics::WrapperCalls;
 use crate::nextcloud::{MetaCache, MetaFetch, NextcloudClient};
 use bytes::Bytes;
 use http::{HeaderMap, Method, StatusCode};
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
 use serde_json::json;
 use std::sync::Arc;
 
@@ -45,8 +44,8 @@ pub(crate) struct Control {
     pub k8s: Option<Arc<crate::k8s::Backend>>,
     /// Nextcloud, asked for an ExApp's metadata when `expose` stores its upstream.
     pub nextcloud: NextcloudClient,
-    /// Counts Kubernetes wrapper calls; `None` when metrics are off.
-    pub k8s_calls: Option<Family<OpLabels, Counter>>,
+    /// Counts and times Kubernetes wrapper calls; `None` when metrics are off.
+    pub k8s_calls: Option<WrapperCalls>,
 }
 
 pub(crate) async fn handle(
@@ -102,17 +101,14 @@ pub(crate) async fn handle(
                 return Err(ControlError::MethodNotAllowed);
             }
             let op = &p["/k8s/exapp/".len()..];
+            let started = std::time::Instant::now();
             let result = k8s_call(ctl, op, &req.body).await;
             if let Some(calls) = &ctl.k8s_calls {
-                calls
-                    .get_or_create(&OpLabels {
-                        op: k8s_op_label(op),
-                        result: match &result {
-                            Ok(_) => "ok",
-                            Err(e) => e.kind(),
-                        },
-                    })
-                    .inc();
+                let outcome = match &result {
+                    Ok(_) => "ok",
+                    Err(e) => e.kind(),
+                };
+                calls.record(k8s_op_label(op), outcome, started.elapsed());
             }
             ctl.audit.record(
                 "k8s_exapp",
@@ -233,7 +229,7 @@ mod tests {
     }
 
     /// A control API without Docker, Nextcloud or Kubernetes, counting Kubernetes calls.
-    fn control(calls: Family<OpLabels, Counter>) -> Control {
+    fn control(calls: WrapperCalls) -> Control {
         let key = crate::security::SharedKey::new("k");
         let bans = Arc::new(crate::security::BanList::new(
             std::time::Duration::from_secs(60),
@@ -262,7 +258,7 @@ mod tests {
 
     #[tokio::test]
     async fn kubernetes_calls_are_counted_by_fixed_operation_names() {
-        let calls = Family::<OpLabels, Counter>::default();
+        let calls = crate::metrics::Metrics::new().k8s;
         let ctl = control(calls.clone());
         for op in ["create", "create", "../../etc/passwd"] {
             let path = format!("/k8s/exapp/{op}");
@@ -281,14 +277,7 @@ mod tests {
             assert_eq!(err.status(), StatusCode::SERVICE_UNAVAILABLE);
             assert!(err.to_string().contains("not enabled"), "{err}");
         }
-        let count = |op: &'static str| {
-            calls
-                .get_or_create(&OpLabels {
-                    op,
-                    result: "unavailable",
-                })
-                .get()
-        };
+        let count = |op: &'static str| calls.count(op, "unavailable");
         assert_eq!((count("create"), count("unknown")), (2, 1));
     }
 }

@@ -209,22 +209,33 @@ impl Nextcloud {
         let metrics = self.metrics.clone();
         self.user_flights
             .run(session_cookie.to_string(), move || async move {
-                let started = std::time::Instant::now();
-                let result = client.user_info(&app, &headers).await;
-                if let Some(m) = &metrics {
-                    let outcome = match &result {
-                        UserLookup::User(_) => CallResult::ok,
-                        UserLookup::Anonymous => CallResult::absent,
-                        UserLookup::Failed(_) => CallResult::failed,
-                    };
-                    m.call(Call::user_info, outcome, started.elapsed());
-                }
+                let result = Self::counted_user_info(&client, &metrics, &app, &headers).await;
                 if let UserLookup::User(user) = &result {
                     sessions.insert(cookie, user.clone());
                 }
                 result
             })
             .await
+    }
+
+    /// One user-info call to Nextcloud, counted and timed when metrics are on.
+    async fn counted_user_info(
+        client: &NextcloudClient,
+        metrics: &Option<NextcloudMetrics>,
+        app: &str,
+        headers: &HeaderMap,
+    ) -> UserLookup {
+        let started = std::time::Instant::now();
+        let result = client.user_info(app, headers).await;
+        if let Some(m) = metrics {
+            let outcome = match &result {
+                UserLookup::User(_) => CallResult::ok,
+                UserLookup::Anonymous => CallResult::absent,
+                UserLookup::Failed(_) => CallResult::failed,
+            };
+            m.call(Call::user_info, outcome, started.elapsed());
+        }
+        result
     }
 
     /// A request without a session cookie: cached by credential digest when it carries only
@@ -241,17 +252,22 @@ impl Nextcloud {
             .as_ref()
             .and_then(|key| key.digest(app_lower, headers))
         else {
-            return self.client.user_info(app_lower, headers).await;
+            return Self::counted_user_info(&self.client, &self.metrics, app_lower, headers).await;
         };
-        if let Some(user) = self.basic.get(&digest) {
+        let cached = self.basic.get(&digest);
+        if let Some(m) = &self.metrics {
+            m.cache(Call::user_info, cached.is_some());
+        }
+        if let Some(user) = cached {
             return UserLookup::User(user);
         }
         let client = self.client.clone();
         let cache = self.basic.clone();
         let (app, headers, key) = (app_lower.to_string(), headers.clone(), digest.clone());
+        let metrics = self.metrics.clone();
         self.basic_flights
             .run(digest, move || async move {
-                let result = client.user_info(&app, &headers).await;
+                let result = Self::counted_user_info(&client, &metrics, &app, &headers).await;
                 if let UserLookup::User(user) = &result {
                     if !user.user_id.is_empty() {
                         cache.insert(key, user.clone());
