@@ -17,7 +17,7 @@ pub(crate) mod control;
 pub(crate) mod docker;
 pub mod frontdoor;
 pub mod health;
-pub(crate) mod k8s;
+pub mod k8s;
 pub mod metrics;
 pub(crate) mod net;
 pub mod nextcloud;

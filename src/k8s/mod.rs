@@ -137,6 +137,29 @@ impl Backend {
     }
 }
 
+/// For `fuzz/` only: checks a `create` or `expose` body as the operation does and returns the
+/// objects it would send (PVC and Deployment, or the Service), with no API call. Checked
+/// invariant: every name in them is a DNS-1123 label.
+#[doc(hidden)]
+pub fn objects_for_fuzzing(op: &str, body: &[u8]) -> Result<Vec<serde_json::Value>, String> {
+    let settings = K8sSettings::from_lookup(|var| {
+        (var == "HP_K8S_HOST_ALIASES").then_some("nc.local:10.0.0.5,cloud:10.0.0.5")
+    })
+    .map_err(|e| e.to_string())?;
+    let f = Fields::parse(body).map_err(|e| e.to_string())?;
+    match op {
+        "create" => {
+            let (_, pvc, deployment) =
+                ops::create_objects(&f, &settings).map_err(|e| e.to_string())?;
+            Ok(vec![pvc, deployment])
+        }
+        _ => {
+            let r = upstream::ExposeRequest::parse(&f).map_err(|e| e.to_string())?;
+            Ok(r.service().into_iter().collect())
+        }
+    }
+}
+
 /// `harp check --reach-k8s`: builds the client from the validated settings and asks the API
 /// server's `/readyz`; the error names the server (or what is missing), never the token.
 pub(crate) async fn reach(settings: &K8sSettings) -> Result<(), String> {

@@ -4,7 +4,7 @@
 
 use super::client::{Answer, BodyKind, Call};
 use super::manifest::{self, PodSpec, MANAGED_BY, MANAGED_BY_LABEL};
-use super::payload::{resources, Fields};
+use super::payload::{resources, Fields, K8sNames};
 use super::Backend;
 use crate::contract::{ControlError, ControlReply};
 use http::StatusCode;
@@ -41,7 +41,12 @@ pub(crate) async fn exists(b: &Backend, f: &Fields) -> Result<ControlReply, Cont
     }
 }
 
-pub(crate) async fn create(b: &Backend, f: &Fields) -> Result<ControlReply, ControlError> {
+/// The objects `create` makes, checked and built before its first API call: the PVC, then the
+/// Deployment.
+pub(crate) fn create_objects(
+    f: &Fields,
+    settings: &super::K8sSettings,
+) -> Result<(K8sNames, Value, Value), ControlError> {
     let names = f.names()?;
     let image = match f.string("image_id")? {
         Some(i) => i,
@@ -60,14 +65,27 @@ pub(crate) async fn create(b: &Backend, f: &Fields) -> Result<ControlReply, Cont
     if f.list_len("mount_points")? > 0 {
         tracing::warn!(deployment = %names.deployment(), "mount_points are ignored by the Kubernetes backend");
     }
-    let ns = b.namespace();
-
-    let pvc_name = names.pvc();
     let pvc = manifest::pvc(
         &names,
-        &b.settings.storage_size,
-        b.settings.storage_class.as_deref(),
+        &settings.storage_size,
+        settings.storage_class.as_deref(),
     );
+    let deployment = manifest::deployment(
+        &names,
+        &PodSpec {
+            image: &image,
+            env: &env,
+            resources,
+            host_aliases: &settings.host_aliases,
+        },
+    );
+    Ok((names, pvc, deployment))
+}
+
+pub(crate) async fn create(b: &Backend, f: &Fields) -> Result<ControlReply, ControlError> {
+    let (names, pvc, deployment) = create_objects(f, &b.settings)?;
+    let ns = b.namespace();
+    let pvc_name = names.pvc();
     let a = b
         .call(
             Call::new(
@@ -87,15 +105,6 @@ pub(crate) async fn create(b: &Backend, f: &Fields) -> Result<ControlReply, Cont
     }
 
     let name = names.deployment();
-    let deployment = manifest::deployment(
-        &names,
-        &PodSpec {
-            image: &image,
-            env: &env,
-            resources,
-            host_aliases: &b.settings.host_aliases,
-        },
-    );
     let a = b
         .call(
             Call::new(

@@ -9,11 +9,12 @@ use super::manifest::{
     PART_OF_LABEL,
 };
 use super::names::sanitize_name;
-use super::payload::{bad, Fields};
+use super::payload::{bad, Fields, K8sNames};
 use super::Backend;
 use crate::contract::ControlError;
 use reqwest::Method;
 use serde_json::{json, Value};
+use std::collections::BTreeMap;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -61,80 +62,119 @@ fn port_of(v: &Value, what: &str) -> Result<u16, ControlError> {
         .ok_or_else(|| ControlError::Unavailable(format!("the Service has no {what}")))
 }
 
+/// An `expose` body, checked: everything the operation needs before its first API call.
+pub(crate) struct ExposeRequest {
+    names: K8sNames,
+    port: u16,
+    expose_type: &'static str,
+    upstream_host: Option<String>,
+    upstream_port: Option<u16>,
+    service_port: Option<u16>,
+    node_port: Option<u16>,
+    external_traffic_policy: Option<&'static str>,
+    load_balancer_ip: Option<String>,
+    annotations: BTreeMap<String, String>,
+    labels: BTreeMap<String, String>,
+    wait_timeout: Duration,
+    wait_interval: Duration,
+    node_address_type: &'static str,
+    node_name: Option<String>,
+    node_label_selector: Option<String>,
+}
+
+impl ExposeRequest {
+    pub(crate) fn parse(f: &Fields) -> Result<ExposeRequest, ControlError> {
+        let port16 = |v: Option<i64>| v.map(|p| p as u16);
+        let r = ExposeRequest {
+            names: f.names()?,
+            port: port16(f.int("port", 1, 65535)?).ok_or_else(|| bad("port", "is required"))?,
+            expose_type: f
+                .choice(
+                    "expose_type",
+                    &["nodeport", "clusterip", "loadbalancer", "manual"],
+                )?
+                .unwrap_or("clusterip"),
+            upstream_host: f.string("upstream_host")?.filter(|h| !h.is_empty()),
+            upstream_port: port16(f.int("upstream_port", 1, 65535)?),
+            service_port: port16(f.int("service_port", 1, 65535)?),
+            node_port: port16(f.int("node_port", 30000, 32767)?),
+            external_traffic_policy: f.choice("external_traffic_policy", &["Cluster", "Local"])?,
+            load_balancer_ip: f.string("load_balancer_ip")?,
+            annotations: f.string_map("service_annotations")?,
+            labels: f.string_map("service_labels")?,
+            wait_timeout: Duration::from_secs_f64(
+                f.number("wait_timeout_seconds", 0.0, 600.0)?
+                    .unwrap_or(60.0),
+            ),
+            wait_interval: Duration::from_secs_f64(
+                f.number("wait_interval_seconds", 0.1, 10.0)?.unwrap_or(1.0),
+            ),
+            node_address_type: f
+                .choice("node_address_type", &["InternalIP", "ExternalIP"])?
+                .unwrap_or("InternalIP"),
+            node_name: f.string("node_name")?,
+            node_label_selector: f.string("node_label_selector")?,
+        };
+        if r.expose_type == "manual" && r.upstream_host.is_none() {
+            return Err(bad(
+                "upstream_host",
+                "is required when expose_type is manual",
+            ));
+        }
+        Ok(r)
+    }
+
+    /// The Service `expose` creates; `None` for `manual`, which creates none.
+    pub(crate) fn service(&self) -> Option<Value> {
+        let kind = match self.expose_type {
+            "manual" => return None,
+            "nodeport" => "NodePort",
+            "loadbalancer" => "LoadBalancer",
+            _ => "ClusterIP",
+        };
+        Some(manifest::service(
+            &self.names,
+            &ServiceSpec {
+                kind,
+                port: self.port,
+                service_port: self.service_port,
+                node_port: self.node_port,
+                external_traffic_policy: self.external_traffic_policy,
+                load_balancer_ip: self.load_balancer_ip.as_deref(),
+                annotations: &self.annotations,
+                labels: &self.labels,
+            },
+        ))
+    }
+
+    fn nodes(&self) -> NodeChoice<'_> {
+        NodeChoice {
+            address_type: self.node_address_type,
+            name: self.node_name.as_deref(),
+            label_selector: self.node_label_selector.as_deref(),
+        }
+    }
+}
+
 pub(crate) async fn expose(b: &Backend, f: &Fields) -> Result<Exposed, ControlError> {
-    let names = f.names()?;
-    let port = f
-        .int("port", 1, 65535)?
-        .ok_or_else(|| bad("port", "is required"))? as u16;
-    let expose_type = f
-        .choice(
-            "expose_type",
-            &["nodeport", "clusterip", "loadbalancer", "manual"],
-        )?
-        .unwrap_or("clusterip");
-    let upstream_host = f.string("upstream_host")?.filter(|h| !h.is_empty());
-    let upstream_port = f.int("upstream_port", 1, 65535)?.map(|p| p as u16);
-    let service_port = f.int("service_port", 1, 65535)?.map(|p| p as u16);
-    let node_port = f.int("node_port", 30000, 32767)?.map(|p| p as u16);
-    let external_traffic_policy = f.choice("external_traffic_policy", &["Cluster", "Local"])?;
-    let load_balancer_ip = f.string("load_balancer_ip")?;
-    let annotations = f.string_map("service_annotations")?;
-    let labels = f.string_map("service_labels")?;
-    let wait_timeout = f
-        .number("wait_timeout_seconds", 0.0, 600.0)?
-        .unwrap_or(60.0);
-    let wait_interval = f.number("wait_interval_seconds", 0.1, 10.0)?.unwrap_or(1.0);
-    let nodes = NodeChoice {
-        address_type: f
-            .choice("node_address_type", &["InternalIP", "ExternalIP"])?
-            .unwrap_or("InternalIP"),
-        name: None,
-        label_selector: None,
-    };
-    let node_name = f.string("node_name")?;
-    let node_label_selector = f.string("node_label_selector")?;
-    let nodes = NodeChoice {
-        name: node_name.as_deref(),
-        label_selector: node_label_selector.as_deref(),
-        ..nodes
-    };
+    let r = ExposeRequest::parse(f)?;
     let ns = b.namespace();
-    let service_name = names.deployment();
+    let service_name = r.names.deployment();
     let exposed = |host: String, port: u16| Exposed {
-        app_id: names.app_id(),
+        app_id: r.names.app_id(),
         host,
         port,
-        expose_type,
+        expose_type: r.expose_type,
         service_name: service_name.clone(),
         namespace: ns.to_string(),
     };
-
-    if expose_type == "manual" {
-        let host = upstream_host
-            .ok_or_else(|| bad("upstream_host", "is required when expose_type is manual"))?;
-        let port = upstream_port.unwrap_or(port);
+    let Some(service) = r.service() else {
+        // `manual`: parse() made sure of the host.
+        let host = r.upstream_host.clone().unwrap_or_default();
+        let port = r.upstream_port.unwrap_or(r.port);
         annotate_manual(b, &service_name, &host, port).await;
         return Ok(exposed(host, port));
-    }
-
-    let kind = match expose_type {
-        "nodeport" => "NodePort",
-        "loadbalancer" => "LoadBalancer",
-        _ => "ClusterIP",
     };
-    let service = manifest::service(
-        &names,
-        &ServiceSpec {
-            kind,
-            port,
-            service_port,
-            node_port,
-            external_traffic_policy,
-            load_balancer_ip: load_balancer_ip.as_deref(),
-            annotations: &annotations,
-            labels: &labels,
-        },
-    );
     let a = b
         .call(
             Call::new(
@@ -154,26 +194,23 @@ pub(crate) async fn expose(b: &Backend, f: &Fields) -> Result<Exposed, ControlEr
         ));
     }
     let svc = b.read_service(&service_name).await?;
-    let (host, port) = match kind {
-        "NodePort" => {
+    let upstream_host = r.upstream_host.clone();
+    let (host, port) = match r.expose_type {
+        "nodeport" => {
             let port = port_of(&svc["spec"]["ports"][0]["nodePort"], "nodePort")?;
             let host = match upstream_host {
                 Some(h) => h,
-                None => b.node_address(&nodes).await?,
+                None => b.node_address(&r.nodes()).await?,
             };
             (host, port)
         }
-        "LoadBalancer" => {
+        "loadbalancer" => {
             let port = port_of(&svc["spec"]["ports"][0]["port"], "port")?;
             let host = match upstream_host.or_else(|| load_balancer_host(&svc)) {
                 Some(h) => h,
                 None => {
-                    b.wait_for_load_balancer(
-                        &service_name,
-                        Duration::from_secs_f64(wait_timeout),
-                        Duration::from_secs_f64(wait_interval),
-                    )
-                    .await?
+                    b.wait_for_load_balancer(&service_name, r.wait_timeout, r.wait_interval)
+                        .await?
                 }
             };
             (host, port)
