@@ -372,11 +372,13 @@ impl Kube {
         a.body
     }
 
-    /// Server-side apply of one object (YAML or JSON text) at its own `path`.
+    /// Server-side apply of one object (YAML or JSON text) at its own `path` (which may carry
+    /// a query, e.g. `dryRun=All`).
     pub async fn apply(&self, path: &str, doc: &str) -> ApiAnswer {
+        let sep = if path.contains('?') { '&' } else { '?' };
         self.call(
             reqwest::Method::PATCH,
-            &format!("{path}?fieldManager=harp-tests&force=true"),
+            &format!("{path}{sep}fieldManager=harp-tests&force=true"),
             Some(("application/apply-patch+yaml", doc.to_string())),
         )
         .await
