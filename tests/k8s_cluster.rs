@@ -162,6 +162,15 @@ fn assert_rbac_error(body: &str, verb: &str, resource: &str) {
     }
 }
 
+#[test]
+fn the_readme_shows_the_rbac_file_as_it_is() {
+    let readme = include_str!("../README.md");
+    assert!(
+        readme.contains(&format!("```yaml\n{RBAC_YAML}```")),
+        "README's Kubernetes section must quote deploy/kubernetes/rbac.yaml verbatim"
+    );
+}
+
 #[tokio::test]
 async fn the_documented_role_is_exactly_enough_for_appapis_call_sequence() {
     let api = ApiServer::shared();
