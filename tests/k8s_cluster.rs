@@ -423,7 +423,9 @@ async fn the_admin_token_stays_out_of_answers_and_logs_on_success_too() {
 async fn harp_keeps_working_across_an_api_server_restart() {
     let api = ApiServer::own();
     let ns = TestNamespace::create(&api).await;
-    let h = harness(&api, &ns.name).start().await;
+    let nc = StubNextcloud::start().await;
+    nc.add_app("other_app", meta(1, public_routes()));
+    let h = harness(&api, &ns.name).nextcloud(&nc.url()).start().await;
     let exists = || h.k8s("exists", json!({"name": "demo_app"}));
     assert_eq!(exists().await.status, 200);
 
@@ -444,6 +446,23 @@ async fn harp_keeps_working_across_an_api_server_restart() {
         .await
         .unwrap();
     assert_eq!(info["kubernetes"]["reachable"], false, "{info}");
+    // Upstream resolution cannot run: a storage push is refused and nothing is cached, and a
+    // metadata fetch for a request fails without caching either.
+    let r = h
+        .app_api(reqwest::Method::POST, "/exapp_storage/demo_app", None)
+        .json(&meta(1, public_routes()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(!h.is_meta_cached("demo_app"));
+    let r = common::client()
+        .get(h.url("/exapps/other_app/x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert!(!h.is_meta_cached("other_app"));
 
     api.start_again(&args);
     let r = exists().await;

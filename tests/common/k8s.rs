@@ -65,6 +65,9 @@ pub struct ApiServer {
     /// The tool's state folder (env file, pid files, logs).
     pub state: PathBuf,
     owned: bool,
+    /// A kube-apiserver [`ApiServer::start_again`] started: the tool stops it by its pid file,
+    /// this process reaps it.
+    restarted: std::sync::Mutex<Option<std::process::Child>>,
 }
 
 impl ApiServer {
@@ -139,6 +142,7 @@ impl ApiServer {
             ca: var("KUBE_APISERVER_CA")?,
             state: state.to_path_buf(),
             owned: true,
+            restarted: std::sync::Mutex::new(None),
         })
     }
 
@@ -223,6 +227,7 @@ impl ApiServer {
             .unwrap();
         let mut f = std::fs::File::create(self.state.join("apiserver.pid")).unwrap();
         writeln!(f, "{}", child.id()).unwrap();
+        *self.restarted.lock().unwrap() = Some(child);
         let end = Instant::now() + READY_DEADLINE;
         while !self.ready() {
             assert!(
@@ -241,6 +246,9 @@ impl Drop for ApiServer {
             let _ = Command::new(tool("kube-apiserver-down"))
                 .arg(&self.state)
                 .status();
+        }
+        if let Some(mut child) = self.restarted.lock().unwrap().take() {
+            let _ = child.wait();
         }
     }
 }
