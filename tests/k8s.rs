@@ -167,6 +167,18 @@ async fn create(h: &TestHarp, body: Value, deployment: &str) {
     assert_eq!(r.json(), json!({"name": deployment}));
 }
 
+/// Requests = limits for memory and CPU; a GPU may be a limit only (Kubernetes then requests
+/// the same for extended resources), but if requested it must be the same count.
+fn assert_requests_equal_limits(resources: &Value) {
+    let (req, lim) = (&resources["requests"], &resources["limits"]);
+    for k in ["memory", "cpu"] {
+        assert_eq!(req[k], lim[k], "{k}: {resources}");
+    }
+    for (k, v) in req.as_object().unwrap() {
+        assert_eq!(&lim[k], v, "{k}: {resources}");
+    }
+}
+
 fn labels(obj: &Value) -> &Value {
     &obj["metadata"]["labels"]
 }
@@ -246,7 +258,8 @@ async fn create_makes_the_pvc_and_a_stopped_deployment_as_appapi_asks() {
     assert_eq!(l["app.kubernetes.io/name"], deployment);
     assert_eq!(l["app.kubernetes.io/part-of"], deployment);
     assert_eq!(l["app.kubernetes.io/component"], "exapp");
-    assert_eq!(l["app.kubernetes.io/instance"], "inst1");
+    // The instance id as AppAPI sent it (label values may hold upper case).
+    assert_eq!(l["app.kubernetes.io/instance"], "Inst1");
     assert!(l.get("app.kubernetes.io/role").is_none(), "{l}");
     assert_eq!(d["spec"]["selector"]["matchLabels"]["app"], deployment);
     assert_eq!(
@@ -279,7 +292,7 @@ async fn create_makes_the_pvc_and_a_stopped_deployment_as_appapi_asks() {
     assert_eq!(limits["memory"], "513Mi", "{c}");
     assert_eq!(limits["cpu"], "1501m", "{c}");
     assert_eq!(limits["nvidia.com/gpu"], "1", "{c}");
-    assert_eq!(c["resources"]["requests"], c["resources"]["limits"]);
+    assert_requests_equal_limits(&c["resources"]);
     let aliases: BTreeSet<(String, BTreeSet<String>)> = pod["hostAliases"]
         .as_array()
         .unwrap_or_else(|| panic!("no hostAliases: {pod}"))
@@ -340,7 +353,7 @@ async fn create_with_a_role_and_kubernetes_quantities_shares_the_pvc() {
     assert_eq!(c["resources"]["limits"]["cpu"], "500m");
     assert_eq!(c["resources"]["limits"]["amd.com/gpu"], "1");
     assert!(c["resources"]["limits"].get("nvidia.com/gpu").is_none());
-    assert_eq!(c["resources"]["requests"], c["resources"]["limits"]);
+    assert_requests_equal_limits(&c["resources"]);
     assert_eq!(
         pod["volumes"][0]["persistentVolumeClaim"]["claimName"], "nc-app-demo-app-data",
         "every role mounts the app's one PVC"
@@ -361,6 +374,37 @@ async fn create_with_a_role_and_kubernetes_quantities_shares_the_pvc() {
         base_limits.get("limits").is_none() || base_limits["limits"] == json!({}),
         "{base_limits}"
     );
+}
+
+#[tokio::test]
+async fn create_accepts_names_that_are_no_kubernetes_labels_as_sent() {
+    // Parts AppAPI may send that are valid Docker names but not valid label values as they
+    // are (a trailing `_` or `-`, dots): every name and label harp derives must still be valid.
+    let (api, ns, h) = setup(&[]).await;
+    let mut body = create_body("Demo.App");
+    body["instance_id"] = json!("OC1_");
+    body["role_suffix"] = json!("Worker-");
+    let deployment = "nc-app-oc1-demo-app-worker";
+    create(&h, body, deployment).await;
+    let d = api
+        .admin()
+        .get_ok(&ns.apps(&format!("deployments/{deployment}")))
+        .await;
+    assert_eq!(
+        labels(&d)["app.kubernetes.io/part-of"],
+        "nc-app-oc1-demo-app"
+    );
+    assert_eq!(
+        d["spec"]["template"]["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"],
+        "nc-app-oc1-demo-app-data"
+    );
+    let r = h
+        .k8s(
+            "exists",
+            json!({"name": "Demo.App", "instance_id": "OC1_", "role_suffix": "Worker-"}),
+        )
+        .await;
+    assert_eq!(r.json(), json!({"exists": true}));
 }
 
 #[tokio::test]
@@ -716,11 +760,12 @@ async fn expose_clusterip_makes_a_managed_service_and_caches_its_address() {
         "expose stores the Service's address in the metadata cache"
     );
 
-    // Exposing again finds the Service there (409) and answers the same.
+    // Exposing again finds the Service there (409) and answers the same; numbers may come
+    // as numeric strings (contract §4.1).
     let again = h
         .k8s(
             "expose",
-            json!({"name": "demo_app", "port": 23000, "service_port": 8080}),
+            json!({"name": "demo_app", "port": "23000", "service_port": "8080"}),
         )
         .await;
     assert_eq!(again.status, 200, "{}", again.body);
@@ -1187,4 +1232,35 @@ async fn the_token_file_is_read_again_on_every_call() {
     // And back: the next call succeeds without a restart.
     std::fs::write(&file, &api.token).unwrap();
     assert_eq!(exists().await.status, 200);
+}
+
+#[tokio::test]
+async fn tls_is_verified_against_the_ca_file_unless_turned_off() {
+    let api = ApiServer::shared();
+    let ns = TestNamespace::create(api).await;
+    let without_ca = |verify: &str| {
+        Harness::builder().envs(&[
+            ("HP_K8S_ENABLED", "true"),
+            ("HP_K8S_API_SERVER", &api.url),
+            ("HP_K8S_CA_FILE", "/nonexistent/ca.crt"),
+            ("HP_K8S_BEARER_TOKEN", &api.token),
+            ("HP_K8S_NAMESPACE", &ns.name),
+            ("HP_K8S_VERIFY_SSL", verify),
+        ])
+    };
+    let strict = without_ca("true").start().await;
+    let r = strict.k8s("exists", json!({"name": "demo_app"})).await;
+    assert_eq!(r.status, 503, "an unknown CA must be refused: {}", r.body);
+    assert!(r.body.contains(&api.url), "{}", r.body);
+    let lax = without_ca("false").start().await;
+    let r = lax.k8s("exists", json!({"name": "demo_app"})).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let with_ca = harness(api, &ns.name).start().await;
+    assert_eq!(
+        with_ca
+            .k8s("exists", json!({"name": "demo_app"}))
+            .await
+            .status,
+        200
+    );
 }
