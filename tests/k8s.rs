@@ -704,12 +704,18 @@ async fn wait_for_start_gives_up_when_the_pull_outlasts_its_cap() {
 // ---------------------------------------------------------------------------------------------
 // expose, and upstream resolution.
 
+/// Routes only an admin may use: an anonymous request makes harp fetch (and cache) the app's
+/// metadata and then stops at the access check, so nothing is sent to the cluster address.
+fn admin_routes() -> Value {
+    json!([{"url": ".*", "access_level": 2, "bruteforce_protection": []}])
+}
+
 /// A Nextcloud that knows `apps` (the metadata AppAPI registered: a logical host harp must
-/// replace with the Kubernetes upstream).
+/// replace with the Kubernetes upstream; admin-only routes, see [`admin_routes`]).
 async fn nextcloud_with(apps: &[&str]) -> StubNextcloud {
     let nc = StubNextcloud::start().await;
     for app in apps {
-        let mut doc = meta(1, public_routes());
+        let mut doc = meta(1, admin_routes());
         doc["host"] = json!("appapi-logical-host.invalid");
         nc.add_app(app, doc);
     }
@@ -954,6 +960,16 @@ async fn front_door(h: &TestHarp, app: &str, rest: &str) -> (u16, String) {
     (r.status().as_u16(), r.text().await.unwrap_or_default())
 }
 
+/// Makes harp fetch `app`'s metadata with an anonymous request the admin-only routes refuse
+/// (so harp never connects to the cluster address it resolved).
+async fn fetch_metadata(h: &TestHarp, app: &str) {
+    let (status, text) = front_door(h, app, "x").await;
+    assert!(
+        status == 401 || status == 403,
+        "the access check, not the upstream, must answer: {status} {text}"
+    );
+}
+
 #[tokio::test]
 async fn manual_expose_routes_through_the_front_door_and_survives_a_restart() {
     let stub = StubExApp::start().await;
@@ -1042,11 +1058,10 @@ async fn upstream_resolution_prefers_the_named_service_then_part_of_then_nextclo
         .await;
     let ip = |s: &Value| s["spec"]["clusterIP"].as_str().unwrap().to_string();
 
-    // On a metadata fetch (a first request through the front door; the answer itself does
-    // not matter: the cluster addresses are not reachable from here).
-    let _ = front_door(&h, "by_name", "x").await;
+    // On a metadata fetch (a first request through the front door).
+    fetch_metadata(&h, "by_name").await;
     assert_eq!(h.cached_upstream("by_name"), Some((ip(&named), 8081)));
-    let _ = front_door(&h, "by_label", "x").await;
+    fetch_metadata(&h, "by_label").await;
     assert_eq!(h.cached_upstream("by_label"), Some((ip(&labelled), 8082)));
     let stub = StubExApp::start().await;
     let mut doc = meta(stub.port(), public_routes());
@@ -1073,6 +1088,33 @@ async fn upstream_resolution_prefers_the_named_service_then_part_of_then_nextclo
         .unwrap();
     assert_eq!(r.status(), 204);
     assert_eq!(h.cached_upstream("by_name"), Some((ip(&named), 8081)));
+}
+
+#[tokio::test]
+async fn a_role_exposed_by_harp_is_found_again_by_its_part_of_label() {
+    let nc = nextcloud_with(&["multi_role"]).await;
+    let (api, ns, h) = setup_with(&[], |b| b.nextcloud(&nc.url())).await;
+    let mut body = create_body("multi_role");
+    body["role_suffix"] = json!("web");
+    create(&h, body, "nc-app-multi-role-web").await;
+    let r = h
+        .k8s(
+            "expose",
+            json!({"name": "multi_role", "role_suffix": "web", "port": 23000}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let svc = api
+        .admin()
+        .get_ok(&ns.core("services/nc-app-multi-role-web"))
+        .await;
+    let ip = svc["spec"]["clusterIP"].as_str().unwrap().to_string();
+    assert_eq!(r.json()["serviceName"], "nc-app-multi-role-web");
+
+    // A harp with an empty cache finds that Service through `part-of` on its first fetch.
+    let fresh = harness(api, &ns.name).nextcloud(&nc.url()).start().await;
+    fetch_metadata(&fresh, "multi_role").await;
+    assert_eq!(fresh.cached_upstream("multi_role"), Some((ip, 23000)));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1130,8 +1172,10 @@ async fn info_reports_the_backend_and_whether_the_api_server_answers() {
 #[tokio::test]
 async fn bad_requests_are_400_naming_the_field() {
     let (_api, _ns, h) = setup(&[]).await;
-    let r = h.k8s_raw("create", "{not json".into()).await;
-    assert_eq!(r.status, 400, "{}", r.body);
+    for text in ["{not json", "[]", "null", ""] {
+        let r = h.k8s_raw("create", text.into()).await;
+        assert_eq!(r.status, 400, "{text:?}: {}", r.body);
+    }
     for op in [
         "exists",
         "create",
@@ -1166,6 +1210,18 @@ async fn bad_requests_are_400_naming_the_field() {
         (
             json!({"port": 23000, "external_traffic_policy": "Nowhere"}),
             "external_traffic_policy",
+        ),
+        (
+            json!({"port": 23000, "wait_interval_seconds": 0.01}),
+            "wait_interval_seconds",
+        ),
+        (
+            json!({"port": 23000, "wait_timeout_seconds": -1}),
+            "wait_timeout_seconds",
+        ),
+        (
+            json!({"port": 23000, "expose_type": "nodeport", "node_address_type": "Bogus"}),
+            "node_address_type",
         ),
     ];
     for (mut body, field) in cases {
