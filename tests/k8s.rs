@@ -895,7 +895,7 @@ async fn expose_nodeport_picks_a_ready_node_address_and_the_node_port() {
 
 #[tokio::test]
 async fn expose_loadbalancer_waits_for_the_ingress_within_its_bound() {
-    let nc = nextcloud_with(&["lb_app", "lb_never"]).await;
+    let nc = nextcloud_with(&["lb_app", "lb_never", "lb_named"]).await;
     let (api, ns, h) = setup_with(&[], |b| b.nextcloud(&nc.url())).await;
     let kube = api.admin();
     create(&h, create_body("lb_app"), "nc-app-lb-app").await;
@@ -936,6 +936,30 @@ async fn expose_loadbalancer_waits_for_the_ingress_within_its_bound() {
     );
     assert_eq!(j["exposeType"], "loadbalancer");
 
+    // A load balancer that publishes a host name (and a Service that existed before).
+    kube.create(
+        &ns.core("services"),
+        json!({"apiVersion": "v1", "kind": "Service",
+               "metadata": {"name": "nc-app-lb-named",
+                            "labels": {"app.kubernetes.io/managed-by": "harp"}},
+               "spec": {"type": "LoadBalancer", "selector": {"app": "nc-app-lb-named"},
+                        "ports": [{"name": "http", "port": 23000, "targetPort": 23000}]}}),
+    )
+    .await;
+    kube.merge_patch(
+        &ns.core("services/nc-app-lb-named/status"),
+        json!({"status": {"loadBalancer": {"ingress": [{"hostname": "lb.example.net"}]}}}),
+    )
+    .await;
+    let r = h
+        .k8s(
+            "expose",
+            json!({"name": "lb_named", "port": 23000, "expose_type": "loadbalancer"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["host"], "lb.example.net");
+
     // No address ever comes: 503 once the bound passes.
     let t0 = Instant::now();
     let r = h
@@ -958,6 +982,41 @@ async fn front_door(h: &TestHarp, app: &str, rest: &str) -> (u16, String) {
         .await
         .unwrap();
     (r.status().as_u16(), r.text().await.unwrap_or_default())
+}
+
+#[tokio::test]
+async fn manual_expose_without_a_deployment_still_answers_and_caches() {
+    // The annotations are best effort (contract §4.8): an app deployed outside harp is exposed
+    // all the same.
+    let nc = nextcloud_with(&["outside_app"]).await;
+    let (_api, _ns, h) = setup_with(&[], |b| b.nextcloud(&nc.url())).await;
+    let r = h
+        .k8s(
+            "expose",
+            json!({"name": "outside_app", "port": 23000, "expose_type": "manual",
+                   "upstream_host": "exapp.internal.example", "upstream_port": 9001}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        h.cached_upstream("outside_app"),
+        Some(("exapp.internal.example".into(), 9001))
+    );
+}
+
+#[tokio::test]
+async fn an_oversized_body_is_refused() {
+    let (_api, _ns, h) = setup(&[]).await;
+    let mut huge = String::from("{\"name\": \"demo_app\", \"pad\": \"");
+    huge.push_str(&"x".repeat(64 * 1024 * 1024));
+    huge.push_str("\"}");
+    let r = h.k8s_raw("create", huge).await;
+    assert!(
+        r.status == 413 || r.status == 400,
+        "{} {}",
+        r.status,
+        r.body
+    );
 }
 
 /// Makes harp fetch `app`'s metadata with an anonymous request the admin-only routes refuse
