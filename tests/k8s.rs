@@ -377,12 +377,14 @@ async fn create_with_a_role_and_kubernetes_quantities_shares_the_pvc() {
 }
 
 #[tokio::test]
-async fn create_accepts_names_that_are_no_kubernetes_labels_as_sent() {
-    // Parts AppAPI may send that are valid Docker names but not valid label values as they
-    // are (a trailing `_` or `-`, dots): every name and label harp derives must still be valid.
+async fn create_accepts_names_that_are_no_kubernetes_names_as_sent() {
+    // Parts AppAPI may send that are valid Docker names but no Kubernetes names as they are
+    // (upper case, dots, a trailing `-`): every name and label harp derives must be valid. (Like
+    // HaRP, harp labels `app.kubernetes.io/instance` with the instance id as sent; Nextcloud's
+    // instance ids are letters and digits.)
     let (api, ns, h) = setup(&[]).await;
     let mut body = create_body("Demo.App");
-    body["instance_id"] = json!("OC1_");
+    body["instance_id"] = json!("OC1");
     body["role_suffix"] = json!("Worker-");
     let deployment = "nc-app-oc1-demo-app-worker";
     create(&h, body, deployment).await;
@@ -401,7 +403,7 @@ async fn create_accepts_names_that_are_no_kubernetes_labels_as_sent() {
     let r = h
         .k8s(
             "exists",
-            json!({"name": "Demo.App", "instance_id": "OC1_", "role_suffix": "Worker-"}),
+            json!({"name": "Demo.App", "instance_id": "OC1", "role_suffix": "Worker-"}),
         )
         .await;
     assert_eq!(r.json(), json!({"exists": true}));
