@@ -1077,6 +1077,18 @@ async fn manual_expose_routes_through_the_front_door_and_survives_a_restart() {
         "the request did not reach the ExApp"
     );
 
+    // AppAPI's push at the end of enabling carries its logical host (the app id): the
+    // Kubernetes upstream must survive it (HaRP's cache-overwrite bug).
+    let mut logical = meta(23000, public_routes());
+    logical["host"] = json!("manual_app");
+    common::push_meta(&h, "manual_app", &logical).await;
+    assert_eq!(
+        h.cached_upstream("manual_app"),
+        Some(("127.0.0.1".into(), stub.port()))
+    );
+    let (status, text) = front_door(&h, "manual_app", "after-push").await;
+    assert_eq!(status, 200, "{text}");
+
     // A new harp (empty cache) fetches the metadata from Nextcloud and resolves the upstream
     // from the Deployment's annotations on its first request.
     drop(h);
