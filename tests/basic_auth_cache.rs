@@ -181,3 +181,51 @@ async fn the_credential_never_reaches_a_log_line() {
         );
     }
 }
+
+/// The sample of `series` (exact name and labels) in harp's /metrics text.
+async fn metric(w: &World, series: &str) -> Option<f64> {
+    let addr = w.harp.metrics.expect("metrics listener bound");
+    let text = client()
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[tokio::test]
+async fn basic_auth_lookups_count_as_nextcloud_calls_and_cache_hits() {
+    let w = world(&[("HP_METRICS_ADDRESS", "127.0.0.1:0")]).await;
+    for _ in 0..3 {
+        assert_eq!(status(&w, ALICE).await, 200);
+    }
+    assert_eq!(w.nc.user_calls(), 1);
+    assert_eq!(
+        metric(
+            &w,
+            r#"harp_nextcloud_calls_total{call="user_info",result="ok"}"#
+        )
+        .await,
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(
+            &w,
+            r#"harp_nextcloud_cache_total{call="user_info",result="hit"}"#
+        )
+        .await,
+        Some(2.0)
+    );
+    assert_eq!(
+        metric(
+            &w,
+            r#"harp_nextcloud_cache_total{call="user_info",result="miss"}"#
+        )
+        .await,
+        Some(1.0)
+    );
+}

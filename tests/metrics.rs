@@ -288,6 +288,11 @@ async fn issue11_prometheus_counts_known_traffic_and_promtool_lints_the_expositi
         prometheus.query_until(docker, |v| v == 1.0).await,
         Some(1.0)
     );
+    let docker_latency = r#"sum(harp_docker_call_duration_seconds_count{op="exists"})"#;
+    assert_eq!(
+        prometheus.query_until(docker_latency, |v| v == 1.0).await,
+        Some(1.0)
+    );
     let meta_latency = r#"sum(harp_nextcloud_call_duration_seconds_count{call="exapp_meta"})"#;
     assert_eq!(
         prometheus.query_until(meta_latency, |v| v == 1.0).await,
@@ -447,5 +452,46 @@ async fn issue11_upgraded_connections_gauge_follows_an_open_websocket() {
     assert_eq!(
         gauge_until(metrics, "harp_upgraded_connections", 0.0).await,
         Some(0.0)
+    );
+}
+
+#[tokio::test]
+async fn issue11_bans_active_and_frp_login_failures_are_exported() {
+    let harp = Harness::builder()
+        .env("HP_METRICS_ADDRESS", "127.0.0.1:0")
+        .env("HP_BLACKLIST_COUNT", "2")
+        .start()
+        .await;
+    let metrics = harp.metrics.expect("metrics listener bound");
+    assert_eq!(
+        gauge_until(metrics, "harp_bans_active", 0.0).await,
+        Some(0.0)
+    );
+    // The FRP plugin path: two wrong tokens from one frpc address reach the threshold.
+    for _ in 0..2 {
+        let body = serde_json::json!({
+            "content": {"client_address": "192.0.2.7:4000", "metas": {"token": "wrong"}}
+        });
+        let r = client()
+            .post(harp.url("/exapps/app_api/frp_handler"))
+            .header("harp-shared-key", KEY)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "a refused login (contract §4.4)");
+    }
+    assert_eq!(
+        gauge_until(metrics, "harp_frp_login_failures_total", 2.0).await,
+        Some(2.0)
+    );
+    assert_eq!(
+        gauge_until(metrics, "harp_bans_active", 1.0).await,
+        Some(1.0)
+    );
+    assert_eq!(
+        gauge_until(metrics, "harp_auth_failures_total", 2.0).await,
+        Some(2.0),
+        "the total still counts FRP failures"
     );
 }

@@ -470,13 +470,6 @@ impl Config {
             var: e.var,
             message: e.message,
         })?;
-        if k8s.enabled {
-            // Said at start-up so an admin does not wait for AppAPI's 503 to find out.
-            warnings.push(
-                "HP_K8S_ENABLED: this build has no Kubernetes backend yet; /k8s/exapp/* answers 503"
-                    .into(),
-            );
-        }
 
         let path = |name: &str, default: &str| {
             PathBuf::from(

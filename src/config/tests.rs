@@ -417,7 +417,8 @@ fn k8s_settings_are_parsed_described_and_refused_by_variable() {
     .unwrap();
     assert!(c.k8s.enabled);
     assert_eq!(c.k8s.namespace, "apps");
-    assert!(c.warnings.iter().any(|w| w.starts_with("HP_K8S_ENABLED")));
+    // The backend exists now: enabling it is not a warning.
+    assert!(!c.warnings.iter().any(|w| w.starts_with("HP_K8S_ENABLED")));
     let described = c.describe().join("\n");
     assert!(described.contains("HP_K8S_NAMESPACE=apps"));
     assert!(!described.contains("tok-value-not-shown"));

@@ -10,6 +10,7 @@
 //! except where the word *is* a check (the engine port range).
 
 pub(crate) mod headers;
+pub(crate) mod names;
 pub(crate) mod ports;
 pub(crate) mod reply;
 pub(crate) mod routes;

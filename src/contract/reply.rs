@@ -31,6 +31,20 @@ pub(crate) enum ControlError {
 }
 
 impl ControlError {
+    /// A fixed word per kind of failure (a metric label).
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            ControlError::NotFound | ControlError::NotFoundMessage(_) => "not_found",
+            ControlError::MethodNotAllowed => "method_not_allowed",
+            ControlError::BadRequest(_) => "bad_request",
+            ControlError::TooLarge => "too_large",
+            ControlError::Unavailable(_) => "unavailable",
+            ControlError::Conflict(_) => "conflict",
+            ControlError::Timeout(_) => "timeout",
+            ControlError::Internal(_) => "internal",
+        }
+    }
+
     pub(crate) fn status(&self) -> StatusCode {
         match self {
             ControlError::NotFound => StatusCode::NOT_FOUND,

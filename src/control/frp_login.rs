@@ -16,6 +16,8 @@ pub struct LoginChecker {
     bans: Arc<BanList>,
     /// Where every login decision is recorded (off unless set).
     audit: crate::audit::Audit,
+    /// Refused logins (`harp_frp_login_failures_total`); unregistered when metrics are off.
+    failures: prometheus_client::metrics::counter::Counter,
 }
 
 impl LoginChecker {
@@ -24,7 +26,17 @@ impl LoginChecker {
             key,
             bans,
             audit: crate::audit::Audit::default(),
+            failures: Default::default(),
         }
+    }
+
+    /// The same checker, counting refused logins into `failures`.
+    pub(crate) fn with_failure_counter(
+        mut self,
+        failures: prometheus_client::metrics::counter::Counter,
+    ) -> LoginChecker {
+        self.failures = failures;
+        self
     }
 
     /// The same checker, recording every login decision in `audit`.
@@ -43,7 +55,10 @@ impl LoginChecker {
             FrpLoginVerdict::Malformed => (None, "malformed"),
             FrpLoginVerdict::Banned(ip) => (Some(*ip), "refused: banned"),
             FrpLoginVerdict::Accepted(ip) => (Some(*ip), "accepted"),
-            FrpLoginVerdict::Rejected(ip) => (Some(*ip), "refused: wrong token"),
+            FrpLoginVerdict::Rejected(ip) => {
+                self.failures.inc();
+                (Some(*ip), "refused: wrong token")
+            }
         };
         self.audit.record("frp_login", ip, "", outcome);
         verdict

@@ -1,6 +1,7 @@
 //! The control API of contract §4, reached as `/exapps/app_api/<path>` behind the shared-key
-//! gate: heartbeat, info, the ExApp metadata store, the FRP login check and the Docker wrapper
-//! endpoints. Handlers return typed [`ControlError`]s; `frontdoor` turns them into statuses.
+//! gate: heartbeat, info, the ExApp metadata store, the FRP login check, the Docker wrapper
+//! endpoints and the Kubernetes ones (`k8s`), whose `expose` answers this module stores.
+//! Handlers return typed [`ControlError`]s; `frontdoor` turns them into statuses.
 //!
 //! Does not forward anything to ExApps and never decides access (the gate already did).
 
@@ -10,7 +11,8 @@ mod storage;
 pub(crate) use frp_login::{FrpLoginVerdict, LoginChecker};
 
 use crate::docker::Wrappers;
-use crate::nextcloud::MetaCache;
+use crate::metrics::WrapperCalls;
+use crate::nextcloud::{MetaCache, MetaFetch, NextcloudClient};
 use bytes::Bytes;
 use http::{HeaderMap, Method, StatusCode};
 use serde_json::json;
@@ -38,6 +40,12 @@ pub(crate) struct Control {
     pub docker: Wrappers,
     /// Where Docker wrapper calls are recorded.
     pub audit: crate::audit::Audit,
+    /// The Kubernetes backend; `None` when `HP_K8S_ENABLED` is off.
+    pub k8s: Option<Arc<crate::k8s::Backend>>,
+    /// Nextcloud, asked for an ExApp's metadata when `expose` stores its upstream.
+    pub nextcloud: NextcloudClient,
+    /// Counts and times Kubernetes wrapper calls; `None` when metrics are off.
+    pub k8s_calls: Option<WrapperCalls>,
 }
 
 pub(crate) async fn handle(
@@ -48,11 +56,15 @@ pub(crate) async fn handle(
     let post = req.method == Method::POST;
     match req.path {
         "/heartbeat" if get => Ok(ControlReply::Json(StatusCode::OK, json!({"status": "ok"}))),
-        "/info" if get => Ok(ControlReply::Json(StatusCode::OK, info())),
+        "/info" if get => Ok(ControlReply::Json(
+            StatusCode::OK,
+            info(ctl.k8s.as_deref()).await,
+        )),
         "/frp_handler" if post => Ok(ctl.login.check_body(&req.body).into_reply()),
         "/heartbeat" | "/info" | "/frp_handler" => Err(ControlError::MethodNotAllowed),
         p if p.starts_with("/exapp_storage/") => {
-            let result = storage::handle(&ctl.metadata, req.method, p, &req.body);
+            let result =
+                storage::handle(&ctl.metadata, ctl.k8s.as_deref(), req.method, p, &req.body).await;
             if !get {
                 ctl.audit.record(
                     "exapp_storage",
@@ -77,10 +89,7 @@ pub(crate) async fn handle(
                 Some(req.client),
                 docker_subject(op, req.headers, &req.body),
                 match &result {
-                    Ok(ControlReply::Json(status, _) | ControlReply::Text(status, _)) => {
-                        status.as_u16().to_string()
-                    }
-                    Ok(ControlReply::NoContent) => "204".to_string(),
+                    Ok(reply) => reply_status(reply).to_string(),
                     // The status only: an engine's error text is not ours to copy.
                     Err(e) => e.status().as_u16().to_string(),
                 },
@@ -91,21 +100,98 @@ pub(crate) async fn handle(
             if !post {
                 return Err(ControlError::MethodNotAllowed);
             }
-            Err(ControlError::Unavailable(
-                "Kubernetes support is not enabled in this harp instance".into(),
-            ))
+            let op = &p["/k8s/exapp/".len()..];
+            let started = std::time::Instant::now();
+            let result = k8s_call(ctl, op, &req.body).await;
+            if let Some(calls) = &ctl.k8s_calls {
+                let outcome = match &result {
+                    Ok(_) => "ok",
+                    Err(e) => e.kind(),
+                };
+                calls.record(k8s_op_label(op), outcome, started.elapsed());
+            }
+            ctl.audit.record(
+                "k8s_exapp",
+                Some(req.client),
+                docker_subject(op, req.headers, &req.body),
+                match &result {
+                    Ok(reply) => reply_status(reply).to_string(),
+                    Err(e) => e.status().as_u16().to_string(),
+                },
+            );
+            result
         }
         _ => Err(ControlError::NotFound),
     }
 }
 
+/// The metric label of a Kubernetes operation: its fixed name, never request text.
+fn k8s_op_label(op: &str) -> &'static str {
+    const OPS: [&str; 8] = [
+        "exists",
+        "create",
+        "start",
+        "stop",
+        "wait_for_start",
+        "remove",
+        "install_certificates",
+        "expose",
+    ];
+    OPS.iter().find(|o| **o == op).copied().unwrap_or("unknown")
+}
+
+fn reply_status(reply: &ControlReply) -> u16 {
+    match reply {
+        ControlReply::Json(status, _) | ControlReply::Text(status, _) => status.as_u16(),
+        ControlReply::NoContent => 204,
+    }
+}
+
+/// One Kubernetes operation; `expose`'s address goes into the metadata cache with the rest of
+/// the ExApp's metadata from Nextcloud (contract §4.8), so the next request routes there.
+async fn k8s_call(ctl: &Control, op: &str, body: &[u8]) -> Result<ControlReply, ControlError> {
+    let Some(k8s) = &ctl.k8s else {
+        return Err(ControlError::Unavailable(
+            "Kubernetes support is not enabled in this harp instance (HP_K8S_ENABLED)".into(),
+        ));
+    };
+    let exposed = match k8s.handle(op, body).await? {
+        crate::k8s::Outcome::Reply(reply) => return Ok(reply),
+        crate::k8s::Outcome::Exposed(exposed) => exposed,
+    };
+    let mut record = match ctl.nextcloud.exapp_meta(&exposed.app_id).await {
+        MetaFetch::Found(record) => record,
+        MetaFetch::NotFound => {
+            return Err(ControlError::NotFoundMessage(format!(
+                "No ExApp metadata for '{}' in Nextcloud",
+                exposed.app_id
+            )))
+        }
+        MetaFetch::Error(e) => {
+            return Err(ControlError::Unavailable(format!(
+                "Failed to fetch metadata for '{}': {e}",
+                exposed.app_id
+            )))
+        }
+    };
+    record.host = exposed.host.clone();
+    record.port = exposed.port;
+    tracing::info!(app = %exposed.app_id, host = %exposed.host, port = exposed.port, expose_type = exposed.expose_type, "ExApp exposed on Kubernetes");
+    ctl.metadata.store(&exposed.app_id, record);
+    Ok(ControlReply::Json(StatusCode::OK, exposed.reply()))
+}
+
 /// The `/info` document. `version` is harp's own semver (project decision 4).
-pub(crate) fn info() -> serde_json::Value {
+pub(crate) async fn info(k8s: Option<&crate::k8s::Backend>) -> serde_json::Value {
+    let kubernetes = match k8s {
+        Some(k8s) => k8s.info().await,
+        None => json!({"enabled": false}),
+    };
     json!({
         "version": env!("CARGO_PKG_VERSION"),
         "implementation": "harp",
         "docker": true,
-        "kubernetes": {"enabled": false},
+        "kubernetes": kubernetes,
     })
 }
 
@@ -131,14 +217,67 @@ fn docker_subject(op: &str, headers: &http::HeaderMap, body: &[u8]) -> String {
 mod tests {
     use super::*;
 
-    #[test]
-    fn info_reports_a_semver_at_least_0_4_4() {
-        let v = info();
+    #[tokio::test]
+    async fn info_reports_a_semver_at_least_0_4_4() {
+        let v = info(None).await;
         let version = v["version"].as_str().unwrap();
         let parts: Vec<u32> = version.split('.').map(|p| p.parse().unwrap()).collect();
         assert_eq!(parts.len(), 3);
         assert!((parts[0], parts[1], parts[2]) >= (0, 4, 4));
         assert_eq!(v["docker"], true);
         assert_eq!(v["kubernetes"]["enabled"], false);
+    }
+
+    /// A control API without Docker, Nextcloud or Kubernetes, counting Kubernetes calls.
+    fn control(calls: WrapperCalls) -> Control {
+        let key = crate::security::SharedKey::new("k");
+        let bans = Arc::new(crate::security::BanList::new(
+            std::time::Duration::from_secs(60),
+            5,
+        ));
+        let s = std::time::Duration::from_secs(1);
+        Control {
+            login: LoginChecker::new(key.clone(), bans),
+            metadata: Arc::new(MetaCache::default()),
+            docker: Wrappers {
+                forwarder: crate::upstream::Forwarder::new(
+                    s,
+                    s,
+                    None,
+                    crate::upstream::LocalDialers::new(Vec::new()),
+                ),
+                frp_certs: "/nonexistent".into(),
+                calls: None,
+            },
+            audit: Default::default(),
+            k8s: None,
+            nextcloud: NextcloudClient::new("http://127.0.0.1:1", key).unwrap(),
+            k8s_calls: Some(calls),
+        }
+    }
+
+    #[tokio::test]
+    async fn kubernetes_calls_are_counted_by_fixed_operation_names() {
+        let calls = crate::metrics::Metrics::new().k8s;
+        let ctl = control(calls.clone());
+        for op in ["create", "create", "../../etc/passwd"] {
+            let path = format!("/k8s/exapp/{op}");
+            let err = handle(
+                &ctl,
+                ControlRequest {
+                    method: &Method::POST,
+                    path: &path,
+                    headers: &HeaderMap::new(),
+                    body: Bytes::from_static(b"{}"),
+                    client: std::net::Ipv4Addr::LOCALHOST.into(),
+                },
+            )
+            .await
+            .unwrap_err();
+            assert_eq!(err.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert!(err.to_string().contains("not enabled"), "{err}");
+        }
+        let count = |op: &'static str| calls.count(op, "unavailable");
+        assert_eq!((count("create"), count("unknown")), (2, 1));
     }
 }

@@ -26,7 +26,7 @@ fn door() -> FrontDoor {
         gate: Arc::new(Gate {
             key: key.clone(),
             bans: bans.clone(),
-            nextcloud: Arc::new(Nextcloud::new(client, Duration::from_secs(60))),
+            nextcloud: Arc::new(Nextcloud::new(client.clone(), Duration::from_secs(60))),
         }),
         control: Arc::new(Control {
             login: LoginChecker::new(key, bans),
@@ -37,6 +37,9 @@ fn door() -> FrontDoor {
                 calls: None,
             },
             audit: Default::default(),
+            k8s: None,
+            nextcloud: client,
+            k8s_calls: None,
         }),
         forwarder: forwarder(),
         resolver: Arc::new(Resolver::default()),

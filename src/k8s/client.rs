@@ -13,6 +13,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Largest response body harp reads from the API server; the objects harp reads (one
 /// Deployment, Service or a namespace's pods list) are far smaller.
 const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+/// How much of an API server's answer harp keeps for messages.
+const MAX_MESSAGE: usize = 512;
 /// A token file larger than this is not a token.
 const MAX_TOKEN_BYTES: u64 = 64 * 1024;
 
@@ -32,12 +34,111 @@ pub(crate) enum K8sError {
     Unreachable { url: String, reason: String },
     #[error("Kubernetes API server {url} answered with more than {MAX_BODY_BYTES} bytes")]
     BodyTooLarge { url: String },
+    #[error("Kubernetes API server {url} refused harp's token (401): check HP_K8S_BEARER_TOKEN / HP_K8S_BEARER_TOKEN_FILE")]
+    Unauthorized { url: String },
+    #[error("Kubernetes RBAC refused harp to {verb} {resource} in namespace '{namespace}' (403: {message}); grant it in harp's Role (README: Kubernetes)")]
+    Forbidden {
+        verb: &'static str,
+        resource: &'static str,
+        namespace: String,
+        message: String,
+    },
     #[error("Kubernetes API server {url} answered {status}: {body}")]
     Status {
         url: String,
         status: u16,
         body: String,
     },
+}
+
+/// The body of a write: its JSON and how the API server is to read it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum BodyKind {
+    Json,
+    StrategicMerge,
+}
+
+impl BodyKind {
+    fn mime(self) -> &'static str {
+        match self {
+            BodyKind::Json => "application/json",
+            BodyKind::StrategicMerge => "application/strategic-merge-patch+json",
+        }
+    }
+}
+
+/// One request to the API server, with the RBAC words (`verb`, `resource`, `namespace`) a 403
+/// is reported in.
+pub(crate) struct Call<'a> {
+    verb: &'static str,
+    resource: &'static str,
+    namespace: &'a str,
+    method: reqwest::Method,
+    path: String,
+    query: &'a [(&'a str, &'a str)],
+    body: Option<(BodyKind, &'a serde_json::Value)>,
+}
+
+impl<'a> Call<'a> {
+    pub(crate) fn new(
+        verb: &'static str,
+        resource: &'static str,
+        namespace: &'a str,
+        method: reqwest::Method,
+        path: String,
+    ) -> Call<'a> {
+        Call {
+            verb,
+            resource,
+            namespace,
+            method,
+            path,
+            query: &[],
+            body: None,
+        }
+    }
+
+    pub(crate) fn query(mut self, query: &'a [(&'a str, &'a str)]) -> Call<'a> {
+        self.query = query;
+        self
+    }
+
+    pub(crate) fn body(mut self, kind: BodyKind, body: &'a serde_json::Value) -> Call<'a> {
+        self.body = Some((kind, body));
+        self
+    }
+}
+
+/// An API server's answer: status, the JSON (`Null` when the body is not JSON) and the start
+/// of the raw text for messages.
+#[derive(Debug)]
+pub(crate) struct Answer {
+    pub(crate) status: u16,
+    pub(crate) json: serde_json::Value,
+    text: String,
+}
+
+impl Answer {
+    /// The API server's own explanation (`message` of a Status object), else the raw text.
+    pub(crate) fn message(&self) -> String {
+        let m = match self.json.get("message").and_then(|m| m.as_str()) {
+            Some(m) => m.to_string(),
+            None => self.text.clone(),
+        };
+        m.chars().take(MAX_MESSAGE).collect()
+    }
+}
+
+/// reqwest's outer error says little ("error sending request"); the cause names the refusal.
+fn describe(e: &reqwest::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }
 
 /// A ready client for one API server.
@@ -104,22 +205,29 @@ impl Client {
         Ok(token.to_string())
     }
 
-    /// `GET <path>`; answers the status and the bounded body.
-    pub(crate) async fn get(&self, path: &str) -> Result<(u16, Vec<u8>), K8sError> {
-        let url = format!("{}{path}", self.base);
+    /// One API call. A 401 or 403 becomes an error naming the token or the refused verb and
+    /// resource; every other status is the caller's to judge.
+    pub(crate) async fn call(&self, call: Call<'_>) -> Result<Answer, K8sError> {
+        let url = format!("{}{}", self.base, call.path);
         let token = self.token()?;
         let unreachable = |e: reqwest::Error| K8sError::Unreachable {
             url: self.base.clone(),
-            reason: e.to_string(),
+            reason: describe(&e),
         };
-        let mut resp = self
+        let mut req = self
             .http
-            .get(&url)
+            .request(call.method.clone(), &url)
             .bearer_auth(token)
-            .header(reqwest::header::ACCEPT, "application/json")
-            .send()
-            .await
-            .map_err(unreachable)?;
+            .header(reqwest::header::ACCEPT, "application/json");
+        if !call.query.is_empty() {
+            req = req.query(call.query);
+        }
+        if let Some((content_type, body)) = call.body {
+            req = req
+                .header(reqwest::header::CONTENT_TYPE, content_type.mime())
+                .body(body.to_string());
+        }
+        let mut resp = req.send().await.map_err(unreachable)?;
         let status = resp.status().as_u16();
         let mut body = Vec::new();
         while let Some(chunk) = resp.chunk().await.map_err(unreachable)? {
@@ -128,7 +236,37 @@ impl Client {
             }
             body.extend_from_slice(&chunk);
         }
-        Ok((status, body))
+        let answer = Answer {
+            status,
+            json: serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+            text: String::from_utf8_lossy(&body[..body.len().min(MAX_MESSAGE)]).into_owned(),
+        };
+        match status {
+            401 => Err(K8sError::Unauthorized {
+                url: self.base.clone(),
+            }),
+            403 => Err(K8sError::Forbidden {
+                verb: call.verb,
+                resource: call.resource,
+                namespace: call.namespace.to_string(),
+                message: answer.message(),
+            }),
+            _ => Ok(answer),
+        }
+    }
+
+    /// `GET <path>` with no RBAC context (health endpoints): status and the bounded body.
+    pub(crate) async fn get(&self, path: &str) -> Result<(u16, Vec<u8>), K8sError> {
+        let answer = self
+            .call(Call::new(
+                "get",
+                "",
+                "",
+                reqwest::Method::GET,
+                path.to_string(),
+            ))
+            .await?;
+        Ok((answer.status, answer.text.into_bytes()))
     }
 
     /// `GET /readyz`: Ok when the API server says it is ready.
@@ -140,7 +278,12 @@ impl Client {
         Err(K8sError::Status {
             url: format!("{}/readyz", self.base),
             status,
-            body: String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned(),
+            body: String::from_utf8_lossy(&body).into_owned(),
         })
+    }
+
+    /// The URL of the API server this client talks to.
+    pub(crate) fn base(&self) -> &str {
+        &self.base
     }
 }

@@ -3,6 +3,7 @@
 
 use super::names::{host_aliases, HostAlias};
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// Where a pod's service account credentials are mounted (Kubernetes' fixed path).
 const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
@@ -10,6 +11,11 @@ const DEFAULT_NAMESPACE: &str = "nextcloud-exapps";
 const DEFAULT_STORAGE_SIZE: &str = "10Gi";
 /// `KUBERNETES_SERVICE_PORT`'s default when only the host is set (contract §4.9).
 const DEFAULT_SERVICE_PORT: &str = "443";
+/// Contract §4.8: up to 90 s for readiness after the image pull, and at most an hour of pulling.
+const DEFAULT_STARTUP_TIMEOUT_SECS: u64 = 90;
+const DEFAULT_IMAGE_PULL_TIMEOUT_SECS: u64 = 3600;
+/// The knobs' upper bound: AppAPI itself gives up long before.
+const MAX_WAIT_SECS: u64 = 24 * 3600;
 
 /// A refused `HP_K8S_*` value; names the variable, never prints a token.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +42,11 @@ pub(crate) struct K8sSettings {
     pub(crate) storage_class: Option<String>,
     pub(crate) storage_size: String,
     pub(crate) host_aliases: Vec<HostAlias>,
+    /// `HP_K8S_STARTUP_TIMEOUT`: how long `wait_for_start` waits for readiness once the image
+    /// is pulled (harp's knob; HaRP fixes it at 90 s).
+    pub(crate) startup_timeout: Duration,
+    /// `HP_K8S_IMAGE_PULL_TIMEOUT`: the cap on waiting for an image pull (HaRP: 3600 s).
+    pub(crate) image_pull_timeout: Duration,
 }
 
 impl std::fmt::Debug for K8sSettings {
@@ -51,6 +62,8 @@ impl std::fmt::Debug for K8sSettings {
             .field("storage_class", &self.storage_class)
             .field("storage_size", &self.storage_size)
             .field("host_aliases", &self.host_aliases)
+            .field("startup_timeout", &self.startup_timeout)
+            .field("image_pull_timeout", &self.image_pull_timeout)
             .finish()
     }
 }
@@ -119,6 +132,25 @@ impl K8sSettings {
             message,
         })?;
 
+        let secs = |var: &'static str, default: u64| -> Result<Duration, SettingsError> {
+            match value(&get, var) {
+                None => Ok(Duration::from_secs(default)),
+                Some(v) => v
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|s| (1..=MAX_WAIT_SECS).contains(s))
+                    .map(Duration::from_secs)
+                    .ok_or_else(|| SettingsError {
+                        var,
+                        message: format!(
+                            "'{v}' is not a whole number of seconds from 1 to {MAX_WAIT_SECS}"
+                        ),
+                    }),
+            }
+        };
+        let startup_timeout = secs("HP_K8S_STARTUP_TIMEOUT", DEFAULT_STARTUP_TIMEOUT_SECS)?;
+        let image_pull_timeout =
+            secs("HP_K8S_IMAGE_PULL_TIMEOUT", DEFAULT_IMAGE_PULL_TIMEOUT_SECS)?;
         let sa = |file: &str| PathBuf::from(SERVICE_ACCOUNT_DIR).join(file);
         Ok(K8sSettings {
             enabled,
@@ -139,6 +171,8 @@ impl K8sSettings {
                 .unwrap_or(DEFAULT_STORAGE_SIZE)
                 .to_string(),
             host_aliases,
+            startup_timeout,
+            image_pull_timeout,
         })
     }
 
@@ -173,6 +207,11 @@ impl K8sSettings {
             ),
             format!("HP_K8S_DEFAULT_STORAGE_SIZE={}", self.storage_size),
             format!("HP_K8S_HOST_ALIASES={}", aliases.join(",")),
+            format!("HP_K8S_STARTUP_TIMEOUT={}", self.startup_timeout.as_secs()),
+            format!(
+                "HP_K8S_IMAGE_PULL_TIMEOUT={}",
+                self.image_pull_timeout.as_secs()
+            ),
         ]
     }
 }
@@ -218,6 +257,8 @@ mod tests {
         assert_eq!(s.storage_class, None);
         assert_eq!(s.storage_size, "10Gi");
         assert!(s.host_aliases.is_empty());
+        assert_eq!(s.startup_timeout, Duration::from_secs(90));
+        assert_eq!(s.image_pull_timeout, Duration::from_secs(3600));
     }
 
     #[test]
@@ -258,6 +299,19 @@ mod tests {
         assert_eq!(e.var, "HP_K8S_NAMESPACE");
         let e = parse(&[("HP_K8S_HOST_ALIASES", "nocolon")]).unwrap_err();
         assert_eq!(e.var, "HP_K8S_HOST_ALIASES");
+        for bad in ["0", "-1", "1.5", "x", "86401"] {
+            let e = parse(&[("HP_K8S_STARTUP_TIMEOUT", bad)]).unwrap_err();
+            assert_eq!(e.var, "HP_K8S_STARTUP_TIMEOUT", "{bad}");
+        }
+        let s = parse(&[
+            ("HP_K8S_STARTUP_TIMEOUT", "2"),
+            ("HP_K8S_IMAGE_PULL_TIMEOUT", "5"),
+        ])
+        .unwrap();
+        assert_eq!(
+            (s.startup_timeout.as_secs(), s.image_pull_timeout.as_secs()),
+            (2, 5)
+        );
     }
 
     #[test]

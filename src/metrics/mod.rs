@@ -121,21 +121,73 @@ pub struct Metrics {
     pub(crate) upgraded_connections: Gauge,
     pub(crate) nextcloud: NextcloudMetrics,
     pub(crate) bans: BanCounters,
-    pub(crate) docker: Family<DockerLabels, Counter>,
+    pub(crate) docker: WrapperCalls,
+    pub(crate) k8s: WrapperCalls,
     tunnel: tunnel::TunnelGauges,
     /// Reads the FRP registry at scrape time; `None` until `start::build` installs it.
     tunnel_state: Option<TunnelHook>,
+    bans_active: Gauge,
+    /// Counts banned clients at scrape time; `None` until `start::build` installs it.
+    bans_state: std::sync::OnceLock<Box<dyn Fn() -> usize + Send + Sync>>,
+    pub(crate) frp_login_failures: Counter,
     process: process::ProcessGauges,
 }
 
 type TunnelHook = Box<dyn Fn() -> TunnelState + Send + Sync>;
 
-/// A Docker wrapper call: `op` is one of the wrappers' fixed names (never request text).
+/// A Docker or Kubernetes wrapper call: `op` is one of the wrappers' fixed names (never
+/// request text).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub(crate) struct DockerLabels {
+pub(crate) struct OpLabels {
     pub(crate) op: &'static str,
-    /// `ok`, or the error's class (the `docker` module names it).
+    /// `ok`, or the error's class (the wrapper names it).
     pub(crate) result: &'static str,
+}
+
+/// `op` alone, for the duration histograms.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct OpOnly {
+    pub(crate) op: &'static str,
+}
+
+/// One backend's wrapper calls: a counter by operation and result, and how long each took.
+#[derive(Clone)]
+pub(crate) struct WrapperCalls {
+    calls: Family<OpLabels, Counter>,
+    seconds: Family<OpOnly, Histogram>,
+}
+
+impl WrapperCalls {
+    fn register(registry: &mut Registry, prefix: &str, backend: &str) -> WrapperCalls {
+        let calls = Family::<OpLabels, Counter>::default();
+        registry.register(
+            format!("{prefix}_calls"),
+            format!("{backend} wrapper calls by operation and result"),
+            calls.clone(),
+        );
+        let seconds = Family::<OpOnly, Histogram>::new_with_constructor(
+            wrapper_histogram as fn() -> Histogram,
+        );
+        registry.register(
+            format!("{prefix}_call_duration_seconds"),
+            format!("How long {backend} wrapper calls took, by operation"),
+            seconds.clone(),
+        );
+        WrapperCalls { calls, seconds }
+    }
+
+    /// Records one call; `op` and `result` are fixed words, never request text.
+    pub(crate) fn record(&self, op: &'static str, result: &'static str, took: Duration) {
+        self.calls.get_or_create(&OpLabels { op, result }).inc();
+        self.seconds
+            .get_or_create(&OpOnly { op })
+            .observe(took.as_secs_f64());
+    }
+
+    #[cfg(test)]
+    pub(crate) fn count(&self, op: &'static str, result: &'static str) -> u64 {
+        self.calls.get_or_create(&OpLabels { op, result }).get()
+    }
 }
 
 /// Failures the ban list records and bans it starts. Unregistered (the `Default`) when metrics
@@ -186,12 +238,20 @@ impl Metrics {
             "Clients banned (each time a client reaches the failure threshold)",
             bans.bans.clone(),
         );
-        let docker = Family::<DockerLabels, Counter>::default();
+        let bans_active = Gauge::default();
         registry.register(
-            "docker_calls",
-            "Docker wrapper calls by operation and result",
-            docker.clone(),
+            "bans_active",
+            "Clients banned right now",
+            bans_active.clone(),
         );
+        let frp_login_failures = Counter::default();
+        registry.register(
+            "frp_login_failures",
+            "FRP logins refused for a wrong or missing token (also counted in auth_failures)",
+            frp_login_failures.clone(),
+        );
+        let docker = WrapperCalls::register(&mut registry, "docker", "Docker");
+        let k8s = WrapperCalls::register(&mut registry, "k8s", "Kubernetes");
         let tunnel = tunnel::TunnelGauges::register(&mut registry);
         let process = process::ProcessGauges::register(&mut registry);
         Metrics {
@@ -204,8 +264,12 @@ impl Metrics {
             nextcloud,
             bans,
             docker,
+            k8s,
             tunnel,
             tunnel_state: None,
+            bans_active,
+            bans_state: std::sync::OnceLock::new(),
+            frp_login_failures,
             process,
         }
     }
@@ -237,9 +301,18 @@ impl Metrics {
         self
     }
 
-    /// The text exposition of every metric, process and tunnel gauges refreshed first.
+    /// Installs what counts the banned clients at each scrape (once: the ban list is built
+    /// after the metrics, which it counts into).
+    pub(crate) fn set_bans_state(&self, read: impl Fn() -> usize + Send + Sync + 'static) {
+        let _ = self.bans_state.set(Box::new(read));
+    }
+
+    /// The text exposition of every metric, process, tunnel and ban gauges refreshed first.
     pub(crate) fn render(&self) -> String {
         self.process.refresh();
+        if let Some(read) = self.bans_state.get() {
+            self.bans_active.set(read() as i64);
+        }
         if let Some(read) = &self.tunnel_state {
             self.tunnel.set(read());
         }
@@ -248,6 +321,14 @@ impl Metrics {
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
     }
+}
+
+/// Wrapper calls run from milliseconds (`exists`) to many minutes (`wait_for_start` while an
+/// image is pulled): 10 ms … ~1.4 h, quadrupling.
+fn wrapper_histogram() -> Histogram {
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        0.01, 4.0, 12,
+    ))
 }
 
 fn upstream_histogram() -> Histogram {

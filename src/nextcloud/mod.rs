@@ -13,7 +13,7 @@ mod record;
 mod singleflight;
 
 pub(crate) use cache::{MetaCache, SessionCache};
-pub(crate) use client::{NextcloudClient, NextcloudError};
+pub(crate) use client::{MetaFetch, NextcloudClient, NextcloudError};
 pub use record::ExAppRecord;
 pub(crate) use record::{parse_record, RecordError};
 pub(crate) use singleflight::SingleFlight;
@@ -48,6 +48,19 @@ pub enum UserLookup {
     Failed(String),
 }
 
+/// Asked after every metadata fetch from Nextcloud: where a backend that places ExApps itself
+/// (Kubernetes) says the ExApp really is. `Ok(None)`: keep Nextcloud's host and port; `Err`:
+/// the fetch fails and nothing is cached (a stale address must not stick). A closure rather
+/// than a trait on the backend so this module imports nothing of it.
+pub(crate) type UpstreamHook = Arc<
+    dyn Fn(
+            String,
+        )
+            -> futures_util::future::BoxFuture<'static, Result<Option<(String, u16)>, String>>
+        + Send
+        + Sync,
+>;
+
 /// The client plus its caches: what the request pipeline asks.
 pub struct Nextcloud {
     client: NextcloudClient,
@@ -61,6 +74,7 @@ pub struct Nextcloud {
     /// `None` when metrics are off.
     metrics: Option<NextcloudMetrics>,
     basic_flights: SingleFlight<BasicDigest, UserLookup>,
+    upstream: Option<UpstreamHook>,
 }
 
 impl Nextcloud {
@@ -75,6 +89,7 @@ impl Nextcloud {
             user_flights: SingleFlight::default(),
             basic_flights: SingleFlight::default(),
             metrics: None,
+            upstream: None,
         }
     }
 
@@ -84,6 +99,12 @@ impl Nextcloud {
         self.user_flights.coalesced = metrics.coalesced.clone();
         self.basic_flights.coalesced = metrics.coalesced.clone();
         self.metrics = Some(metrics);
+        self
+    }
+
+    /// Asks `hook` for each fetched ExApp's real upstream (the Kubernetes backend).
+    pub(crate) fn with_upstream_hook(mut self, hook: UpstreamHook) -> Nextcloud {
+        self.upstream = Some(hook);
         self
     }
 
@@ -131,17 +152,29 @@ impl Nextcloud {
         let cache = self.meta.clone();
         let id = app_lower.to_string();
         let metrics = self.metrics.clone();
+        let upstream = self.upstream.clone();
         self.meta_flights
             .run(app_lower.to_string(), move || async move {
                 let started = std::time::Instant::now();
-                let result = client.exapp_meta(&id).await;
+                let mut result = client.exapp_meta(&id).await;
                 if let Some(m) = &metrics {
                     let result = match &result {
-                        client::MetaFetch::Found(_) => CallResult::ok,
-                        client::MetaFetch::NotFound => CallResult::absent,
-                        client::MetaFetch::Error(_) => CallResult::failed,
+                        MetaFetch::Found(_) => CallResult::ok,
+                        MetaFetch::NotFound => CallResult::absent,
+                        MetaFetch::Error(_) => CallResult::failed,
                     };
                     m.call(Call::exapp_meta, result, started.elapsed());
+                }
+                if let (MetaFetch::Found(record), Some(hook)) = (&mut result, &upstream) {
+                    match hook(id.clone()).await {
+                        Ok(Some((host, port))) => {
+                            tracing::info!(app = %id, %host, port, "upstream resolved from the cluster");
+                            record.host = host;
+                            record.port = port;
+                        }
+                        Ok(None) => {}
+                        Err(e) => result = MetaFetch::Error(e),
+                    }
                 }
                 let now = std::time::Instant::now();
                 cache.remember(&id, result, now)
@@ -176,22 +209,33 @@ impl Nextcloud {
         let metrics = self.metrics.clone();
         self.user_flights
             .run(session_cookie.to_string(), move || async move {
-                let started = std::time::Instant::now();
-                let result = client.user_info(&app, &headers).await;
-                if let Some(m) = &metrics {
-                    let outcome = match &result {
-                        UserLookup::User(_) => CallResult::ok,
-                        UserLookup::Anonymous => CallResult::absent,
-                        UserLookup::Failed(_) => CallResult::failed,
-                    };
-                    m.call(Call::user_info, outcome, started.elapsed());
-                }
+                let result = Self::counted_user_info(&client, &metrics, &app, &headers).await;
                 if let UserLookup::User(user) = &result {
                     sessions.insert(cookie, user.clone());
                 }
                 result
             })
             .await
+    }
+
+    /// One user-info call to Nextcloud, counted and timed when metrics are on.
+    async fn counted_user_info(
+        client: &NextcloudClient,
+        metrics: &Option<NextcloudMetrics>,
+        app: &str,
+        headers: &HeaderMap,
+    ) -> UserLookup {
+        let started = std::time::Instant::now();
+        let result = client.user_info(app, headers).await;
+        if let Some(m) = metrics {
+            let outcome = match &result {
+                UserLookup::User(_) => CallResult::ok,
+                UserLookup::Anonymous => CallResult::absent,
+                UserLookup::Failed(_) => CallResult::failed,
+            };
+            m.call(Call::user_info, outcome, started.elapsed());
+        }
+        result
     }
 
     /// A request without a session cookie: cached by credential digest when it carries only
@@ -208,17 +252,22 @@ impl Nextcloud {
             .as_ref()
             .and_then(|key| key.digest(app_lower, headers))
         else {
-            return self.client.user_info(app_lower, headers).await;
+            return Self::counted_user_info(&self.client, &self.metrics, app_lower, headers).await;
         };
-        if let Some(user) = self.basic.get(&digest) {
+        let cached = self.basic.get(&digest);
+        if let Some(m) = &self.metrics {
+            m.cache(Call::user_info, cached.is_some());
+        }
+        if let Some(user) = cached {
             return UserLookup::User(user);
         }
         let client = self.client.clone();
         let cache = self.basic.clone();
         let (app, headers, key) = (app_lower.to_string(), headers.clone(), digest.clone());
+        let metrics = self.metrics.clone();
         self.basic_flights
             .run(digest, move || async move {
-                let result = client.user_info(&app, &headers).await;
+                let result = Self::counted_user_info(&client, &metrics, &app, &headers).await;
                 if let UserLookup::User(user) = &result {
                     if !user.user_id.is_empty() {
                         cache.insert(key, user.clone());

@@ -204,6 +204,30 @@ impl BanList {
         }
     }
 
+    /// How many clients are banned now (the `harp_bans_active` gauge, read at scrape time).
+    /// Walks every tracked IP, one shard lock at a time: bounded by the tracking cap, and
+    /// only a scrape pays for it.
+    pub(crate) fn active(&self) -> usize {
+        let now = Instant::now();
+        let threshold = self.threshold as usize;
+        self.shards
+            .iter()
+            .map(|shard| {
+                shard
+                    .lock()
+                    .iter()
+                    .filter(|(_, times)| {
+                        times
+                            .iter()
+                            .filter(|t| now.duration_since(**t) <= self.window)
+                            .count()
+                            >= threshold
+                    })
+                    .count()
+            })
+            .sum()
+    }
+
     #[cfg(test)]
     pub(crate) fn tracked(&self) -> usize {
         self.shards.iter().map(|s| s.lock().len()).sum()
@@ -275,6 +299,7 @@ mod tests {
         bans.record_at("192.0.2.2".parse().unwrap(), t0);
         assert_eq!(counters.failures.get(), 6);
         assert_eq!(counters.bans.get(), 1);
+        assert_eq!(bans.active(), 1, "one client is banned now");
     }
 
     /// Runs `f` with harp's log lines captured as plain text.

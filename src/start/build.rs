@@ -96,6 +96,7 @@ pub(super) fn build(config: &Config) -> Result<Subsystems, StartError> {
         }),
         Arc::new(TunnelDialer(tunnels.clone())),
     ]);
+    let bans = BanList::new(config.blacklist_window, config.blacklist_count);
     let metrics = config.metrics_addr.is_some().then(|| {
         let registry = tunnels.clone();
         Arc::new(Metrics::new().with_tunnel_state(move || {
@@ -109,11 +110,14 @@ pub(super) fn build(config: &Config) -> Result<Subsystems, StartError> {
             }
         }))
     });
-    let mut bans = BanList::new(config.blacklist_window, config.blacklist_count);
+    let bans = Arc::new(match &metrics {
+        Some(m) => bans.with_counters(m.bans.clone()),
+        None => bans,
+    });
     if let Some(m) = &metrics {
-        bans = bans.with_counters(m.bans.clone());
+        let bans = bans.clone();
+        m.set_bans_state(move || bans.active());
     }
-    let bans = Arc::new(bans);
     // Bans outlive a restart when HP_DATA_DIR is usable (the store warns once when not).
     // One check and one warning for both users of the data directory.
     let (audit, persist) = match crate::store::check_data_dir(&config.data_dir) {
@@ -140,13 +144,26 @@ pub(super) fn build(config: &Config) -> Result<Subsystems, StartError> {
             format!("banned for {}s", lasts.as_secs()),
         );
     }));
+    // `expose` asks Nextcloud directly (no cache in between): it is about to fill the cache.
+    let nextcloud_client = client.clone();
     let mut nextcloud = Nextcloud::new(client, config.session_lifetime)
         .with_basic_auth_cache(config.basic_auth_cache);
     if let Some(m) = &metrics {
         nextcloud = nextcloud.with_metrics(m.nextcloud.clone());
     }
+    let k8s = crate::k8s::Backend::new(&config.k8s).map(Arc::new);
+    if let Some(k8s) = &k8s {
+        let k8s = k8s.clone();
+        nextcloud = nextcloud.with_upstream_hook(Arc::new(move |app: String| {
+            let k8s = k8s.clone();
+            Box::pin(async move { k8s.resolve(&app).await })
+        }));
+    }
     let nextcloud = Arc::new(nextcloud);
-    let login = LoginChecker::new(key.clone(), bans.clone()).with_audit(audit.clone());
+    let mut login = LoginChecker::new(key.clone(), bans.clone()).with_audit(audit.clone());
+    if let Some(m) = &metrics {
+        login = login.with_failure_counter(m.frp_login_failures.clone());
+    }
     let control = Arc::new(Control {
         login: login.clone(),
         metadata: nextcloud.meta_cache_handle(),
@@ -157,6 +174,9 @@ pub(super) fn build(config: &Config) -> Result<Subsystems, StartError> {
             calls: metrics.as_ref().map(|m| m.docker.clone()),
         },
         audit,
+        k8s,
+        nextcloud: nextcloud_client,
+        k8s_calls: metrics.as_ref().map(|m| m.k8s.clone()),
     });
     let gate = Arc::new(Gate {
         key,

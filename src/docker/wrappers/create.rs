@@ -139,7 +139,7 @@ fn container_spec(p: &Plan) -> Value {
         "Image": p.image,
         "Hostname": p.names.name,
         "Env": p.env,
-        "Labels": p.names.labels(),
+        "Labels": crate::docker::names::labels(&p.names),
         "HostConfig": Value::Object(host),
     });
     if p.network_mode != "host" && p.network_mode != "bridge" {
@@ -193,7 +193,7 @@ async fn ensure_volume(engine: &Engine<'_>, names: &Names) -> Result<(), DockerE
             let created = engine
                 .post_json(
                     "/volumes/create",
-                    &json!({"Name": volume, "Labels": names.labels()}),
+                    &json!({"Name": volume, "Labels": crate::docker::names::labels(names)}),
                 )
                 .await?;
             if created.status == StatusCode::CREATED {

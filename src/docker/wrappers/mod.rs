@@ -15,11 +15,9 @@ use super::engine::Engine;
 use super::names::Names;
 use super::{parse_engine_port, DockerError};
 use crate::contract::{ControlError, ControlReply};
-use crate::metrics::DockerLabels;
+use crate::metrics::WrapperCalls;
 use crate::upstream::Forwarder;
 use http::HeaderMap;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use std::future::Future;
@@ -32,8 +30,8 @@ pub(crate) struct Wrappers {
     pub forwarder: Forwarder,
     /// Where the FRP certificates live (`install_certificates` copies the CA from here).
     pub frp_certs: PathBuf,
-    /// Calls by op and result; `None` with metrics off.
-    pub calls: Option<Family<DockerLabels, Counter>>,
+    /// Calls by op and result, and their durations; `None` with metrics off.
+    pub calls: Option<WrapperCalls>,
 }
 
 /// The operations, so a metric label is always one of these literals.
@@ -61,6 +59,7 @@ pub(crate) async fn handle(
         .ok_or(ControlError::NotFound)?;
     let budget = budget(op).ok_or(ControlError::NotFound)?;
     // One block, so refused headers and bodies are counted like engine failures.
+    let started = std::time::Instant::now();
     let result = async {
         let port = parse_engine_port(headers.get("docker-engine-port").map(|v| v.as_bytes()))?;
         let engine = Engine {
@@ -91,7 +90,7 @@ pub(crate) async fn handle(
             Ok(_) => "ok",
             Err(e) => e.metric_class(),
         };
-        calls.get_or_create(&DockerLabels { op, result }).inc();
+        calls.record(op, result, started.elapsed());
     }
     result.map_err(ControlError::from)
 }
@@ -159,7 +158,7 @@ impl NameFields {
             .ok_or_else(|| parse_field_err("'name' is required"))?;
         let instance_id = fields::string("instance_id", self.instance_id)?.unwrap_or_default();
         let role_suffix = fields::string("role_suffix", self.role_suffix)?.unwrap_or_default();
-        Names::new(name, instance_id, role_suffix)
+        Names::new(name, instance_id, role_suffix).map_err(DockerError::BadRequest)
     }
 }
 
