@@ -3,7 +3,8 @@
 //! - deploy/kubernetes/rbac.yaml is exactly the documented Role and enough for AppAPI's whole
 //!   call sequence with a ServiceAccount token from the TokenRequest API, and a call outside it
 //!   is refused with an error naming the verb, the resource and RBAC;
-//! - deploy/kubernetes/harp.yaml passes the API server's dry run with no field dropped;
+//! - deploy/kubernetes/harp.yaml passes the API server's dry run with no field dropped, and
+//!   the in-cluster API server default it relies on (`KUBERNETES_SERVICE_*`) works;
 //! - the API server stopped and started again under a running harp (its own server);
 //! - the token never appears in harp's answers or logs (harp as a child process, debug logs).
 //!
@@ -588,4 +589,35 @@ async fn the_in_cluster_manifests_pass_the_api_servers_dry_run_intact() {
     for port in ["8780", "8782"] {
         assert!(d.text.contains(&format!("containerPort: {port}")));
     }
+}
+
+#[tokio::test]
+async fn in_cluster_defaults_find_the_api_server_the_manifest_relies_on() {
+    // harp.yaml sets no HP_K8S_API_SERVER: in a Pod, Kubernetes provides these two variables.
+    let api = ApiServer::shared();
+    let ns = TestNamespace::create(api).await;
+    let port = api.port().to_string();
+    let h = common::Harness::builder()
+        .envs(&[
+            ("HP_K8S_ENABLED", "true"),
+            ("KUBERNETES_SERVICE_HOST", "127.0.0.1"),
+            ("KUBERNETES_SERVICE_PORT", &port),
+            ("HP_K8S_CA_FILE", &api.ca),
+            ("HP_K8S_BEARER_TOKEN", &api.token),
+            ("HP_K8S_NAMESPACE", &ns.name),
+        ])
+        .start()
+        .await;
+    let r = h.k8s("exists", json!({"name": "demo_app"})).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let info: Value = h
+        .app_api(reqwest::Method::GET, "/info", None)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(info["kubernetes"]["api_server"], api.url);
+    assert_eq!(info["kubernetes"]["reachable"], true);
 }
