@@ -213,3 +213,53 @@ async fn real_operations_are_chained_and_verify_names_tampering() {
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("audit.log.1 line 2 "), "{out}");
 }
+
+/// The chain head (seq and hash of the newest record) reaches the log when harp stops, so an
+/// admin can anchor it elsewhere: its hash is the SHA3-256 of the file's last line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_chain_head_is_logged_when_harp_stops() {
+    use sha3::Digest;
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = Harness::builder()
+        .envs(&[
+            ("HP_DATA_DIR", dir.path().to_str().unwrap()),
+            ("HP_LOG_LEVEL", "info"),
+        ])
+        .spawn_process();
+    let meta = serde_json::json!({
+        "exapp_token": "t", "exapp_version": "1", "host": "127.0.0.1", "port": 9, "routes": []
+    });
+    for app in ["one", "two"] {
+        let r = client()
+            .post(h.url(&format!("/exapps/app_api/exapp_storage/{app}")))
+            .header("harp-shared-key", KEY)
+            .json(&meta)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 204);
+    }
+    let log = dir.path().join("audit").join("audit.log");
+    assert!(
+        wait_until(T, || lines_of(&log).len() == 2).await,
+        "two records written"
+    );
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(h.pid as i32).unwrap(),
+        rustix::process::Signal::TERM,
+    )
+    .unwrap();
+    assert!(wait_until(T, || !h.alive()).await, "harp stops on SIGTERM");
+    let last = lines_of(&log).pop().unwrap();
+    let want = hex::encode(sha3::Sha3_256::digest(last.as_bytes()));
+    let logs = h.logs();
+    let head = logs
+        .iter()
+        .rev()
+        .find(|l| l.contains("audit chain head"))
+        .unwrap_or_else(|| panic!("no chain head logged: {logs:#?}"));
+    assert!(
+        head.contains("seq=2") && head.contains(&want),
+        "{head} (want {want})"
+    );
+}

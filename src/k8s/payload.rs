@@ -283,7 +283,20 @@ pub(crate) fn resources(f: &Fields) -> Result<Option<Value>, ControlError> {
     if let Some(m) = quantity("memory", memory_to_mebibytes)? {
         limits.insert("memory".into(), Value::String(m));
     }
-    let cpu = match quantity("nanoCPUs", nano_cpus_to_millicores)? {
+    // `nanoCPUs` is Docker's count, never a Kubernetes quantity: a string must be its digits
+    // (a bare "500000000" passed on as a quantity would ask for 500 million cores).
+    let nano = match limits_in.get("nanoCPUs") {
+        Some(Value::String(s)) if !s.is_empty() => Some(
+            s.parse::<u64>()
+                .map_err(|_| bad("resource_limits.nanoCPUs", "must be a whole number"))?,
+        ),
+        _ => None,
+    };
+    let cpu = match nano {
+        Some(n) => nano_cpus_to_millicores(n),
+        None => quantity("nanoCPUs", nano_cpus_to_millicores)?,
+    };
+    let cpu = match cpu {
         Some(c) => Some(c),
         None => quantity("cpu", |_| None)?,
     };
@@ -395,5 +408,13 @@ mod tests {
         assert_eq!(resources(&fields(json!({}))).unwrap(), None);
         assert!(resources(&fields(json!({"compute_device": "tpu"}))).is_err());
         assert!(resources(&fields(json!({"resource_limits": {"memory": -1}}))).is_err());
+        // Docker's CPU count as a string is still a count, never a quantity.
+        let r = resources(&fields(
+            json!({"resource_limits": {"nanoCPUs": "500000000"}}),
+        ))
+        .unwrap()
+        .unwrap();
+        assert_eq!(r["limits"], json!({"cpu": "500m"}));
+        assert!(resources(&fields(json!({"resource_limits": {"nanoCPUs": "2 cores"}}))).is_err());
     }
 }

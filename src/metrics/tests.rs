@@ -51,3 +51,37 @@ fn exposition_names_labels_and_process_gauges() {
 }
 
 use std::sync::Arc;
+
+#[test]
+fn text_004_names_counter_families_with_total_and_drops_openmetrics_only_lines() {
+    let m = Metrics::new();
+    m.count(m.apps.label("a"), Outcome::forwarded, Some(200));
+    let om = m.render();
+    assert!(om.contains("# TYPE harp_requests counter") && om.ends_with("# EOF\n"));
+    let text = listener::to_text_004(&om);
+    assert!(
+        text.contains("# TYPE harp_requests_total counter"),
+        "{text}"
+    );
+    assert!(
+        text.contains("# HELP harp_requests_total Front-door"),
+        "{text}"
+    );
+    assert!(text.contains(r#"harp_requests_total{app="a",outcome="forwarded",status="2xx"} 1"#));
+    // Gauges and histograms keep their names.
+    assert!(
+        text.contains("# TYPE harp_open_client_connections gauge"),
+        "{text}"
+    );
+    assert!(
+        text.contains("# TYPE harp_upstream_duration_seconds histogram"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("# EOF") && !text.contains("# UNIT"),
+        "{text}"
+    );
+    // Every sample line survives unchanged.
+    let samples = |t: &str| t.lines().filter(|l| !l.starts_with('#')).count();
+    assert_eq!(samples(&om), samples(&text));
+}
