@@ -1010,7 +1010,8 @@ async fn manual_expose_without_a_deployment_still_answers_and_caches() {
 async fn an_oversized_body_is_refused() {
     let (_api, _ns, h) = setup(&[]).await;
     let mut huge = String::from("{\"name\": \"demo_app\", \"pad\": \"");
-    huge.push_str(&"x".repeat(64 * 1024 * 1024));
+    // Several times the control API's 1 MiB bound.
+    huge.push_str(&"x".repeat(8 * 1024 * 1024));
     huge.push_str("\"}");
     let r = h.k8s_raw("create", huge).await;
     assert!(
