@@ -289,9 +289,9 @@ pub const VARIABLES: &[VarDoc] = &[
         meaning: "accepted for compatibility; a single process needs no external watchdog",
     },
     VarDoc {
-        name: "HP_K8S_ENABLED, HP_K8S_NAMESPACE, HP_K8S_API_SERVER, HP_K8S_CA_FILE, HP_K8S_BEARER_TOKEN, HP_K8S_BEARER_TOKEN_FILE, HP_K8S_VERIFY_SSL, HP_K8S_STORAGE_CLASS, HP_K8S_DEFAULT_STORAGE_SIZE, HP_K8S_HOST_ALIASES",
-        default: "(contract §4.9)",
-        meaning: "Kubernetes backend settings: validated at start and shown by `harp check`; the backend itself is not in this build",
+        name: "HP_K8S_ENABLED, HP_K8S_NAMESPACE, HP_K8S_API_SERVER, HP_K8S_CA_FILE, HP_K8S_BEARER_TOKEN, HP_K8S_BEARER_TOKEN_FILE, HP_K8S_VERIFY_SSL, HP_K8S_STORAGE_CLASS, HP_K8S_DEFAULT_STORAGE_SIZE, HP_K8S_HOST_ALIASES, HP_K8S_STARTUP_TIMEOUT, HP_K8S_IMAGE_PULL_TIMEOUT",
+        default: "(contract §4.9; README: Kubernetes)",
+        meaning: "the Kubernetes backend (AppAPI's /k8s/exapp/* calls): off unless HP_K8S_ENABLED; validated at start and shown by `harp check`",
     },
 ];
 

@@ -51,38 +51,41 @@ impl Fields {
         }
     }
 
-    /// An integer field within `min..=max`; absent or `null` is `None`.
+    /// An integer field within `min..=max`; absent or `null` is `None`. A numeric string counts
+    /// as its number (contract §4.1).
     pub(crate) fn int(&self, field: &str, min: i64, max: i64) -> Result<Option<i64>, ControlError> {
-        match self.0.get(field) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::Number(n)) => match n.as_i64() {
-                Some(v) if (min..=max).contains(&v) => Ok(Some(v)),
-                _ => Err(bad(
-                    field,
-                    &format!("must be an integer from {min} to {max}"),
-                )),
-            },
-            Some(_) => Err(bad(
+        let value = match self.0.get(field) {
+            None | Some(Value::Null) => return Ok(None),
+            Some(Value::Number(n)) => n.as_i64(),
+            Some(Value::String(s)) => s.trim().parse::<i64>().ok(),
+            Some(_) => None,
+        };
+        match value {
+            Some(v) if (min..=max).contains(&v) => Ok(Some(v)),
+            _ => Err(bad(
                 field,
                 &format!("must be an integer from {min} to {max}"),
             )),
         }
     }
 
-    /// A number field within `min..=max`; absent or `null` is `None`.
+    /// A number field within `min..=max`; absent or `null` is `None`. A numeric string counts
+    /// as its number (contract §4.1).
     pub(crate) fn number(
         &self,
         field: &str,
         min: f64,
         max: f64,
     ) -> Result<Option<f64>, ControlError> {
-        match self.0.get(field) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::Number(n)) => match n.as_f64() {
-                Some(v) if (min..=max).contains(&v) => Ok(Some(v)),
-                _ => Err(bad(field, &format!("must be a number from {min} to {max}"))),
-            },
-            Some(_) => Err(bad(field, &format!("must be a number from {min} to {max}"))),
+        let value = match self.0.get(field) {
+            None | Some(Value::Null) => return Ok(None),
+            Some(Value::Number(n)) => n.as_f64(),
+            Some(Value::String(s)) => s.trim().parse::<f64>().ok(),
+            Some(_) => None,
+        };
+        match value {
+            Some(v) if (min..=max).contains(&v) => Ok(Some(v)),
+            _ => Err(bad(field, &format!("must be a number from {min} to {max}"))),
         }
     }
 
@@ -372,6 +375,10 @@ mod tests {
             .to_string()
             .contains("one of a, b"));
         assert!(f.strings("l").is_err());
+        let numeric = fields(json!({"p": "8080", "w": " 0.5 ", "x": "80x"}));
+        assert_eq!(numeric.int("p", 1, 65535).unwrap(), Some(8080));
+        assert_eq!(numeric.number("w", 0.1, 10.0).unwrap(), Some(0.5));
+        assert!(numeric.int("x", 1, 65535).is_err());
         assert!(f.string_map("m").unwrap_err().to_string().contains("'a'"));
     }
 

@@ -8,6 +8,8 @@
 //! - Peers: [`nextcloud`] (the stub Nextcloud), [`exapp`] (the stub ExApps), [`tunnel`]
 //!   (`harp tunnel` in-process), [`frpc`] (the real Go frpc), [`docker`] (the real Docker
 //!   Engine), [`process`] (harp as a child and `/proc` readers).
+//! - [`k8s`]: the real kube-apiserver (one shared per test run), an admin client, test
+//!   namespaces, and AppAPI's `/k8s/exapp/*` calls.
 //! - [`prereq`] turns a missing tool or daemon into one line saying what to install or set.
 //!
 //! What this module must not do: reach into harp's internals anywhere but the one
@@ -21,6 +23,7 @@
 pub mod docker;
 pub mod exapp;
 pub mod frpc;
+pub mod k8s;
 pub mod nextcloud;
 pub mod prereq;
 pub mod process;
@@ -354,6 +357,15 @@ impl TestHarp {
     /// Whether harp holds metadata for `app` in its cache.
     pub fn is_meta_cached(&self, app: &str) -> bool {
         self.internals.nextcloud.meta_cache().get(app).is_some()
+    }
+
+    /// The upstream (host, port) harp's metadata cache holds for `app`, if any.
+    pub fn cached_upstream(&self, app: &str) -> Option<(String, u16)> {
+        self.internals
+            .nextcloud
+            .meta_cache()
+            .get(app)
+            .map(|r| (r.host.clone(), r.port))
     }
 
     /// The address harp remembers for `app`'s host (panics when `app` is not cached).
