@@ -703,6 +703,20 @@ async fn wait_for_start_gives_up_when_the_pull_outlasts_its_cap() {
     assert_eq!(j["health"], "timeout", "{j}");
 }
 
+/// A Deployment that does not exist never gets pods: `404` at once, not a wait of up to the
+/// image-pull cap (an improvement over HaRP, which waits).
+#[tokio::test]
+async fn wait_for_start_on_an_unknown_deployment_is_404_at_once() {
+    let (_api, _ns, h) = setup(&[]).await;
+    let t0 = Instant::now();
+    let r = h
+        .k8s("wait_for_start", json!({"name": "never_created"}))
+        .await;
+    assert_eq!(r.status, 404, "{}", r.body);
+    assert!(r.body.contains("nc-app-never-created"), "{}", r.body);
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+}
+
 // ---------------------------------------------------------------------------------------------
 // expose, and upstream resolution.
 

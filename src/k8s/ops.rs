@@ -290,6 +290,18 @@ pub(crate) async fn wait_for_start(b: &Backend, f: &Fields) -> Result<ControlRep
     let ns = b.namespace();
     let selector = format!("app={name}");
     let query = [("labelSelector", selector.as_str())];
+    // A Deployment that does not exist will never have pods: say so now instead of waiting
+    // out the image-pull cap (HaRP waits).
+    let d = b.get_deployment(&name).await?;
+    match d.status {
+        200 => {}
+        404 => {
+            return Err(ControlError::NotFoundMessage(format!(
+                "Deployment '{name}' not found."
+            )))
+        }
+        _ => return Err(unexpected(&format!("reading Deployment '{name}'"), &d)),
+    }
     let started = Instant::now();
     let pull_deadline = started + b.settings.image_pull_timeout;
     let mut start_deadline: Option<Instant> = None;
