@@ -360,7 +360,8 @@ async fn a_refused_call_names_verb_resource_and_rbac_and_never_the_token() {
     )
     .await;
     assert_eq!(r.status, 503, "{}", r.body);
-    assert_rbac_error(&r.body, "list", "pods");
+    // wait_for_start first reads the Deployment (a missing one is a 404 at once).
+    assert_rbac_error(&r.body, "get", "deployments");
     assert!(!r.body.contains(&token));
 
     h.assert_alive();
