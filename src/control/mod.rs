@@ -87,7 +87,16 @@ pub(crate) async fn handle(
             ctl.audit.record(
                 "docker_exapp",
                 Some(req.client),
-                docker_subject(op, req.headers, &req.body),
+                wrapper_subject(
+                    op,
+                    Some(
+                        req.headers
+                            .get(crate::contract::headers::DOCKER_ENGINE_PORT)
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or_default(),
+                    ),
+                    &req.body,
+                ),
                 match &result {
                     Ok(reply) => reply_status(reply).to_string(),
                     // The status only: an engine's error text is not ours to copy.
@@ -113,7 +122,7 @@ pub(crate) async fn handle(
             ctl.audit.record(
                 "k8s_exapp",
                 Some(req.client),
-                docker_subject(op, req.headers, &req.body),
+                wrapper_subject(op, None, &req.body),
                 match &result {
                     Ok(reply) => reply_status(reply).to_string(),
                     Err(e) => e.status().as_u16().to_string(),
@@ -195,22 +204,21 @@ pub(crate) async fn info(k8s: Option<&crate::k8s::Backend>) -> serde_json::Value
     })
 }
 
-/// What a Docker wrapper call was about, for the audit log: the operation, the engine port and
-/// the container or app name from the payload (never other payload fields: they can carry
-/// secrets such as environment variables). Lengths are capped so a hostile name stays short.
-fn docker_subject(op: &str, headers: &http::HeaderMap, body: &[u8]) -> String {
+/// What a Docker or Kubernetes wrapper call was about, for the audit log: the operation, the
+/// engine port (Docker) and the container or app name from the payload (never other payload
+/// fields: they can carry secrets such as environment variables). Lengths are capped so a
+/// hostile name stays short.
+fn wrapper_subject(op: &str, engine_port: Option<&str>, body: &[u8]) -> String {
     const MAX_FIELD: usize = 128;
     let cap = |s: &str| s.chars().take(MAX_FIELD).collect::<String>();
-    let port = headers
-        .get(crate::contract::headers::DOCKER_ENGINE_PORT)
-        .and_then(|v| v.to_str().ok())
-        .map(cap)
-        .unwrap_or_default();
     let name = serde_json::from_slice::<serde_json::Value>(body)
         .ok()
         .and_then(|v| v.get("name").and_then(|n| n.as_str()).map(cap))
         .unwrap_or_default();
-    format!("op={} engine_port={port} name={name}", cap(op))
+    match engine_port {
+        Some(port) => format!("op={} engine_port={} name={name}", cap(op), cap(port)),
+        None => format!("op={} name={name}", cap(op)),
+    }
 }
 
 #[cfg(test)]
@@ -254,6 +262,18 @@ mod tests {
             nextcloud: NextcloudClient::new("http://127.0.0.1:1", key).unwrap(),
             k8s_calls: Some(calls),
         }
+    }
+
+    #[test]
+    fn audit_subjects_name_the_call_and_never_other_fields() {
+        let body = br#"{"name":"app","environment_variables":["APP_SECRET=s3cret"]}"#;
+        assert_eq!(
+            wrapper_subject("create", Some("24000"), body),
+            "op=create engine_port=24000 name=app"
+        );
+        assert_eq!(wrapper_subject("create", None, body), "op=create name=app");
+        let long = format!(r#"{{"name":"{}"}}"#, "x".repeat(1000));
+        assert!(wrapper_subject("expose", None, long.as_bytes()).len() < 200);
     }
 
     #[tokio::test]
