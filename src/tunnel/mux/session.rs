@@ -9,10 +9,10 @@
 //! window before anything is allocated, and streams beyond the session's cap are reset.
 
 use super::frame::*;
-use super::stream::{MuxStream, StreamState, MAX_FRAME};
-use bytes::{Bytes, BytesMut};
+use super::stream::{MuxStream, StreamState};
+use bytes::BytesMut;
 use parking_lot::Mutex;
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -23,14 +23,14 @@ use tokio::sync::{mpsc, watch, Notify};
 
 /// frps keeps at most this many streams waiting to be accepted; more are reset.
 const ACCEPT_BACKLOG: usize = 256;
-/// Frames are coalesced into writes of about this size.
-const WRITE_BATCH: usize = 256 * 1024;
-/// Bytes the write queue may hold before stream writers and the reader wait for the socket:
-/// two writer batches, so one batch can fill while the previous one is on the wire (enough to
-/// keep a bulk transfer streaming) while a peer that never reads pins at most this much.
-pub(crate) const QUEUE_LIMIT: usize = 2 * WRITE_BATCH;
-/// What a queued frame costs besides its payload (12-byte header plus the queue slot), so a
-/// flood of empty control frames (ping answers, ACKs) is counted at its real memory cost.
+/// Bytes the write queue may hold before stream writers and the reader wait for the socket.
+/// The writer takes everything queued as one batch (one TLS write of many frames), so the
+/// next batch fills while the previous one is on the wire: a peer that never reads pins at
+/// most this much queued plus one batch in the writer's hands.
+pub(crate) const QUEUE_LIMIT: usize = 512 * 1024;
+/// What a queued frame is charged besides its payload: far more than its 12-byte header, so a
+/// flood of empty control frames (ping answers, ACKs) exhausts the queue's budget long before
+/// its memory matters.
 pub(crate) const FRAME_COST: usize = 64;
 /// A peer that accepts none of our bytes for this long is disconnected: hashicorp yamux's
 /// `ConnectionWriteTimeout`, the same deadline frpc's own session applies to its writes.
@@ -74,26 +74,43 @@ impl Default for SessionConfig {
     }
 }
 
-pub(super) struct Out {
-    pub header: Header,
-    pub payload: Bytes,
-}
-
-impl Out {
-    fn cost(&self) -> usize {
-        FRAME_COST + self.payload.len()
-    }
-}
-
-/// Frames waiting for the writer task, with their accounted size.
+/// Frames waiting for the writer task, already encoded into one buffer: a stream's write
+/// copies its bytes straight in (no allocation per frame, one copy fewer than a queue of
+/// owned payloads), and the writer takes the whole buffer in exchange for its empty one.
 #[derive(Default)]
 struct Queue {
-    frames: VecDeque<Out>,
+    buf: Vec<u8>,
+    /// Accounted size of the frames in `buf` (each at [`FRAME_COST`] plus its payload).
     bytes: usize,
     /// Largest `bytes` ever reached (the tests' proof of the bound).
     high_water: usize,
     /// Tasks waiting for room (stream writers, the reader).
     waiters: Vec<Waker>,
+}
+
+impl Queue {
+    /// Appends `header` and, for a DATA frame, its `header.length` payload bytes taken in
+    /// order from `bufs` (the caller checked that they hold that many).
+    fn put(&mut self, header: &Header, bufs: &[io::IoSlice<'_>]) {
+        let mut left = if header.ty == TYPE_DATA {
+            header.length as usize
+        } else {
+            0
+        };
+        self.buf.reserve(12 + left);
+        self.buf.extend_from_slice(&header.encode());
+        self.bytes += FRAME_COST + left;
+        for b in bufs {
+            if left == 0 {
+                break;
+            }
+            let n = b.len().min(left);
+            self.buf.extend_from_slice(&b[..n]);
+            left -= n;
+        }
+        debug_assert_eq!(left, 0, "payload shorter than the header says");
+        self.high_water = self.high_water.max(self.bytes);
+    }
 }
 
 pub(super) struct Shared {
@@ -113,31 +130,27 @@ pub(super) struct Shared {
 }
 
 impl Shared {
-    /// Queues a frame regardless of the limit: only for frames bounded by something else
-    /// (window updates follow data the reader admitted, FIN/RST one per stream, one keep-alive
-    /// ping per interval, SYN of streams we open ourselves).
-    pub(super) fn send(&self, header: Header, payload: Bytes) {
-        self.enqueue(Out { header, payload });
-    }
-
-    fn enqueue(&self, out: Out) {
+    /// Queues a frame without payload regardless of the limit: only for frames bounded by
+    /// something else (window updates follow data the reader admitted, FIN/RST one per
+    /// stream, one keep-alive ping per interval, SYN of streams we open ourselves).
+    pub(super) fn send(&self, header: Header) {
         if self.closed() {
             return;
         }
-        {
-            let mut q = self.queue.lock();
-            q.bytes += out.cost();
-            q.high_water = q.high_water.max(q.bytes);
-            q.frames.push_back(out);
-        }
+        self.queue.lock().put(&header, &[]);
         self.writer_wake.notify_one();
     }
 
-    /// Queues the frame `make` builds if the queue is below [`QUEUE_LIMIT`]; otherwise
-    /// registers `cx` to be woken when the writer made room. `Ready(false)`: session closed.
-    /// The check and the push happen under one lock, so the queue never exceeds the limit by
-    /// more than one frame.
-    pub(super) fn poll_push(&self, cx: &mut Context<'_>, make: impl FnOnce() -> Out) -> Poll<bool> {
+    /// Queues `header` with its payload from `bufs` (DATA: `header.length` bytes, which
+    /// `bufs` must hold) if the queue is below [`QUEUE_LIMIT`]; otherwise registers `cx` to be
+    /// woken when the writer made room. `Ready(false)`: session closed. The check and the
+    /// push happen under one lock, so the queue never exceeds the limit by more than one frame.
+    pub(super) fn poll_push(
+        &self,
+        cx: &mut Context<'_>,
+        header: &Header,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<bool> {
         if self.closed() {
             return Poll::Ready(false);
         }
@@ -148,10 +161,7 @@ impl Shared {
             }
             return Poll::Pending;
         }
-        let out = make();
-        q.bytes += out.cost();
-        q.high_water = q.high_water.max(q.bytes);
-        q.frames.push_back(out);
+        q.put(header, bufs);
         drop(q);
         self.writer_wake.notify_one();
         Poll::Ready(true)
@@ -159,31 +169,20 @@ impl Shared {
 
     /// Queues a frame once there is room (back-pressure for the reader task).
     async fn send_with_room(&self, header: Header) {
-        let mut out = Some(Out {
-            header,
-            payload: Bytes::new(),
-        });
-        std::future::poll_fn(|cx| {
-            self.poll_push(cx, || out.take().expect("frame is queued once"))
-                .map(|_| ())
-        })
-        .await;
+        std::future::poll_fn(|cx| self.poll_push(cx, &header, &[]).map(|_| ())).await;
     }
 
-    /// Moves queued frames into `buf` (up to about [`WRITE_BATCH`]) and wakes the tasks that
-    /// waited for room; false when the queue was empty.
+    /// Swaps the queued frames into `buf` (which the writer emptied) and wakes the tasks that
+    /// waited for room; false when the queue was empty. The queue keeps `buf`'s allocation,
+    /// so a busy session reuses two buffers instead of allocating.
     fn take_batch(&self, buf: &mut Vec<u8>) -> bool {
         let waiters = {
             let mut q = self.queue.lock();
-            if q.frames.is_empty() {
+            if q.buf.is_empty() {
                 return false;
             }
-            while buf.len() < WRITE_BATCH {
-                let Some(m) = q.frames.pop_front() else { break };
-                q.bytes -= m.cost();
-                buf.extend_from_slice(&m.header.encode());
-                buf.extend_from_slice(&m.payload);
-            }
+            std::mem::swap(&mut q.buf, buf);
+            q.bytes = 0;
             std::mem::take(&mut q.waiters)
         };
         for w in waiters {
@@ -193,15 +192,12 @@ impl Shared {
     }
 
     pub(super) fn send_flags(&self, stream: u32, flags: u16, delta: u32) {
-        self.send(
-            Header {
-                ty: TYPE_WINDOW_UPDATE,
-                flags,
-                stream,
-                length: delta,
-            },
-            Bytes::new(),
-        );
+        self.send(Header {
+            ty: TYPE_WINDOW_UPDATE,
+            flags,
+            stream,
+            length: delta,
+        });
     }
 
     /// Drops `state` from the table, but only if its id still maps to it: a peer may reuse an
@@ -231,7 +227,7 @@ impl Shared {
         }
         let waiters = {
             let mut q = self.queue.lock();
-            q.frames.clear();
+            q.buf = Vec::new();
             q.bytes = 0;
             std::mem::take(&mut q.waiters)
         };
@@ -370,7 +366,8 @@ enum WriteEnd {
 
 async fn write_loop<W: AsyncWrite>(w: W, shared: Arc<Shared>, mut closed: watch::Receiver<bool>) {
     let mut w = std::pin::pin!(w);
-    let mut buf = Vec::with_capacity(WRITE_BATCH + MAX_FRAME + 12);
+    // Grows to the largest batch and is then reused (swapped with the queue's buffer).
+    let mut buf = Vec::new();
     let end = loop {
         buf.clear();
         if !shared.take_batch(&mut buf) {
@@ -449,15 +446,12 @@ async fn read_loop<R: AsyncRead>(
     };
     if let Err(e) = res {
         if let ReadError::Protocol(_) = e {
-            shared.send(
-                Header {
-                    ty: TYPE_GO_AWAY,
-                    flags: 0,
-                    stream: 0,
-                    length: GO_AWAY_PROTOCOL_ERROR,
-                },
-                Bytes::new(),
-            );
+            shared.send(Header {
+                ty: TYPE_GO_AWAY,
+                flags: 0,
+                stream: 0,
+                length: GO_AWAY_PROTOCOL_ERROR,
+            });
             tracing::warn!("tunnel session ended: {e}");
             shared.flush_and_close(GO_AWAY_FLUSH).await;
         } else {
@@ -546,8 +540,15 @@ async fn read_payload<R: AsyncRead + Unpin>(
     if !s.fits_window(h.length) {
         return Err(ReadError::Protocol("data beyond the granted window"));
     }
-    let mut payload = BytesMut::zeroed(h.length as usize);
-    r.read_exact(&mut payload).await?;
+    // Exactly the announced length, filled without zeroing it first: `read_buf` reads into
+    // the spare capacity only, so it never reads past this frame.
+    let len = h.length as usize;
+    let mut payload = BytesMut::with_capacity(len);
+    while payload.len() < len {
+        if r.read_buf(&mut payload).await? == 0 {
+            return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into());
+        }
+    }
     s.push_data(payload.freeze());
     Ok(())
 }
@@ -625,15 +626,12 @@ async fn keepalive(shared: Arc<Shared>, cfg: SessionConfig, mut closed: watch::R
             _ = closed.wait_for(|c| *c) => return,
         }
         let deadline = tokio::time::Instant::now() + cfg.ping_timeout;
-        shared.send(
-            Header {
-                ty: TYPE_PING,
-                flags: FLAG_SYN,
-                stream: 0,
-                length: value,
-            },
-            Bytes::new(),
-        );
+        shared.send(Header {
+            ty: TYPE_PING,
+            flags: FLAG_SYN,
+            stream: 0,
+            length: value,
+        });
         loop {
             let notified = shared.pong.notified();
             if shared.last_pong.load(Ordering::Acquire) == value {
@@ -652,6 +650,7 @@ async fn keepalive(shared: Arc<Shared>, cfg: SessionConfig, mut closed: watch::R
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tunnel::mux::stream::MAX_FRAME;
     use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
     fn frame(ty: u8, flags: u16, stream: u32, length: u32) -> [u8; 12] {
@@ -855,6 +854,148 @@ mod tests {
             ]
         );
         assert!(!s.is_closed());
+    }
+
+    /// Counts flushes: the writer flushes once per batch it takes from the queue.
+    struct CountFlushes {
+        io: DuplexStream,
+        flushes: Arc<AtomicUsize>,
+    }
+
+    impl AsyncRead for CountFlushes {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            std::pin::Pin::new(&mut self.io).poll_read(cx, buf)
+        }
+    }
+
+    impl AsyncWrite for CountFlushes {
+        fn poll_write(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            std::pin::Pin::new(&mut self.io).poll_write(cx, buf)
+        }
+        fn poll_flush(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<io::Result<()>> {
+            self.flushes.fetch_add(1, Ordering::SeqCst);
+            std::pin::Pin::new(&mut self.io).poll_flush(cx)
+        }
+        fn poll_shutdown(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<io::Result<()>> {
+            std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
+        }
+    }
+
+    /// Frames queued by many streams while the writer had not run yet leave in one batch (one
+    /// TLS write and flush), in the order they were queued, each stream's bytes intact.
+    #[tokio::test]
+    async fn frames_queued_together_leave_in_one_batch() {
+        let (ours, mut peer) = tokio::io::duplex(1 << 20);
+        let flushes = Arc::new(AtomicUsize::new(0));
+        let io = CountFlushes {
+            io: ours,
+            flushes: flushes.clone(),
+        };
+        let (s, _) = Session::start(io, Role::Client, SessionConfig::default());
+        // No await until everything is queued: on this single-threaded runtime the writer
+        // task cannot run in between.
+        let mut streams = Vec::new();
+        for i in 0..20u8 {
+            let mut st = s.open().unwrap();
+            let data = [i; 100];
+            let n = std::future::poll_fn(|cx| std::pin::Pin::new(&mut st).poll_write(cx, &data))
+                .await
+                .unwrap();
+            assert_eq!(n, 100);
+            streams.push(st);
+        }
+        let mut got = Vec::new();
+        let mut raw = [0u8; 12];
+        while got.len() < 40 {
+            peer.read_exact(&mut raw).await.unwrap();
+            let h = Header::decode(&raw).unwrap();
+            let mut payload = vec![
+                0u8;
+                if h.ty == TYPE_DATA {
+                    h.length as usize
+                } else {
+                    0
+                }
+            ];
+            peer.read_exact(&mut payload).await.unwrap();
+            got.push((h, payload));
+        }
+        for (i, pair) in got.chunks(2).enumerate() {
+            let id = 1 + 2 * i as u32;
+            assert_eq!(
+                (pair[0].0.ty, pair[0].0.flags, pair[0].0.stream),
+                (TYPE_WINDOW_UPDATE, FLAG_SYN, id)
+            );
+            assert_eq!((pair[1].0.ty, pair[1].0.stream), (TYPE_DATA, id));
+            assert_eq!(pair[1].1, vec![i as u8; 100]);
+        }
+        assert_eq!(
+            flushes.load(Ordering::SeqCst),
+            1,
+            "one batch for all 40 frames"
+        );
+    }
+
+    /// A vectored write becomes one DATA frame holding every slice in order (hyper writes
+    /// head and body this way), cut at the stream's send window.
+    #[tokio::test]
+    async fn vectored_write_gathers_slices_into_one_frame() {
+        let (ours, mut peer) = tokio::io::duplex(1 << 20);
+        let (_s, mut accept) = Session::start(ours, Role::Server, SessionConfig::default());
+        // The peer opens the stream granting only the initial window.
+        peer.write_all(&frame(TYPE_WINDOW_UPDATE, FLAG_SYN, 1, 0))
+            .await
+            .unwrap();
+        let mut st = accept.recv().await.unwrap();
+        assert!(st.is_write_vectored());
+        let mut raw = [0u8; 12];
+        peer.read_exact(&mut raw).await.unwrap();
+        assert_eq!(Header::decode(&raw).unwrap().flags, FLAG_ACK);
+        let head = b"POST / HTTP/1.1\r\n\r\n".to_vec();
+        let body = vec![7u8; 100 * 1024];
+        let bufs = [
+            io::IoSlice::new(&head),
+            io::IoSlice::new(&[]),
+            io::IoSlice::new(&body),
+        ];
+        let n = st.write_vectored(&bufs).await.unwrap();
+        let first = head.len() + body.len();
+        assert_eq!(n, first, "every slice in one frame");
+        peer.read_exact(&mut raw).await.unwrap();
+        let h = Header::decode(&raw).unwrap();
+        assert_eq!((h.ty, h.stream, h.length as usize), (TYPE_DATA, 1, first));
+        let mut payload = vec![0u8; first];
+        peer.read_exact(&mut payload).await.unwrap();
+        assert_eq!(&payload[..head.len()], &head[..]);
+        assert!(payload[head.len()..].iter().all(|&b| b == 7));
+        // Larger gathers are cut at MAX_FRAME, then at what is left of the send window.
+        let big = vec![8u8; 2 * MAX_FRAME];
+        let bufs = [io::IoSlice::new(&head), io::IoSlice::new(&big)];
+        assert_eq!(st.write_vectored(&bufs).await.unwrap(), MAX_FRAME);
+        let left = INITIAL_WINDOW as usize - first - MAX_FRAME;
+        assert_eq!(st.write_vectored(&bufs).await.unwrap(), left);
+        for want in [MAX_FRAME, left] {
+            peer.read_exact(&mut raw).await.unwrap();
+            let h = Header::decode(&raw).unwrap();
+            assert_eq!((h.ty, h.length as usize), (TYPE_DATA, want));
+            let mut payload = vec![0u8; want];
+            peer.read_exact(&mut payload).await.unwrap();
+            assert_eq!(&payload[..head.len()], &head[..]);
+        }
     }
 
     #[tokio::test(start_paused = true)]

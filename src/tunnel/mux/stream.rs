@@ -3,7 +3,7 @@
 //! socket.
 
 use super::frame::*;
-use super::session::{Out, Shared};
+use super::session::Shared;
 use bytes::{Buf, Bytes};
 use parking_lot::Mutex;
 use std::collections::VecDeque;
@@ -177,34 +177,47 @@ impl AsyncWrite for MuxStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        self.poll_write_vectored(cx, &[io::IoSlice::new(buf)])
+    }
+
+    /// Gathers the slices into one DATA frame (up to the send window and [`MAX_FRAME`]),
+    /// copied straight into the session's write queue: hyper then hands over its head and
+    /// body buffers as they are instead of first flattening them into a buffer of its own.
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
         let mut g = self.state.inner.lock();
         if g.reset || g.local_fin || self.shared.closed() {
             return Poll::Ready(Err(broken()));
         }
-        if buf.is_empty() {
+        let total = bufs.iter().fold(0usize, |t, b| t.saturating_add(b.len()));
+        if total == 0 {
             return Poll::Ready(Ok(0));
         }
         if g.send_window == 0 {
             g.write_waker = Some(cx.waker().clone());
             return Poll::Pending;
         }
-        let n = buf.len().min(g.send_window as usize).min(MAX_FRAME);
-        let id = self.state.id;
+        let n = total.min(g.send_window as usize).min(MAX_FRAME);
+        let header = Header {
+            ty: TYPE_DATA,
+            flags: 0,
+            stream: self.state.id,
+            length: n as u32,
+        };
         // Back-pressure: wait while the session's write queue is full.
-        let queued = std::task::ready!(self.shared.poll_push(cx, || Out {
-            header: Header {
-                ty: TYPE_DATA,
-                flags: 0,
-                stream: id,
-                length: n as u32,
-            },
-            payload: Bytes::copy_from_slice(&buf[..n]),
-        }));
+        let queued = std::task::ready!(self.shared.poll_push(cx, &header, bufs));
         if !queued {
             return Poll::Ready(Err(broken()));
         }
         g.send_window -= n as u32;
         Poll::Ready(Ok(n))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
     }
 
     fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
