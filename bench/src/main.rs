@@ -41,7 +41,8 @@ enum Cmd {
         only: Vec<String>,
         /// Another FRP client in place of `harp tunnel` for the tunnel rows, e.g. Go's frpc
         /// (`FRPC=$(../shared/tools/get-frpc)`); it is started as `<path> -c <frpc.toml>` with
-        /// the environment kept. For checking interoperability speed, not for the README table.
+        /// the environment kept; rows keep their `harp tunnel` names. For checking
+        /// interoperability speed, not for the README table.
         #[arg(long)]
         tunnel_client: Option<PathBuf>,
     },

@@ -7,6 +7,11 @@
 //! reader instead of growing our memory), a peer that accepts none of our bytes for
 //! [`WRITE_STALL`] is disconnected, every length from the wire is checked against the stream's
 //! window before anything is allocated, and streams beyond the session's cap are reset.
+//!
+//! Speed (issue #14): stream writes encode their frames straight into the queue's buffer, the
+//! writer swaps that whole buffer for its empty one and hands it to TLS in one write, so
+//! frames from every stream leave coalesced with no allocation per frame; both buffers are
+//! given back after [`IDLE_RELEASE`] without traffic.
 
 use super::frame::*;
 use super::stream::{MuxStream, StreamState};
@@ -38,6 +43,14 @@ pub(crate) const WRITE_STALL: Duration = Duration::from_secs(10);
 /// Streams one session may hold open unless the owner sets another cap: frpc opens one work
 /// stream per user connection, so this matches the front door's default connection cap.
 pub const DEFAULT_MAX_STREAMS: usize = 8192;
+
+/// Write buffers larger than this are given back once the session has been idle for
+/// [`IDLE_RELEASE`]: a bulk transfer grows the queue's and the writer's buffers to about
+/// [`QUEUE_LIMIT`] each, and thousands of mostly idle sessions must not keep that.
+const IDLE_RETAIN: usize = 64 * 1024;
+/// How long the writer waits with nothing to send before it releases large buffers; short
+/// pauses in a transfer keep them (reallocating costs page faults on every batch).
+const IDLE_RELEASE: Duration = Duration::from_secs(1);
 
 /// Source of [`Session::id`].
 static NEXT_SESSION_ID: AtomicU64 = AtomicU64::new(1);
@@ -127,6 +140,9 @@ pub(super) struct Shared {
     is_closed: AtomicBool,
     last_pong: AtomicU32,
     pong: Notify,
+    /// Capacity of the writer task's own buffer, published for the tests.
+    #[cfg(test)]
+    writer_capacity: AtomicUsize,
 }
 
 impl Shared {
@@ -189,6 +205,19 @@ impl Shared {
             w.wake();
         }
         true
+    }
+
+    fn queue_capacity(&self) -> usize {
+        self.queue.lock().buf.capacity()
+    }
+
+    /// Frees the queue's buffer if it is large and empty (the writer found nothing to send
+    /// for [`IDLE_RELEASE`]).
+    fn release_idle_buffer(&self) {
+        let mut q = self.queue.lock();
+        if q.buf.is_empty() && q.buf.capacity() > IDLE_RETAIN {
+            q.buf = Vec::new();
+        }
     }
 
     pub(super) fn send_flags(&self, stream: u32, flags: u16, delta: u32) {
@@ -276,6 +305,8 @@ impl Session {
             is_closed: AtomicBool::new(false),
             last_pong: AtomicU32::new(u32::MAX),
             pong: Notify::new(),
+            #[cfg(test)]
+            writer_capacity: AtomicUsize::new(0),
         });
         let (accept_tx, accept_rx) = mpsc::channel(ACCEPT_BACKLOG);
         let (r, w) = tokio::io::split(io);
@@ -349,6 +380,16 @@ impl Session {
         self.shared.flush_and_close(deadline).await;
     }
 
+    /// Capacities of the write queue's and the writer's buffers (tests check that idle
+    /// sessions give them back).
+    #[cfg(test)]
+    pub(crate) fn buffer_capacities(&self) -> (usize, usize) {
+        (
+            self.shared.queue_capacity(),
+            self.shared.writer_capacity.load(Ordering::Acquire),
+        )
+    }
+
     /// Largest number of bytes the write queue ever held (tests check the bound).
     #[cfg(test)]
     pub(crate) fn queue_high_water(&self) -> usize {
@@ -374,11 +415,25 @@ async fn write_loop<W: AsyncWrite>(w: W, shared: Arc<Shared>, mut closed: watch:
             if shared.draining.load(Ordering::Acquire) {
                 break WriteEnd::Drained;
             }
+            // The timer is armed only while a large buffer is held (after bulk traffic), so
+            // the request-sized traffic that keeps buffers small pays nothing for it.
+            let large = buf.capacity() > IDLE_RETAIN || shared.queue_capacity() > IDLE_RETAIN;
             tokio::select! {
                 _ = shared.writer_wake.notified() => continue,
                 _ = closed.wait_for(|c| *c) => break WriteEnd::Gone,
+                _ = tokio::time::sleep(IDLE_RELEASE), if large => {
+                    buf = Vec::new();
+                    shared.release_idle_buffer();
+                    #[cfg(test)]
+                    shared.writer_capacity.store(0, Ordering::Release);
+                    continue;
+                }
             }
         }
+        #[cfg(test)]
+        shared
+            .writer_capacity
+            .store(buf.capacity(), Ordering::Release);
         let res = tokio::select! {
             r = write_all_or_stall(w.as_mut(), &buf) => r,
             _ = closed.wait_for(|c| *c) => break WriteEnd::Gone,
@@ -996,6 +1051,43 @@ mod tests {
             peer.read_exact(&mut payload).await.unwrap();
             assert_eq!(&payload[..head.len()], &head[..]);
         }
+    }
+
+    /// A bulk transfer grows both write buffers; once the session has nothing to send for
+    /// IDLE_RELEASE they are given back, and the session still works afterwards.
+    #[tokio::test(start_paused = true)]
+    async fn idle_session_releases_large_write_buffers() {
+        let (ours, mut peer) = tokio::io::duplex(64 * 1024);
+        let (s, _) = Session::start(ours, Role::Client, SessionConfig::default());
+        let reader = tokio::spawn(async move {
+            let mut sink = vec![0u8; 1 << 20];
+            while peer.read(&mut sink).await.is_ok_and(|n| n > 0) {}
+        });
+        let mut st = s.open().unwrap();
+        // Within the initial window (the peer sends no window updates).
+        st.write_all(&vec![1u8; INITIAL_WINDOW as usize])
+            .await
+            .unwrap();
+        // Queued at once (the writer task has not run yet on this single-threaded runtime).
+        let grown = s.buffer_capacities().0;
+        assert!(grown > IDLE_RETAIN, "the transfer grew the queue: {grown}");
+        let deadline = tokio::time::Instant::now() + IDLE_RELEASE * 3;
+        loop {
+            let (q, w) = s.buffer_capacities();
+            if q <= IDLE_RETAIN && w <= IDLE_RETAIN {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "buffers kept while idle: queue {q}, writer {w}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(!s.is_closed());
+        let mut again = s.open().unwrap();
+        again.write_all(b"still works").await.unwrap();
+        s.close_after_flush(Duration::from_secs(5)).await;
+        reader.await.unwrap();
     }
 
     #[tokio::test(start_paused = true)]
