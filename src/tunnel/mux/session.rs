@@ -14,8 +14,7 @@
 //! given back after [`IDLE_RELEASE`] without traffic.
 
 use super::frame::*;
-use super::stream::{MuxStream, StreamState};
-use bytes::BytesMut;
+use super::stream::{MuxStream, StreamState, MAX_FRAME};
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::io;
@@ -51,6 +50,18 @@ const IDLE_RETAIN: usize = 64 * 1024;
 /// How long the writer waits with nothing to send before it releases large buffers; short
 /// pauses in a transfer keep them (reallocating costs page faults on every batch).
 const IDLE_RELEASE: Duration = Duration::from_secs(1);
+
+/// Received payloads of at least this size are read into buffers kept for reuse: allocating
+/// and freeing one large buffer per frame made the allocator grow and trim the heap (a
+/// `brk` call and fresh zeroed pages) for nearly every frame of a bulk transfer. Smaller
+/// payloads are cheap to allocate and are not pooled.
+const POOL_MIN: usize = 16 * 1024;
+/// Largest buffer kept: harp's own frames ([`MAX_FRAME`]); larger ones are freed.
+const POOL_MAX: usize = MAX_FRAME;
+/// Buffers kept per session (at most 2 MiB, a third of one stream's window), given back
+/// after [`IDLE_RELEASE`] idle: when the local side drains slower than the tunnel delivers,
+/// frames queue up in the stream, and four buffers left most of them allocated afresh.
+const POOL_BUFFERS: usize = 16;
 
 /// Source of [`Session::id`].
 static NEXT_SESSION_ID: AtomicU64 = AtomicU64::new(1);
@@ -140,6 +151,11 @@ pub(super) struct Shared {
     is_closed: AtomicBool,
     last_pong: AtomicU32,
     pong: Notify,
+    /// Payload buffers for reuse (see [`POOL_MIN`]).
+    pool: Mutex<Vec<Vec<u8>>>,
+    /// Pooled-size payload buffers allocated because the pool was empty (tests).
+    #[cfg(test)]
+    fresh_buffers: AtomicUsize,
     /// Capacity of the writer task's own buffer, published for the tests.
     #[cfg(test)]
     writer_capacity: AtomicUsize,
@@ -211,12 +227,46 @@ impl Shared {
         self.queue.lock().buf.capacity()
     }
 
-    /// Frees the queue's buffer if it is large and empty (the writer found nothing to send
-    /// for [`IDLE_RELEASE`]).
+    /// Frees the queue's buffer if it is large and empty, and the pooled payload buffers (the
+    /// writer found nothing to send for [`IDLE_RELEASE`]).
     fn release_idle_buffer(&self) {
-        let mut q = self.queue.lock();
-        if q.buf.is_empty() && q.buf.capacity() > IDLE_RETAIN {
-            q.buf = Vec::new();
+        {
+            let mut q = self.queue.lock();
+            if q.buf.is_empty() && q.buf.capacity() > IDLE_RETAIN {
+                q.buf = Vec::new();
+            }
+        }
+        self.pool.lock().clear();
+    }
+
+    fn pooled(&self) -> usize {
+        self.pool.lock().len()
+    }
+
+    /// An empty buffer with room for a `len`-byte payload, from the pool when it is of a
+    /// pooled size.
+    fn payload_buffer(&self, len: usize) -> Vec<u8> {
+        if len < POOL_MIN {
+            return Vec::with_capacity(len);
+        }
+        let pooled = self.pool.lock().pop();
+        #[cfg(test)]
+        if pooled.is_none() {
+            self.fresh_buffers.fetch_add(1, Ordering::Relaxed);
+        }
+        let mut buf = pooled.unwrap_or_default();
+        buf.reserve(len);
+        buf
+    }
+
+    /// Takes back a consumed payload buffer if it is of a pooled size and there is room.
+    pub(super) fn recycle(&self, mut buf: Vec<u8>) {
+        if (POOL_MIN..=POOL_MAX).contains(&buf.capacity()) {
+            let mut pool = self.pool.lock();
+            if pool.len() < POOL_BUFFERS {
+                buf.clear();
+                pool.push(buf);
+            }
         }
     }
 
@@ -305,6 +355,9 @@ impl Session {
             is_closed: AtomicBool::new(false),
             last_pong: AtomicU32::new(u32::MAX),
             pong: Notify::new(),
+            pool: Mutex::new(Vec::new()),
+            #[cfg(test)]
+            fresh_buffers: AtomicUsize::new(0),
             #[cfg(test)]
             writer_capacity: AtomicUsize::new(0),
         });
@@ -390,6 +443,12 @@ impl Session {
         )
     }
 
+    /// Pooled-size payload buffers allocated because the pool was empty.
+    #[cfg(test)]
+    pub(crate) fn fresh_payload_buffers(&self) -> usize {
+        self.shared.fresh_buffers.load(Ordering::Relaxed)
+    }
+
     /// Largest number of bytes the write queue ever held (tests check the bound).
     #[cfg(test)]
     pub(crate) fn queue_high_water(&self) -> usize {
@@ -417,7 +476,9 @@ async fn write_loop<W: AsyncWrite>(w: W, shared: Arc<Shared>, mut closed: watch:
             }
             // The timer is armed only while a large buffer is held (after bulk traffic), so
             // the request-sized traffic that keeps buffers small pays nothing for it.
-            let large = buf.capacity() > IDLE_RETAIN || shared.queue_capacity() > IDLE_RETAIN;
+            let large = buf.capacity() > IDLE_RETAIN
+                || shared.queue_capacity() > IDLE_RETAIN
+                || shared.pooled() > 0;
             tokio::select! {
                 _ = shared.writer_wake.notified() => continue,
                 _ = closed.wait_for(|c| *c) => break WriteEnd::Gone,
@@ -554,7 +615,7 @@ async fn read_frames<R: AsyncRead + Unpin>(
                     shared.streams.lock().get(&h.stream).cloned()
                 };
                 if h.ty == TYPE_DATA && h.length > 0 {
-                    read_payload(r, &h, state.as_deref()).await?;
+                    read_payload(r, &h, state.as_deref(), shared).await?;
                 }
                 if let Some(s) = state {
                     if h.ty == TYPE_WINDOW_UPDATE && h.flags & FLAG_SYN == 0 {
@@ -580,6 +641,7 @@ async fn read_payload<R: AsyncRead + Unpin>(
     r: &mut R,
     h: &Header,
     state: Option<&StreamState>,
+    shared: &Shared,
 ) -> Result<(), ReadError> {
     let Some(s) = state else {
         if h.length > MAX_WINDOW {
@@ -595,16 +657,17 @@ async fn read_payload<R: AsyncRead + Unpin>(
     if !s.fits_window(h.length) {
         return Err(ReadError::Protocol("data beyond the granted window"));
     }
-    // Exactly the announced length, filled without zeroing it first: `read_buf` reads into
-    // the spare capacity only, so it never reads past this frame.
+    // Filled without zeroing it first; `take` keeps the reads within this frame even when
+    // the buffer has more room.
     let len = h.length as usize;
-    let mut payload = BytesMut::with_capacity(len);
+    let mut payload = shared.payload_buffer(len);
+    let mut frame = (&mut *r).take(u64::from(h.length));
     while payload.len() < len {
-        if r.read_buf(&mut payload).await? == 0 {
+        if frame.read_buf(&mut payload).await? == 0 {
             return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into());
         }
     }
-    s.push_data(payload.freeze());
+    s.push_data(payload);
     Ok(())
 }
 
@@ -705,7 +768,6 @@ async fn keepalive(shared: Arc<Shared>, cfg: SessionConfig, mut closed: watch::R
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tunnel::mux::stream::MAX_FRAME;
     use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
     fn frame(ty: u8, flags: u16, stream: u32, length: u32) -> [u8; 12] {
@@ -1088,6 +1150,46 @@ mod tests {
         again.write_all(b"still works").await.unwrap();
         s.close_after_flush(Duration::from_secs(5)).await;
         reader.await.unwrap();
+    }
+
+    /// Payload buffers go back to the pool once read, so a transfer whose reader keeps up
+    /// allocates one buffer, not one per frame; small payloads stay out of the pool.
+    #[tokio::test]
+    async fn received_payload_buffers_are_reused() {
+        let (ours, mut peer) = tokio::io::duplex(1 << 20);
+        let (s, mut accept) = Session::start(ours, Role::Server, SessionConfig::default());
+        peer.write_all(&frame(
+            TYPE_WINDOW_UPDATE,
+            FLAG_SYN,
+            1,
+            MAX_WINDOW - INITIAL_WINDOW,
+        ))
+        .await
+        .unwrap();
+        let mut st = accept.recv().await.unwrap();
+        let mut got = vec![0u8; MAX_FRAME];
+        for i in 0..32u8 {
+            let len = if i % 2 == 0 { MAX_FRAME } else { POOL_MIN };
+            peer.write_all(&frame(TYPE_DATA, 0, 1, len as u32))
+                .await
+                .unwrap();
+            peer.write_all(&vec![i; len]).await.unwrap();
+            st.read_exact(&mut got[..len]).await.unwrap();
+            assert!(got[..len].iter().all(|&b| b == i), "frame {i} intact");
+        }
+        peer.write_all(&frame(TYPE_DATA, 0, 1, 100)).await.unwrap();
+        peer.write_all(&[9u8; 100]).await.unwrap();
+        st.read_exact(&mut got[..100]).await.unwrap();
+        assert_eq!(
+            s.fresh_payload_buffers(),
+            1,
+            "one buffer served all 32 frames"
+        );
+        assert_eq!(
+            s.shared.pooled(),
+            1,
+            "the small payload's buffer was not pooled"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -4,7 +4,6 @@
 
 use super::frame::*;
 use super::session::Shared;
-use bytes::{Buf, Bytes};
 use parking_lot::Mutex;
 use std::collections::VecDeque;
 use std::io;
@@ -24,8 +23,15 @@ pub(super) struct StreamState {
     inner: Mutex<Inner>,
 }
 
+/// The payload of one received DATA frame, read from `pos` on; its buffer goes back to the
+/// session's pool once consumed.
+struct Chunk {
+    data: Vec<u8>,
+    pos: usize,
+}
+
 struct Inner {
-    recv: VecDeque<Bytes>,
+    recv: VecDeque<Chunk>,
     /// Credit the peer still has for sending to us.
     recv_window: u32,
     /// Bytes read by the application and not yet re-granted.
@@ -61,10 +67,10 @@ impl StreamState {
         len <= self.inner.lock().recv_window
     }
 
-    pub(super) fn push_data(&self, data: Bytes) {
+    pub(super) fn push_data(&self, data: Vec<u8>) {
         let mut g = self.inner.lock();
         g.recv_window = g.recv_window.saturating_sub(data.len() as u32);
-        g.recv.push_back(data);
+        g.recv.push_back(Chunk { data, pos: 0 });
         if let Some(w) = g.read_waker.take() {
             w.wake();
         }
@@ -138,11 +144,13 @@ impl AsyncRead for MuxStream {
             let Some(front) = g.recv.front_mut() else {
                 break;
             };
-            let n = front.len().min(buf.remaining());
-            buf.put_slice(&front[..n]);
-            front.advance(n);
-            if front.is_empty() {
-                g.recv.pop_front();
+            let n = (front.data.len() - front.pos).min(buf.remaining());
+            buf.put_slice(&front.data[front.pos..front.pos + n]);
+            front.pos += n;
+            if front.pos == front.data.len() {
+                if let Some(done) = g.recv.pop_front() {
+                    self.shared.recycle(done.data);
+                }
             }
             copied += n;
         }
