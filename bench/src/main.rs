@@ -39,6 +39,12 @@ enum Cmd {
         /// memory); for checking one change, with `--out` elsewhere than bench/results.
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
+        /// Another FRP client in place of `harp tunnel` for the tunnel rows, e.g. Go's frpc
+        /// (`FRPC=$(../shared/tools/get-frpc)`); it is started as `<path> -c <frpc.toml>` with
+        /// the environment kept; rows keep their `harp tunnel` names. For checking
+        /// interoperability speed, not for the README table.
+        #[arg(long)]
+        tunnel_client: Option<PathBuf>,
     },
     /// Re-render the markdown and chart of a stored run (its .json file).
     Report {
@@ -76,6 +82,7 @@ fn main() -> anyhow::Result<()> {
             idle_websockets,
             out,
             only,
+            tunnel_client,
         } => {
             let results = run::run(&run::Options {
                 harp,
@@ -83,6 +90,7 @@ fn main() -> anyhow::Result<()> {
                 reps,
                 idle_websockets,
                 only,
+                tunnel_client,
             })?;
             write_report(&results, &out)
         }

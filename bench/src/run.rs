@@ -16,6 +16,8 @@ pub struct Options {
     /// Sections to run (`http`, `h2`, `burst`, `bulk`, `ws`, `cold-start`, `memory`); empty
     /// means all. Partial runs are for checking one change, not for the README table.
     pub only: Vec<String>,
+    /// FRP client run instead of `harp tunnel` (`<path> -c <toml>`, environment kept).
+    pub tunnel_client: Option<PathBuf>,
 }
 
 /// Every section name `--only` accepts; one list so a typo is refused instead of silently
@@ -254,9 +256,22 @@ pub fn run(opts: &Options) -> anyhow::Result<Results> {
             port = crate::servers::TUNNEL_PORT,
         ),
     )?;
-    let mut tc = Command::new(&opts.harp);
-    tc.env_clear().arg("tunnel").arg("-c").arg(&toml);
-    let (tunnel, _) = Proc::spawn("harp tunnel", tc, None)?;
+    let (tunnel, _) = match &opts.tunnel_client {
+        None => {
+            let mut tc = Command::new(&opts.harp);
+            tc.env_clear().arg("tunnel").arg("-c").arg(&toml);
+            Proc::spawn("harp tunnel", tc, None)?
+        }
+        Some(client) => {
+            eprintln!(
+                "tunnel rows use {} instead of harp tunnel",
+                client.display()
+            );
+            let mut tc = Command::new(client);
+            tc.arg("-c").arg(&toml);
+            Proc::spawn("tunnel client", tc, None)?
+        }
+    };
     wait_for_route(
         harp_port,
         &format!("/exapps/{}/public", crate::servers::TUNNEL_APP),

@@ -34,6 +34,33 @@ fn generates_once_with_names_and_validity() {
     .unwrap();
 }
 
+/// `harp tunnel` negotiates AES-128-GCM with harp's FRP server (the suite Go's frpc picks),
+/// not ring's first choice AES-256-GCM.
+#[tokio::test]
+async fn tunnel_client_negotiates_aes_128_gcm() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("frp");
+    ensure_frp_certs(&dir, days(40)).unwrap();
+    let acceptor = frp_server_acceptor(&dir).unwrap();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(
+        client_config(
+            &dir.join("ca.crt"),
+            Some((&dir.join("client.crt"), &dir.join("client.key"))),
+        )
+        .unwrap(),
+    ));
+    let (a, b) = tokio::io::duplex(64 * 1024);
+    let server = tokio::spawn(async move { acceptor.accept(b).await.map(|_| ()) });
+    let name = rustls::pki_types::ServerName::try_from("harp.nc").unwrap();
+    let tls = connector.connect(name, a).await.unwrap();
+    server.await.unwrap().unwrap();
+    let (_, conn) = tls.get_ref();
+    assert_eq!(
+        conn.negotiated_cipher_suite().map(|s| s.suite()),
+        Some(rustls::CipherSuite::TLS13_AES_128_GCM_SHA256)
+    );
+}
+
 #[test]
 fn partial_directory_is_refused_naming_files() {
     let tmp = tempfile::tempdir().unwrap();

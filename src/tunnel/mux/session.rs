@@ -7,12 +7,16 @@
 //! reader instead of growing our memory), a peer that accepts none of our bytes for
 //! [`WRITE_STALL`] is disconnected, every length from the wire is checked against the stream's
 //! window before anything is allocated, and streams beyond the session's cap are reset.
+//!
+//! Speed (issue #14): stream writes encode their frames straight into the queue's buffer, the
+//! writer swaps that whole buffer for its empty one and hands it to TLS in one write, so
+//! frames from every stream leave coalesced with no allocation per frame; both buffers are
+//! given back after [`IDLE_RELEASE`] without traffic.
 
 use super::frame::*;
 use super::stream::{MuxStream, StreamState, MAX_FRAME};
-use bytes::{Bytes, BytesMut};
 use parking_lot::Mutex;
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -23,14 +27,14 @@ use tokio::sync::{mpsc, watch, Notify};
 
 /// frps keeps at most this many streams waiting to be accepted; more are reset.
 const ACCEPT_BACKLOG: usize = 256;
-/// Frames are coalesced into writes of about this size.
-const WRITE_BATCH: usize = 256 * 1024;
-/// Bytes the write queue may hold before stream writers and the reader wait for the socket:
-/// two writer batches, so one batch can fill while the previous one is on the wire (enough to
-/// keep a bulk transfer streaming) while a peer that never reads pins at most this much.
-pub(crate) const QUEUE_LIMIT: usize = 2 * WRITE_BATCH;
-/// What a queued frame costs besides its payload (12-byte header plus the queue slot), so a
-/// flood of empty control frames (ping answers, ACKs) is counted at its real memory cost.
+/// Bytes the write queue may hold before stream writers and the reader wait for the socket.
+/// The writer takes everything queued as one batch (one TLS write of many frames), so the
+/// next batch fills while the previous one is on the wire: a peer that never reads pins at
+/// most this much queued plus one batch in the writer's hands.
+pub(crate) const QUEUE_LIMIT: usize = 512 * 1024;
+/// What a queued frame is charged besides its payload: far more than its 12-byte header, so a
+/// flood of empty control frames (ping answers, ACKs) exhausts the queue's budget long before
+/// its memory matters.
 pub(crate) const FRAME_COST: usize = 64;
 /// A peer that accepts none of our bytes for this long is disconnected: hashicorp yamux's
 /// `ConnectionWriteTimeout`, the same deadline frpc's own session applies to its writes.
@@ -38,6 +42,26 @@ pub(crate) const WRITE_STALL: Duration = Duration::from_secs(10);
 /// Streams one session may hold open unless the owner sets another cap: frpc opens one work
 /// stream per user connection, so this matches the front door's default connection cap.
 pub const DEFAULT_MAX_STREAMS: usize = 8192;
+
+/// Write buffers larger than this are given back once the session has been idle for
+/// [`IDLE_RELEASE`]: a bulk transfer grows the queue's and the writer's buffers to about
+/// [`QUEUE_LIMIT`] each, and thousands of mostly idle sessions must not keep that.
+const IDLE_RETAIN: usize = 64 * 1024;
+/// How long the writer waits with nothing to send before it releases large buffers; short
+/// pauses in a transfer keep them (reallocating costs page faults on every batch).
+const IDLE_RELEASE: Duration = Duration::from_secs(1);
+
+/// Received payloads of at least this size are read into buffers kept for reuse: allocating
+/// and freeing one large buffer per frame made the allocator grow and trim the heap (a
+/// `brk` call and fresh zeroed pages) for nearly every frame of a bulk transfer. Smaller
+/// payloads are cheap to allocate and are not pooled.
+const POOL_MIN: usize = 16 * 1024;
+/// Largest buffer kept: harp's own frames ([`MAX_FRAME`]); larger ones are freed.
+const POOL_MAX: usize = MAX_FRAME;
+/// Buffers kept per session (at most 2 MiB, a third of one stream's window), given back
+/// after [`IDLE_RELEASE`] idle: when the local side drains slower than the tunnel delivers,
+/// frames queue up in the stream, and four buffers left most of them allocated afresh.
+const POOL_BUFFERS: usize = 16;
 
 /// Source of [`Session::id`].
 static NEXT_SESSION_ID: AtomicU64 = AtomicU64::new(1);
@@ -74,26 +98,43 @@ impl Default for SessionConfig {
     }
 }
 
-pub(super) struct Out {
-    pub header: Header,
-    pub payload: Bytes,
-}
-
-impl Out {
-    fn cost(&self) -> usize {
-        FRAME_COST + self.payload.len()
-    }
-}
-
-/// Frames waiting for the writer task, with their accounted size.
+/// Frames waiting for the writer task, already encoded into one buffer: a stream's write
+/// copies its bytes straight in (no allocation per frame, one copy fewer than a queue of
+/// owned payloads), and the writer takes the whole buffer in exchange for its empty one.
 #[derive(Default)]
 struct Queue {
-    frames: VecDeque<Out>,
+    buf: Vec<u8>,
+    /// Accounted size of the frames in `buf` (each at [`FRAME_COST`] plus its payload).
     bytes: usize,
     /// Largest `bytes` ever reached (the tests' proof of the bound).
     high_water: usize,
     /// Tasks waiting for room (stream writers, the reader).
     waiters: Vec<Waker>,
+}
+
+impl Queue {
+    /// Appends `header` and, for a DATA frame, its `header.length` payload bytes taken in
+    /// order from `bufs` (the caller checked that they hold that many).
+    fn put(&mut self, header: &Header, bufs: &[io::IoSlice<'_>]) {
+        let mut left = if header.ty == TYPE_DATA {
+            header.length as usize
+        } else {
+            0
+        };
+        self.buf.reserve(12 + left);
+        self.buf.extend_from_slice(&header.encode());
+        self.bytes += FRAME_COST + left;
+        for b in bufs {
+            if left == 0 {
+                break;
+            }
+            let n = b.len().min(left);
+            self.buf.extend_from_slice(&b[..n]);
+            left -= n;
+        }
+        debug_assert_eq!(left, 0, "payload shorter than the header says");
+        self.high_water = self.high_water.max(self.bytes);
+    }
 }
 
 pub(super) struct Shared {
@@ -110,34 +151,38 @@ pub(super) struct Shared {
     is_closed: AtomicBool,
     last_pong: AtomicU32,
     pong: Notify,
+    /// Payload buffers for reuse (see [`POOL_MIN`]).
+    pool: Mutex<Vec<Vec<u8>>>,
+    /// Pooled-size payload buffers allocated because the pool was empty (tests).
+    #[cfg(test)]
+    fresh_buffers: AtomicUsize,
+    /// Capacity of the writer task's own buffer, published for the tests.
+    #[cfg(test)]
+    writer_capacity: AtomicUsize,
 }
 
 impl Shared {
-    /// Queues a frame regardless of the limit: only for frames bounded by something else
-    /// (window updates follow data the reader admitted, FIN/RST one per stream, one keep-alive
-    /// ping per interval, SYN of streams we open ourselves).
-    pub(super) fn send(&self, header: Header, payload: Bytes) {
-        self.enqueue(Out { header, payload });
-    }
-
-    fn enqueue(&self, out: Out) {
+    /// Queues a frame without payload regardless of the limit: only for frames bounded by
+    /// something else (window updates follow data the reader admitted, FIN/RST one per
+    /// stream, one keep-alive ping per interval, SYN of streams we open ourselves).
+    pub(super) fn send(&self, header: Header) {
         if self.closed() {
             return;
         }
-        {
-            let mut q = self.queue.lock();
-            q.bytes += out.cost();
-            q.high_water = q.high_water.max(q.bytes);
-            q.frames.push_back(out);
-        }
+        self.queue.lock().put(&header, &[]);
         self.writer_wake.notify_one();
     }
 
-    /// Queues the frame `make` builds if the queue is below [`QUEUE_LIMIT`]; otherwise
-    /// registers `cx` to be woken when the writer made room. `Ready(false)`: session closed.
-    /// The check and the push happen under one lock, so the queue never exceeds the limit by
-    /// more than one frame.
-    pub(super) fn poll_push(&self, cx: &mut Context<'_>, make: impl FnOnce() -> Out) -> Poll<bool> {
+    /// Queues `header` with its payload from `bufs` (DATA: `header.length` bytes, which
+    /// `bufs` must hold) if the queue is below [`QUEUE_LIMIT`]; otherwise registers `cx` to be
+    /// woken when the writer made room. `Ready(false)`: session closed. The check and the
+    /// push happen under one lock, so the queue never exceeds the limit by more than one frame.
+    pub(super) fn poll_push(
+        &self,
+        cx: &mut Context<'_>,
+        header: &Header,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<bool> {
         if self.closed() {
             return Poll::Ready(false);
         }
@@ -148,10 +193,7 @@ impl Shared {
             }
             return Poll::Pending;
         }
-        let out = make();
-        q.bytes += out.cost();
-        q.high_water = q.high_water.max(q.bytes);
-        q.frames.push_back(out);
+        q.put(header, bufs);
         drop(q);
         self.writer_wake.notify_one();
         Poll::Ready(true)
@@ -159,31 +201,20 @@ impl Shared {
 
     /// Queues a frame once there is room (back-pressure for the reader task).
     async fn send_with_room(&self, header: Header) {
-        let mut out = Some(Out {
-            header,
-            payload: Bytes::new(),
-        });
-        std::future::poll_fn(|cx| {
-            self.poll_push(cx, || out.take().expect("frame is queued once"))
-                .map(|_| ())
-        })
-        .await;
+        std::future::poll_fn(|cx| self.poll_push(cx, &header, &[]).map(|_| ())).await;
     }
 
-    /// Moves queued frames into `buf` (up to about [`WRITE_BATCH`]) and wakes the tasks that
-    /// waited for room; false when the queue was empty.
+    /// Swaps the queued frames into `buf` (which the writer emptied) and wakes the tasks that
+    /// waited for room; false when the queue was empty. The queue keeps `buf`'s allocation,
+    /// so a busy session reuses two buffers instead of allocating.
     fn take_batch(&self, buf: &mut Vec<u8>) -> bool {
         let waiters = {
             let mut q = self.queue.lock();
-            if q.frames.is_empty() {
+            if q.buf.is_empty() {
                 return false;
             }
-            while buf.len() < WRITE_BATCH {
-                let Some(m) = q.frames.pop_front() else { break };
-                q.bytes -= m.cost();
-                buf.extend_from_slice(&m.header.encode());
-                buf.extend_from_slice(&m.payload);
-            }
+            std::mem::swap(&mut q.buf, buf);
+            q.bytes = 0;
             std::mem::take(&mut q.waiters)
         };
         for w in waiters {
@@ -192,16 +223,60 @@ impl Shared {
         true
     }
 
+    fn queue_capacity(&self) -> usize {
+        self.queue.lock().buf.capacity()
+    }
+
+    /// Frees the queue's buffer if it is large and empty, and the pooled payload buffers (the
+    /// writer found nothing to send for [`IDLE_RELEASE`]).
+    fn release_idle_buffer(&self) {
+        {
+            let mut q = self.queue.lock();
+            if q.buf.is_empty() && q.buf.capacity() > IDLE_RETAIN {
+                q.buf = Vec::new();
+            }
+        }
+        self.pool.lock().clear();
+    }
+
+    fn pooled(&self) -> usize {
+        self.pool.lock().len()
+    }
+
+    /// An empty buffer with room for a `len`-byte payload, from the pool when it is of a
+    /// pooled size.
+    fn payload_buffer(&self, len: usize) -> Vec<u8> {
+        if len < POOL_MIN {
+            return Vec::with_capacity(len);
+        }
+        let pooled = self.pool.lock().pop();
+        #[cfg(test)]
+        if pooled.is_none() {
+            self.fresh_buffers.fetch_add(1, Ordering::Relaxed);
+        }
+        let mut buf = pooled.unwrap_or_default();
+        buf.reserve(len);
+        buf
+    }
+
+    /// Takes back a consumed payload buffer if it is of a pooled size and there is room.
+    pub(super) fn recycle(&self, mut buf: Vec<u8>) {
+        if (POOL_MIN..=POOL_MAX).contains(&buf.capacity()) {
+            let mut pool = self.pool.lock();
+            if pool.len() < POOL_BUFFERS {
+                buf.clear();
+                pool.push(buf);
+            }
+        }
+    }
+
     pub(super) fn send_flags(&self, stream: u32, flags: u16, delta: u32) {
-        self.send(
-            Header {
-                ty: TYPE_WINDOW_UPDATE,
-                flags,
-                stream,
-                length: delta,
-            },
-            Bytes::new(),
-        );
+        self.send(Header {
+            ty: TYPE_WINDOW_UPDATE,
+            flags,
+            stream,
+            length: delta,
+        });
     }
 
     /// Drops `state` from the table, but only if its id still maps to it: a peer may reuse an
@@ -231,7 +306,7 @@ impl Shared {
         }
         let waiters = {
             let mut q = self.queue.lock();
-            q.frames.clear();
+            q.buf = Vec::new();
             q.bytes = 0;
             std::mem::take(&mut q.waiters)
         };
@@ -280,6 +355,11 @@ impl Session {
             is_closed: AtomicBool::new(false),
             last_pong: AtomicU32::new(u32::MAX),
             pong: Notify::new(),
+            pool: Mutex::new(Vec::new()),
+            #[cfg(test)]
+            fresh_buffers: AtomicUsize::new(0),
+            #[cfg(test)]
+            writer_capacity: AtomicUsize::new(0),
         });
         let (accept_tx, accept_rx) = mpsc::channel(ACCEPT_BACKLOG);
         let (r, w) = tokio::io::split(io);
@@ -353,6 +433,22 @@ impl Session {
         self.shared.flush_and_close(deadline).await;
     }
 
+    /// Capacities of the write queue's and the writer's buffers (tests check that idle
+    /// sessions give them back).
+    #[cfg(test)]
+    pub(crate) fn buffer_capacities(&self) -> (usize, usize) {
+        (
+            self.shared.queue_capacity(),
+            self.shared.writer_capacity.load(Ordering::Acquire),
+        )
+    }
+
+    /// Pooled-size payload buffers allocated because the pool was empty.
+    #[cfg(test)]
+    pub(crate) fn fresh_payload_buffers(&self) -> usize {
+        self.shared.fresh_buffers.load(Ordering::Relaxed)
+    }
+
     /// Largest number of bytes the write queue ever held (tests check the bound).
     #[cfg(test)]
     pub(crate) fn queue_high_water(&self) -> usize {
@@ -370,18 +466,35 @@ enum WriteEnd {
 
 async fn write_loop<W: AsyncWrite>(w: W, shared: Arc<Shared>, mut closed: watch::Receiver<bool>) {
     let mut w = std::pin::pin!(w);
-    let mut buf = Vec::with_capacity(WRITE_BATCH + MAX_FRAME + 12);
+    // Grows to the largest batch and is then reused (swapped with the queue's buffer).
+    let mut buf = Vec::new();
     let end = loop {
         buf.clear();
         if !shared.take_batch(&mut buf) {
             if shared.draining.load(Ordering::Acquire) {
                 break WriteEnd::Drained;
             }
+            // The timer is armed only while a large buffer is held (after bulk traffic), so
+            // the request-sized traffic that keeps buffers small pays nothing for it.
+            let large = buf.capacity() > IDLE_RETAIN
+                || shared.queue_capacity() > IDLE_RETAIN
+                || shared.pooled() > 0;
             tokio::select! {
                 _ = shared.writer_wake.notified() => continue,
                 _ = closed.wait_for(|c| *c) => break WriteEnd::Gone,
+                _ = tokio::time::sleep(IDLE_RELEASE), if large => {
+                    buf = Vec::new();
+                    shared.release_idle_buffer();
+                    #[cfg(test)]
+                    shared.writer_capacity.store(0, Ordering::Release);
+                    continue;
+                }
             }
         }
+        #[cfg(test)]
+        shared
+            .writer_capacity
+            .store(buf.capacity(), Ordering::Release);
         let res = tokio::select! {
             r = write_all_or_stall(w.as_mut(), &buf) => r,
             _ = closed.wait_for(|c| *c) => break WriteEnd::Gone,
@@ -449,15 +562,12 @@ async fn read_loop<R: AsyncRead>(
     };
     if let Err(e) = res {
         if let ReadError::Protocol(_) = e {
-            shared.send(
-                Header {
-                    ty: TYPE_GO_AWAY,
-                    flags: 0,
-                    stream: 0,
-                    length: GO_AWAY_PROTOCOL_ERROR,
-                },
-                Bytes::new(),
-            );
+            shared.send(Header {
+                ty: TYPE_GO_AWAY,
+                flags: 0,
+                stream: 0,
+                length: GO_AWAY_PROTOCOL_ERROR,
+            });
             tracing::warn!("tunnel session ended: {e}");
             shared.flush_and_close(GO_AWAY_FLUSH).await;
         } else {
@@ -505,7 +615,7 @@ async fn read_frames<R: AsyncRead + Unpin>(
                     shared.streams.lock().get(&h.stream).cloned()
                 };
                 if h.ty == TYPE_DATA && h.length > 0 {
-                    read_payload(r, &h, state.as_deref()).await?;
+                    read_payload(r, &h, state.as_deref(), shared).await?;
                 }
                 if let Some(s) = state {
                     if h.ty == TYPE_WINDOW_UPDATE && h.flags & FLAG_SYN == 0 {
@@ -531,6 +641,7 @@ async fn read_payload<R: AsyncRead + Unpin>(
     r: &mut R,
     h: &Header,
     state: Option<&StreamState>,
+    shared: &Shared,
 ) -> Result<(), ReadError> {
     let Some(s) = state else {
         if h.length > MAX_WINDOW {
@@ -546,9 +657,17 @@ async fn read_payload<R: AsyncRead + Unpin>(
     if !s.fits_window(h.length) {
         return Err(ReadError::Protocol("data beyond the granted window"));
     }
-    let mut payload = BytesMut::zeroed(h.length as usize);
-    r.read_exact(&mut payload).await?;
-    s.push_data(payload.freeze());
+    // Filled without zeroing it first; `take` keeps the reads within this frame even when
+    // the buffer has more room.
+    let len = h.length as usize;
+    let mut payload = shared.payload_buffer(len);
+    let mut frame = (&mut *r).take(u64::from(h.length));
+    while payload.len() < len {
+        if frame.read_buf(&mut payload).await? == 0 {
+            return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into());
+        }
+    }
+    s.push_data(payload);
     Ok(())
 }
 
@@ -625,15 +744,12 @@ async fn keepalive(shared: Arc<Shared>, cfg: SessionConfig, mut closed: watch::R
             _ = closed.wait_for(|c| *c) => return,
         }
         let deadline = tokio::time::Instant::now() + cfg.ping_timeout;
-        shared.send(
-            Header {
-                ty: TYPE_PING,
-                flags: FLAG_SYN,
-                stream: 0,
-                length: value,
-            },
-            Bytes::new(),
-        );
+        shared.send(Header {
+            ty: TYPE_PING,
+            flags: FLAG_SYN,
+            stream: 0,
+            length: value,
+        });
         loop {
             let notified = shared.pong.notified();
             if shared.last_pong.load(Ordering::Acquire) == value {
@@ -855,6 +971,225 @@ mod tests {
             ]
         );
         assert!(!s.is_closed());
+    }
+
+    /// Counts flushes: the writer flushes once per batch it takes from the queue.
+    struct CountFlushes {
+        io: DuplexStream,
+        flushes: Arc<AtomicUsize>,
+    }
+
+    impl AsyncRead for CountFlushes {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            std::pin::Pin::new(&mut self.io).poll_read(cx, buf)
+        }
+    }
+
+    impl AsyncWrite for CountFlushes {
+        fn poll_write(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            std::pin::Pin::new(&mut self.io).poll_write(cx, buf)
+        }
+        fn poll_flush(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<io::Result<()>> {
+            self.flushes.fetch_add(1, Ordering::SeqCst);
+            std::pin::Pin::new(&mut self.io).poll_flush(cx)
+        }
+        fn poll_shutdown(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<io::Result<()>> {
+            std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
+        }
+    }
+
+    /// Frames queued by many streams while the writer had not run yet leave in one batch (one
+    /// TLS write and flush), in the order they were queued, each stream's bytes intact.
+    #[tokio::test]
+    async fn frames_queued_together_leave_in_one_batch() {
+        let (ours, mut peer) = tokio::io::duplex(1 << 20);
+        let flushes = Arc::new(AtomicUsize::new(0));
+        let io = CountFlushes {
+            io: ours,
+            flushes: flushes.clone(),
+        };
+        let (s, _) = Session::start(io, Role::Client, SessionConfig::default());
+        // No await until everything is queued: on this single-threaded runtime the writer
+        // task cannot run in between.
+        let mut streams = Vec::new();
+        for i in 0..20u8 {
+            let mut st = s.open().unwrap();
+            let data = [i; 100];
+            let n = std::future::poll_fn(|cx| std::pin::Pin::new(&mut st).poll_write(cx, &data))
+                .await
+                .unwrap();
+            assert_eq!(n, 100);
+            streams.push(st);
+        }
+        let mut got = Vec::new();
+        let mut raw = [0u8; 12];
+        while got.len() < 40 {
+            peer.read_exact(&mut raw).await.unwrap();
+            let h = Header::decode(&raw).unwrap();
+            let mut payload = vec![
+                0u8;
+                if h.ty == TYPE_DATA {
+                    h.length as usize
+                } else {
+                    0
+                }
+            ];
+            peer.read_exact(&mut payload).await.unwrap();
+            got.push((h, payload));
+        }
+        for (i, pair) in got.chunks(2).enumerate() {
+            let id = 1 + 2 * i as u32;
+            assert_eq!(
+                (pair[0].0.ty, pair[0].0.flags, pair[0].0.stream),
+                (TYPE_WINDOW_UPDATE, FLAG_SYN, id)
+            );
+            assert_eq!((pair[1].0.ty, pair[1].0.stream), (TYPE_DATA, id));
+            assert_eq!(pair[1].1, vec![i as u8; 100]);
+        }
+        assert_eq!(
+            flushes.load(Ordering::SeqCst),
+            1,
+            "one batch for all 40 frames"
+        );
+    }
+
+    /// A vectored write becomes one DATA frame holding every slice in order (hyper writes
+    /// head and body this way), cut at the stream's send window.
+    #[tokio::test]
+    async fn vectored_write_gathers_slices_into_one_frame() {
+        let (ours, mut peer) = tokio::io::duplex(1 << 20);
+        let (_s, mut accept) = Session::start(ours, Role::Server, SessionConfig::default());
+        // The peer opens the stream granting only the initial window.
+        peer.write_all(&frame(TYPE_WINDOW_UPDATE, FLAG_SYN, 1, 0))
+            .await
+            .unwrap();
+        let mut st = accept.recv().await.unwrap();
+        assert!(st.is_write_vectored());
+        let mut raw = [0u8; 12];
+        peer.read_exact(&mut raw).await.unwrap();
+        assert_eq!(Header::decode(&raw).unwrap().flags, FLAG_ACK);
+        let head = b"POST / HTTP/1.1\r\n\r\n".to_vec();
+        let body = vec![7u8; 100 * 1024];
+        let bufs = [
+            io::IoSlice::new(&head),
+            io::IoSlice::new(&[]),
+            io::IoSlice::new(&body),
+        ];
+        let n = st.write_vectored(&bufs).await.unwrap();
+        let first = head.len() + body.len();
+        assert_eq!(n, first, "every slice in one frame");
+        peer.read_exact(&mut raw).await.unwrap();
+        let h = Header::decode(&raw).unwrap();
+        assert_eq!((h.ty, h.stream, h.length as usize), (TYPE_DATA, 1, first));
+        let mut payload = vec![0u8; first];
+        peer.read_exact(&mut payload).await.unwrap();
+        assert_eq!(&payload[..head.len()], &head[..]);
+        assert!(payload[head.len()..].iter().all(|&b| b == 7));
+        // Larger gathers are cut at MAX_FRAME, then at what is left of the send window.
+        let big = vec![8u8; 2 * MAX_FRAME];
+        let bufs = [io::IoSlice::new(&head), io::IoSlice::new(&big)];
+        assert_eq!(st.write_vectored(&bufs).await.unwrap(), MAX_FRAME);
+        let left = INITIAL_WINDOW as usize - first - MAX_FRAME;
+        assert_eq!(st.write_vectored(&bufs).await.unwrap(), left);
+        for want in [MAX_FRAME, left] {
+            peer.read_exact(&mut raw).await.unwrap();
+            let h = Header::decode(&raw).unwrap();
+            assert_eq!((h.ty, h.length as usize), (TYPE_DATA, want));
+            let mut payload = vec![0u8; want];
+            peer.read_exact(&mut payload).await.unwrap();
+            assert_eq!(&payload[..head.len()], &head[..]);
+        }
+    }
+
+    /// A bulk transfer grows both write buffers; once the session has nothing to send for
+    /// IDLE_RELEASE they are given back, and the session still works afterwards.
+    #[tokio::test(start_paused = true)]
+    async fn idle_session_releases_large_write_buffers() {
+        let (ours, mut peer) = tokio::io::duplex(64 * 1024);
+        let (s, _) = Session::start(ours, Role::Client, SessionConfig::default());
+        let reader = tokio::spawn(async move {
+            let mut sink = vec![0u8; 1 << 20];
+            while peer.read(&mut sink).await.is_ok_and(|n| n > 0) {}
+        });
+        let mut st = s.open().unwrap();
+        // Within the initial window (the peer sends no window updates).
+        st.write_all(&vec![1u8; INITIAL_WINDOW as usize])
+            .await
+            .unwrap();
+        // Queued at once (the writer task has not run yet on this single-threaded runtime).
+        let grown = s.buffer_capacities().0;
+        assert!(grown > IDLE_RETAIN, "the transfer grew the queue: {grown}");
+        let deadline = tokio::time::Instant::now() + IDLE_RELEASE * 3;
+        loop {
+            let (q, w) = s.buffer_capacities();
+            if q <= IDLE_RETAIN && w <= IDLE_RETAIN {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "buffers kept while idle: queue {q}, writer {w}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(!s.is_closed());
+        let mut again = s.open().unwrap();
+        again.write_all(b"still works").await.unwrap();
+        s.close_after_flush(Duration::from_secs(5)).await;
+        reader.await.unwrap();
+    }
+
+    /// Payload buffers go back to the pool once read, so a transfer whose reader keeps up
+    /// allocates one buffer, not one per frame; small payloads stay out of the pool.
+    #[tokio::test]
+    async fn received_payload_buffers_are_reused() {
+        let (ours, mut peer) = tokio::io::duplex(1 << 20);
+        let (s, mut accept) = Session::start(ours, Role::Server, SessionConfig::default());
+        peer.write_all(&frame(
+            TYPE_WINDOW_UPDATE,
+            FLAG_SYN,
+            1,
+            MAX_WINDOW - INITIAL_WINDOW,
+        ))
+        .await
+        .unwrap();
+        let mut st = accept.recv().await.unwrap();
+        let mut got = vec![0u8; MAX_FRAME];
+        for i in 0..32u8 {
+            let len = if i % 2 == 0 { MAX_FRAME } else { POOL_MIN };
+            peer.write_all(&frame(TYPE_DATA, 0, 1, len as u32))
+                .await
+                .unwrap();
+            peer.write_all(&vec![i; len]).await.unwrap();
+            st.read_exact(&mut got[..len]).await.unwrap();
+            assert!(got[..len].iter().all(|&b| b == i), "frame {i} intact");
+        }
+        peer.write_all(&frame(TYPE_DATA, 0, 1, 100)).await.unwrap();
+        peer.write_all(&[9u8; 100]).await.unwrap();
+        st.read_exact(&mut got[..100]).await.unwrap();
+        assert_eq!(
+            s.fresh_payload_buffers(),
+            1,
+            "one buffer served all 32 frames"
+        );
+        assert_eq!(
+            s.shared.pooled(),
+            1,
+            "the small payload's buffer was not pooled"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -3,8 +3,7 @@
 //! socket.
 
 use super::frame::*;
-use super::session::{Out, Shared};
-use bytes::{Buf, Bytes};
+use super::session::Shared;
 use parking_lot::Mutex;
 use std::collections::VecDeque;
 use std::io;
@@ -24,8 +23,15 @@ pub(super) struct StreamState {
     inner: Mutex<Inner>,
 }
 
+/// The payload of one received DATA frame, read from `pos` on; its buffer goes back to the
+/// session's pool once consumed.
+struct Chunk {
+    data: Vec<u8>,
+    pos: usize,
+}
+
 struct Inner {
-    recv: VecDeque<Bytes>,
+    recv: VecDeque<Chunk>,
     /// Credit the peer still has for sending to us.
     recv_window: u32,
     /// Bytes read by the application and not yet re-granted.
@@ -61,10 +67,10 @@ impl StreamState {
         len <= self.inner.lock().recv_window
     }
 
-    pub(super) fn push_data(&self, data: Bytes) {
+    pub(super) fn push_data(&self, data: Vec<u8>) {
         let mut g = self.inner.lock();
         g.recv_window = g.recv_window.saturating_sub(data.len() as u32);
-        g.recv.push_back(data);
+        g.recv.push_back(Chunk { data, pos: 0 });
         if let Some(w) = g.read_waker.take() {
             w.wake();
         }
@@ -138,11 +144,13 @@ impl AsyncRead for MuxStream {
             let Some(front) = g.recv.front_mut() else {
                 break;
             };
-            let n = front.len().min(buf.remaining());
-            buf.put_slice(&front[..n]);
-            front.advance(n);
-            if front.is_empty() {
-                g.recv.pop_front();
+            let n = (front.data.len() - front.pos).min(buf.remaining());
+            buf.put_slice(&front.data[front.pos..front.pos + n]);
+            front.pos += n;
+            if front.pos == front.data.len() {
+                if let Some(done) = g.recv.pop_front() {
+                    self.shared.recycle(done.data);
+                }
             }
             copied += n;
         }
@@ -177,34 +185,47 @@ impl AsyncWrite for MuxStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        self.poll_write_vectored(cx, &[io::IoSlice::new(buf)])
+    }
+
+    /// Gathers the slices into one DATA frame (up to the send window and [`MAX_FRAME`]),
+    /// copied straight into the session's write queue: hyper then hands over its head and
+    /// body buffers as they are instead of first flattening them into a buffer of its own.
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
         let mut g = self.state.inner.lock();
         if g.reset || g.local_fin || self.shared.closed() {
             return Poll::Ready(Err(broken()));
         }
-        if buf.is_empty() {
+        let total = bufs.iter().fold(0usize, |t, b| t.saturating_add(b.len()));
+        if total == 0 {
             return Poll::Ready(Ok(0));
         }
         if g.send_window == 0 {
             g.write_waker = Some(cx.waker().clone());
             return Poll::Pending;
         }
-        let n = buf.len().min(g.send_window as usize).min(MAX_FRAME);
-        let id = self.state.id;
+        let n = total.min(g.send_window as usize).min(MAX_FRAME);
+        let header = Header {
+            ty: TYPE_DATA,
+            flags: 0,
+            stream: self.state.id,
+            length: n as u32,
+        };
         // Back-pressure: wait while the session's write queue is full.
-        let queued = std::task::ready!(self.shared.poll_push(cx, || Out {
-            header: Header {
-                ty: TYPE_DATA,
-                flags: 0,
-                stream: id,
-                length: n as u32,
-            },
-            payload: Bytes::copy_from_slice(&buf[..n]),
-        }));
+        let queued = std::task::ready!(self.shared.poll_push(cx, &header, bufs));
         if !queued {
             return Poll::Ready(Err(broken()));
         }
         g.send_window -= n as u32;
         Poll::Ready(Ok(n))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
     }
 
     fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
