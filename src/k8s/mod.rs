@@ -27,7 +27,6 @@ pub(crate) use upstream::Exposed;
 use crate::contract::{ControlError, ControlReply};
 use client::{Answer, Call, Client, K8sError};
 use payload::Fields;
-use reqwest::Method;
 use std::time::Duration;
 
 /// `/info`'s reachability probe gives up after this (contract §4.2 asks for about 3 s; AppAPI's
@@ -88,14 +87,8 @@ impl Backend {
 
     async fn get_deployment(&self, name: &str) -> Result<Answer, K8sError> {
         let ns = self.namespace();
-        self.call(Call::new(
-            "get",
-            "deployments",
-            ns,
-            Method::GET,
-            format!("/apis/apps/v1/namespaces/{ns}/deployments/{name}"),
-        ))
-        .await
+        self.call(Call::on("get", "deployments", ns, Some(name)))
+            .await
     }
 
     /// One `/k8s/exapp/<op>` call.

@@ -8,7 +8,6 @@ use super::payload::{resources, Fields, K8sNames};
 use super::Backend;
 use crate::contract::{ControlError, ControlReply};
 use http::StatusCode;
-use reqwest::Method;
 use serde_json::{json, Value};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -87,16 +86,7 @@ pub(crate) async fn create(b: &Backend, f: &Fields) -> Result<ControlReply, Cont
     let ns = b.namespace();
     let pvc_name = names.pvc();
     let a = b
-        .call(
-            Call::new(
-                "create",
-                "persistentvolumeclaims",
-                ns,
-                Method::POST,
-                format!("/api/v1/namespaces/{ns}/persistentvolumeclaims"),
-            )
-            .body(BodyKind::Json, &pvc),
-        )
+        .call(Call::on("create", "persistentvolumeclaims", ns, None).body(BodyKind::Json, &pvc))
         .await?;
     match a.status {
         200 | 201 => tracing::info!(pvc = %pvc_name, "PVC created"),
@@ -106,16 +96,7 @@ pub(crate) async fn create(b: &Backend, f: &Fields) -> Result<ControlReply, Cont
 
     let name = names.deployment();
     let a = b
-        .call(
-            Call::new(
-                "create",
-                "deployments",
-                ns,
-                Method::POST,
-                format!("/apis/apps/v1/namespaces/{ns}/deployments"),
-            )
-            .body(BodyKind::Json, &deployment),
-        )
+        .call(Call::on("create", "deployments", ns, None).body(BodyKind::Json, &deployment))
         .await?;
     match a.status {
         200 | 201 => {
@@ -143,14 +124,8 @@ pub(crate) async fn scale(
     let patch = json!({"spec": {"replicas": replicas}});
     let a = b
         .call(
-            Call::new(
-                "patch",
-                "deployments",
-                ns,
-                Method::PATCH,
-                format!("/apis/apps/v1/namespaces/{ns}/deployments/{name}"),
-            )
-            .body(BodyKind::StrategicMerge, &patch),
+            Call::on("patch", "deployments", ns, Some(&name))
+                .body(BodyKind::StrategicMerge, &patch),
         )
         .await?;
     match a.status {
@@ -171,13 +146,7 @@ pub(crate) async fn remove(b: &Backend, f: &Fields) -> Result<ControlReply, Cont
     let ns = b.namespace();
     let name = names.deployment();
     let a = b
-        .call(Call::new(
-            "delete",
-            "deployments",
-            ns,
-            Method::DELETE,
-            format!("/apis/apps/v1/namespaces/{ns}/deployments/{name}"),
-        ))
+        .call(Call::on("delete", "deployments", ns, Some(&name)))
         .await?;
     if !matches!(a.status, 200 | 202 | 404) {
         return Err(unexpected(&format!("removing Deployment '{name}'"), &a));
@@ -185,13 +154,7 @@ pub(crate) async fn remove(b: &Backend, f: &Fields) -> Result<ControlReply, Cont
     if remove_data {
         let pvc = names.pvc();
         let a = b
-            .call(Call::new(
-                "delete",
-                "persistentvolumeclaims",
-                ns,
-                Method::DELETE,
-                format!("/api/v1/namespaces/{ns}/persistentvolumeclaims/{pvc}"),
-            ))
+            .call(Call::on("delete", "persistentvolumeclaims", ns, Some(&pvc)))
             .await?;
         if !matches!(a.status, 200 | 202 | 404) {
             return Err(unexpected(&format!("removing PVC '{pvc}'"), &a));
@@ -199,14 +162,11 @@ pub(crate) async fn remove(b: &Backend, f: &Fields) -> Result<ControlReply, Cont
     }
     // A same-named Service goes only if harp made it: an operator's own Service (manual
     // exposure) is theirs to keep.
-    let path = format!("/api/v1/namespaces/{ns}/services/{name}");
-    let a = b
-        .call(Call::new("get", "services", ns, Method::GET, path.clone()))
-        .await?;
+    let a = b.call(Call::on("get", "services", ns, Some(&name))).await?;
     match a.status {
         200 if a.json["metadata"]["labels"][MANAGED_BY_LABEL] == MANAGED_BY => {
             let d = b
-                .call(Call::new("delete", "services", ns, Method::DELETE, path))
+                .call(Call::on("delete", "services", ns, Some(&name)))
                 .await?;
             if !matches!(d.status, 200 | 202 | 404) {
                 return Err(unexpected(&format!("removing Service '{name}'"), &d));
@@ -308,16 +268,7 @@ pub(crate) async fn wait_for_start(b: &Backend, f: &Fields) -> Result<ControlRep
     let mut last = json!({"status": "Pending", "reason": null, "message": null});
     loop {
         let a = b
-            .call(
-                Call::new(
-                    "list",
-                    "pods",
-                    ns,
-                    Method::GET,
-                    format!("/api/v1/namespaces/{ns}/pods"),
-                )
-                .query(&query),
-            )
+            .call(Call::on("list", "pods", ns, None).query(&query))
             .await?;
         if a.status != 200 {
             return Err(unexpected(

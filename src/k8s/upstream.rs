@@ -176,16 +176,7 @@ pub(crate) async fn expose(b: &Backend, f: &Fields) -> Result<Exposed, ControlEr
         return Ok(exposed(host, port));
     };
     let a = b
-        .call(
-            Call::new(
-                "create",
-                "services",
-                ns,
-                Method::POST,
-                format!("/api/v1/namespaces/{ns}/services"),
-            )
-            .body(BodyKind::Json, &service),
-        )
+        .call(Call::on("create", "services", ns, None).body(BodyKind::Json, &service))
         .await?;
     if !matches!(a.status, 200 | 201 | 409) {
         return Err(super::ops::unexpected(
@@ -237,14 +228,8 @@ async fn annotate_manual(b: &Backend, deployment: &str, host: &str, port: u16) {
     }}});
     let result = b
         .call(
-            Call::new(
-                "patch",
-                "deployments",
-                ns,
-                Method::PATCH,
-                format!("/apis/apps/v1/namespaces/{ns}/deployments/{deployment}"),
-            )
-            .body(BodyKind::StrategicMerge, &patch),
+            Call::on("patch", "deployments", ns, Some(deployment))
+                .body(BodyKind::StrategicMerge, &patch),
         )
         .await;
     match result {
@@ -296,13 +281,7 @@ impl Backend {
     async fn read_service(&self, name: &str) -> Result<Value, ControlError> {
         let ns = self.namespace();
         let a = self
-            .call(Call::new(
-                "get",
-                "services",
-                ns,
-                Method::GET,
-                format!("/api/v1/namespaces/{ns}/services/{name}"),
-            ))
+            .call(Call::on("get", "services", ns, Some(name)))
             .await?;
         if a.status != 200 {
             return Err(super::ops::unexpected(
@@ -425,28 +404,13 @@ impl Backend {
         let selector = format!("{PART_OF_LABEL}={base}");
         let by_label = [("labelSelector", selector.as_str())];
         let a = self
-            .call(Call::new(
-                "get",
-                "services",
-                ns,
-                Method::GET,
-                format!("/api/v1/namespaces/{ns}/services/{base}"),
-            ))
+            .call(Call::on("get", "services", ns, Some(&base)))
             .await?;
         let svc = match a.status {
             200 => Some(a.json),
             404 => {
                 let l = self
-                    .call(
-                        Call::new(
-                            "list",
-                            "services",
-                            ns,
-                            Method::GET,
-                            format!("/api/v1/namespaces/{ns}/services"),
-                        )
-                        .query(&by_label),
-                    )
+                    .call(Call::on("list", "services", ns, None).query(&by_label))
                     .await?;
                 if l.status != 200 {
                     return Err(super::ops::unexpected(
@@ -502,16 +466,7 @@ impl Backend {
             }
         }
         let l = self
-            .call(
-                Call::new(
-                    "list",
-                    "deployments",
-                    ns,
-                    Method::GET,
-                    format!("/apis/apps/v1/namespaces/{ns}/deployments"),
-                )
-                .query(&by_label),
-            )
+            .call(Call::on("list", "deployments", ns, None).query(&by_label))
             .await?;
         if l.status != 200 {
             return Err(super::ops::unexpected(
