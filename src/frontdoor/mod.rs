@@ -4,6 +4,48 @@
 //! Owns connections and responses; owns no access rules (`pipeline`) and moves no upstream bytes
 //! itself (`upstream`).
 
+/// `AsyncWrite` for a wrapper that only watches or rewrites reads: every write call goes to its
+/// pinned `io` field unchanged (the connection wrappers `idle::ReadClock`, `sniff::Prefixed`).
+macro_rules! pass_writes_through {
+    ($wrapper:ident) => {
+        impl<S: tokio::io::AsyncWrite> tokio::io::AsyncWrite for $wrapper<S> {
+            fn poll_write(
+                self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+                buf: &[u8],
+            ) -> std::task::Poll<std::io::Result<usize>> {
+                self.project().io.poll_write(cx, buf)
+            }
+
+            fn poll_write_vectored(
+                self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+                bufs: &[std::io::IoSlice<'_>],
+            ) -> std::task::Poll<std::io::Result<usize>> {
+                self.project().io.poll_write_vectored(cx, bufs)
+            }
+
+            fn is_write_vectored(&self) -> bool {
+                self.io.is_write_vectored()
+            }
+
+            fn poll_flush(
+                self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<std::io::Result<()>> {
+                self.project().io.poll_flush(cx)
+            }
+
+            fn poll_shutdown(
+                self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<std::io::Result<()>> {
+                self.project().io.poll_shutdown(cx)
+            }
+        }
+    };
+}
+
 mod access_log;
 mod dispatch;
 mod gate;
