@@ -18,6 +18,7 @@ pub(crate) mod docker;
 pub mod frontdoor;
 pub mod health;
 pub mod k8s;
+pub mod logging;
 pub mod metrics;
 pub(crate) mod net;
 pub mod nextcloud;

@@ -5,6 +5,7 @@
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use harp::config::{Config, VARIABLES};
+use harp::logging::Lines;
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -132,6 +133,13 @@ fn variables_help() -> String {
     }
     s
 }
+
+/// mimalloc instead of glibc's malloc: the per-request allocations (hyper's request and
+/// response heads, header maps, the upstream request) cost about a third less CPU, measured with
+/// the USER-route bench (issue #14); its per-thread heaps also keep the two workers from sharing
+/// allocator locks.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = command_line();
@@ -358,9 +366,21 @@ fn init_logging(config: &Config) {
         .with_env_filter(filter)
         .with_target(false);
     // Same fields either way: JSON only changes how a line is written, for log collectors.
+    // `Lines` adds the request context to lines logged while a request is served.
     match config.log_format {
-        harp::config::LogFormat::Text => builder.with_ansi(ansi).init(),
-        harp::config::LogFormat::Json => builder.json().init(),
+        harp::config::LogFormat::Text => {
+            let format = tracing_subscriber::fmt::format()
+                .with_target(false)
+                .with_ansi(ansi);
+            builder
+                .with_ansi(ansi)
+                .event_format(Lines::text(format))
+                .init()
+        }
+        harp::config::LogFormat::Json => {
+            let format = tracing_subscriber::fmt::format().with_target(false).json();
+            builder.json().event_format(Lines::json(format)).init()
+        }
     }
 }
 

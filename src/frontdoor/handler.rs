@@ -1,17 +1,18 @@
 //! One request: framing checks → client IP → `pipeline::decide` (30 s cap) → dispatch
 //! (`dispatch`) → response and access line. Everything logged while the request is served
-//! carries its span (`request`): client address, app id, and the `aa-request-id` it came with.
+//! carries its context (`logging`): client address, app id, and the `aa-request-id` it came with.
 
 use super::access_log::AccessLine;
 use super::dispatch;
 use super::gate::Gate;
 use super::request::{
-    ambiguous_host, http1_form, request_span, websocket_answer_as_h2, websocket_as_http1,
+    ambiguous_host, http1_form, request_id, websocket_answer_as_h2, websocket_as_http1,
     websocket_over_h2,
 };
 use super::respond;
 use super::stall::StallDisarm;
 use crate::control::Control;
+use crate::logging::{in_request, set_app, RequestContext};
 use crate::metrics::{AppLabel, Metrics, Outcome, NO_APP};
 use crate::pipeline::{decide, Decision, Refusal, RequestFacts};
 use crate::security::client_ip;
@@ -22,7 +23,6 @@ use ipnet::IpNet;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tracing::Instrument;
 
 /// Contract §2.2: the whole access decision must be made within this time.
 const DECISION_DEADLINE: Duration = Duration::from_secs(30);
@@ -80,11 +80,13 @@ pub(crate) async fn handle(
     }
     let client = client_ip(peer.ip(), req.headers(), &door.trusted_proxies);
     let mut access = AccessLine::start(&req, client, started);
-    let span = request_span(client, req.headers());
+    let context = RequestContext::new(client, request_id(req.headers()));
     let mut tally = None;
-    let response = serve(&door, req, client, stall, access.as_mut(), &mut tally)
-        .instrument(span)
-        .await;
+    let response = in_request(
+        context,
+        serve(&door, req, client, stall, access.as_mut(), &mut tally),
+    )
+    .await;
     if let (Some(m), Some(t)) = (&door.metrics, tally) {
         m.count(
             t.app,
@@ -92,7 +94,7 @@ pub(crate) async fn handle(
             response.as_ref().map(|r| r.status().as_u16()),
         );
     }
-    // Outside the request's span: the access line's format is fixed.
+    // Outside the request's context: the access line's format is fixed.
     if let Some(line) = &access {
         line.write(response.as_ref().map(|r| r.status().as_u16()));
     }
@@ -136,7 +138,7 @@ async fn serve(
         Decision::Forward(plan) => plan.app_id.as_str(),
         _ => "",
     };
-    tracing::Span::current().record("app", app);
+    set_app(app);
     if let Some(line) = access.as_deref_mut() {
         line.app.push_str(app);
     }

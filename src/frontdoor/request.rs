@@ -1,33 +1,15 @@
 //! What the front door reads off a request before deciding: whether its `Host` is ambiguous,
-//! the span its log lines carry, and the HTTP/1 form of an HTTP/2 request's headers.
+//! the request id its log lines carry, and the HTTP/1 form of an HTTP/2 request's headers.
 
 use base64::Engine as _;
 use http::header::{CONNECTION, COOKIE, HOST, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, UPGRADE};
 use http::{HeaderMap, HeaderValue, Request};
-use std::net::IpAddr;
 
-/// Longest `aa-request-id` copied into the request's span; longer ones are left out.
+/// Longest `aa-request-id` copied into the request's log context; longer ones are left out.
 const MAX_REQUEST_ID: usize = 128;
 
-/// The span every line logged while serving a request carries. At ERROR level so it is there
-/// at every log level: its fields matter most on the warnings.
-pub(super) fn request_span(client: IpAddr, headers: &HeaderMap) -> tracing::Span {
-    let span = tracing::error_span!(
-        "request",
-        %client,
-        app = tracing::field::Empty,
-        request_id = tracing::field::Empty
-    );
-    if !span.is_disabled() {
-        if let Some(id) = request_id(headers) {
-            span.record("request_id", id);
-        }
-    }
-    span
-}
-
 /// The `aa-request-id` header when it is short printable ASCII (it ends up in log lines).
-fn request_id(headers: &HeaderMap) -> Option<&str> {
+pub(super) fn request_id(headers: &HeaderMap) -> Option<&str> {
     let v = headers.get("aa-request-id")?.as_bytes();
     let printable = v.iter().all(|b| b.is_ascii_graphic());
     if v.is_empty() || v.len() > MAX_REQUEST_ID || !printable {

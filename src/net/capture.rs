@@ -18,6 +18,9 @@ impl Captured {
         let subscriber = tracing_subscriber::fmt()
             .with_writer(move || writer.clone())
             .with_ansi(false)
+            .event_format(crate::logging::Lines::text(
+                tracing_subscriber::fmt::format().with_ansi(false),
+            ))
             .finish();
         (captured, tracing::subscriber::set_default(subscriber))
     }
