@@ -26,7 +26,7 @@ impl Context for Gate {
 
     fn record_failure(&self, ip: IpAddr, reason: &'static str) {
         let count = self.bans.record(ip);
-        // The request's span carries the client address.
+        // The request's log context (`logging`) carries the client address.
         tracing::warn!(failures = count, reason, "brute-force failure recorded");
     }
 

@@ -154,10 +154,13 @@ async fn serve(
         Decision::Refuse(r) => return Some(respond::refusal(&r)),
         Decision::EngineForbidden => return Some(respond::engine_forbidden()),
         Decision::Control { target_path } => {
-            return Some(dispatch::control_call(door, req, &target_path, client).await)
+            // Boxed, as the engine call below: their state machines (Docker, Kubernetes) are
+            // large, and inline they would make every request's future as large (hyper moves
+            // it into place per request).
+            return Some(Box::pin(dispatch::control_call(door, req, &target_path, client)).await);
         }
         Decision::Engine { port, target_path } => {
-            dispatch::engine_call(door, req, port, &target_path, client).await
+            Box::pin(dispatch::engine_call(door, req, port, &target_path, client)).await
         }
         Decision::Forward(plan) => {
             // hyper upgrades HTTP/1.1 connections only; an HTTP/1.0 offer is dropped like h2c.

@@ -93,7 +93,7 @@ async fn lines_logged_while_serving_a_request_carry_its_client_and_request_id() 
         warning.contains("conn{listener=\"front door\" peer=127.0.0.1:"),
         "{warning}"
     );
-    // The access line keeps its own format: its fields, not the request's span.
+    // The access line keeps its own format: its fields, not the request's context.
     let access = line_with(&logs, "harp::access");
     assert!(!access.contains("request{"), "{access}");
     assert!(access.contains("status=404"), "{access}");

@@ -109,7 +109,9 @@ impl Forwarder {
             *out.method_mut() = req.method;
             *out.uri_mut() = uri;
             *out.headers_mut() = headers;
-            let (response, sender) = self.exchange(addr, out).await?;
+            // Boxed: hyper's client state machine is large, and inline it would make every
+            // request's future (lean ones included) as large.
+            let (response, sender) = Box::pin(self.exchange(addr, out)).await?;
             if response.status() == StatusCode::SWITCHING_PROTOCOLS {
                 return match req.client_upgrade {
                     Some(client_side) => Ok(self.tunnel(addr, client_side, response)),

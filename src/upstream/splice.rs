@@ -207,7 +207,11 @@ where
             return Poll::Ready(());
         }
         let sleep = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-        if sleep.deadline() != deadline {
+        // Re-armed lazily: traffic pushes the deadline later on every message, and moving a
+        // timer per message is a timer-wheel update per message (issue #14). A timer left at an
+        // older deadline just fires early and is re-armed here then; an earlier deadline (a
+        // half-close starting) re-arms it at once.
+        if deadline < sleep.deadline() || sleep.deadline() <= now {
             sleep.as_mut().reset(deadline);
         }
         if sleep.as_mut().poll(cx).is_ready() {
