@@ -9,29 +9,18 @@ use common::docker::{docker_ok, require_docker, DOCKER_SOCKET};
 use common::tunnel::engine_tunnel;
 use common::{client, wait_until, Harness, KEY};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_harp");
 const T: Duration = Duration::from_secs(30);
 /// Small, so the Docker calls below rotate the log at least once.
 const ROTATE: &str = "4096";
 const DOCKER_CALLS: usize = 30;
 
-/// Runs `harp audit <args>`; returns the exit code and stdout + stderr.
+/// Runs `harp audit <args>` with an empty environment; returns the exit code and stdout + stderr.
 fn harp_audit(args: &[&str]) -> (i32, String) {
-    let out = Command::new(BIN)
-        .arg("audit")
-        .args(args)
-        .env_clear()
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code().unwrap_or(-1), text)
+    let mut all = vec!["audit"];
+    all.extend_from_slice(args);
+    common::process::run_once(&all, &[])
 }
 
 fn all_text(dir: &Path) -> String {

@@ -17,18 +17,9 @@ const BIN: &str = env!("CARGO_BIN_EXE_harp");
 const NO_DATA_DIR: &str = "/dev/null/harp";
 
 fn harp(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
-    let mut cmd = Command::new(BIN);
-    cmd.args(args).env_clear().env("HP_DATA_DIR", NO_DATA_DIR);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code().unwrap_or(-1), text)
+    let mut all = vec![("HP_DATA_DIR", NO_DATA_DIR)];
+    all.extend_from_slice(env);
+    common::process::run_once(args, &all)
 }
 
 const OK_ENV: [(&str, &str); 2] = [

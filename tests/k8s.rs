@@ -18,26 +18,15 @@ use common::nextcloud::StubNextcloud;
 use common::{client, meta, public_routes, wait_until, Harness, TestHarp};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_harp");
-
 fn harp_check(env: &[(&str, &str)]) -> (i32, String) {
-    let out = Command::new(BIN)
-        .args(["check", "--reach-k8s"])
-        .env_clear()
-        .env("HP_SHARED_KEY", "s3cr3t-value")
-        .env("NC_INSTANCE_URL", "http://nc")
-        .envs(env.iter().copied())
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code().unwrap_or(-1), text)
+    let mut all = vec![
+        ("HP_SHARED_KEY", "s3cr3t-value"),
+        ("NC_INSTANCE_URL", "http://nc"),
+    ];
+    all.extend_from_slice(env);
+    common::process::run_once(&["check", "--reach-k8s"], &all)
 }
 
 #[test]

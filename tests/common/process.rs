@@ -200,6 +200,24 @@ impl Drop for HarpProcess {
     }
 }
 
+/// Runs the harp binary to completion with `args` and only `env` in its environment (nothing
+/// inherited from the test runner); returns its exit code and stdout followed by stderr. For
+/// the commands that finish: `check`, `audit`, `certs`, bad configurations.
+pub fn run_once(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .env_clear()
+        .envs(env.iter().copied())
+        .output()
+        .expect("the harp binary runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
 /// Open file descriptors of `pid` (0 when the process is gone).
 pub fn fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
