@@ -85,3 +85,26 @@ fn text_004_names_counter_families_with_total_and_drops_openmetrics_only_lines()
     let samples = |t: &str| t.lines().filter(|l| !l.starts_with('#')).count();
     assert_eq!(samples(&om), samples(&text));
 }
+
+#[test]
+fn cache_answers_land_in_the_series_of_their_call_and_result() {
+    let m = Metrics::new();
+    let nc = m.nextcloud.clone();
+    nc.cache(nextcloud::Call::user_info, true);
+    nc.cache(nextcloud::Call::user_info, true);
+    nc.cache(nextcloud::Call::user_info, false);
+    nc.cache(nextcloud::Call::exapp_meta, true);
+    let text = m.render();
+    let value = |call: &str, result: &str| {
+        let prefix = format!("harp_nextcloud_cache_total{{call=\"{call}\",result=\"{result}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .unwrap_or_else(|| panic!("no {prefix} in:\n{text}"))
+            .to_string()
+    };
+    assert_eq!(value("user_info", "hit"), "2");
+    assert_eq!(value("user_info", "miss"), "1");
+    assert_eq!(value("exapp_meta", "hit"), "1");
+    // Created at start: a series with no answer yet reads 0 instead of being absent.
+    assert_eq!(value("exapp_meta", "miss"), "0");
+}
