@@ -71,6 +71,15 @@ enum Cmd {
         #[arg(long)]
         conns: usize,
     },
+    /// WebSocket echo load alone (for profiling one proxy): prints messages/s and p99.
+    WsLoad {
+        #[arg(long)]
+        url: String,
+        #[arg(long, default_value_t = 32)]
+        conns: usize,
+        #[arg(long, default_value_t = 5)]
+        secs: u64,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -101,6 +110,14 @@ fn main() -> anyhow::Result<()> {
         Cmd::Echo { addr } => rt()?.block_on(servers::echo(&addr)),
         Cmd::Nextcloud { addr, app_port } => rt()?.block_on(servers::nextcloud(&addr, app_port)),
         Cmd::WsIdle { url, conns } => rt()?.block_on(clients::ws_idle(&url, conns)),
+        Cmd::WsLoad { url, conns, secs } => {
+            let r = rt()?.block_on(clients::ws_load(&url, conns, secs))?;
+            println!(
+                "{:.0} msg/s, p99 {:.0} µs, {} errors",
+                r.msgs_per_sec, r.p99_us, r.errors
+            );
+            Ok(())
+        }
     }
 }
 
