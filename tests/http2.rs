@@ -47,6 +47,22 @@ async fn world(dir: Option<&std::path::Path>) -> World {
     }
 }
 
+/// The client side of one HTTP/2 connection to harp (h2c, prior knowledge): the request sender
+/// and the spawned connection task, which ends when harp closes the connection.
+async fn h2_connect(
+    addr: std::net::SocketAddr,
+) -> (
+    hyper::client::conn::http2::SendRequest<Empty<bytes::Bytes>>,
+    tokio::task::JoinHandle<hyper::Result<()>>,
+) {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
+    (send, tokio::spawn(conn))
+}
+
 /// Runs `program` to completion off the runtime; (exit code, stdout, stderr).
 async fn run(program: &'static str, args: Vec<String>) -> (i32, String, String) {
     let out = tokio::task::spawn_blocking(move || {
@@ -113,14 +129,7 @@ async fn h2c_prior_knowledge_is_decided_and_forwarded_as_http1() {
 async fn each_stream_is_decided_and_a_drop_closes_the_connection() {
     let w = world(None).await;
     *w.nc.state.user_delay.lock() = Duration::from_secs(5);
-    let connect = || async {
-        let tcp = tokio::net::TcpStream::connect(w.harp.addr).await.unwrap();
-        let (send, conn) =
-            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
-                .await
-                .unwrap();
-        (send, tokio::spawn(conn))
-    };
+    let connect = || h2_connect(w.harp.addr);
     let ask = |send: &mut hyper::client::conn::http2::SendRequest<Empty<bytes::Bytes>>,
                path: &str,
                cookie: bool| {
@@ -258,12 +267,7 @@ async fn a_stalled_preface_is_closed_after_the_client_timeout() {
 #[tokio::test]
 async fn an_idle_connection_gets_goaway_after_the_client_timeout() {
     let w = world(None).await;
-    let tcp = tokio::net::TcpStream::connect(w.harp.addr).await.unwrap();
-    let (mut send, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
-            .await
-            .unwrap();
-    let connection = tokio::spawn(conn);
+    let (mut send, connection) = h2_connect(w.harp.addr).await;
     let req = http::Request::get(format!("http://{}/exapps/foo/public/a", w.harp.addr))
         .body(Empty::<bytes::Bytes>::new())
         .unwrap();
@@ -287,12 +291,7 @@ async fn an_idle_connection_gets_goaway_after_the_client_timeout() {
 async fn a_slow_stream_outlives_the_idle_goaway() {
     let w = world(None).await;
     *w.nc.state.user_delay.lock() = Duration::from_secs(3);
-    let tcp = tokio::net::TcpStream::connect(w.harp.addr).await.unwrap();
-    let (mut send, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let (mut send, _connection) = h2_connect(w.harp.addr).await;
     let req = http::Request::get(format!("http://{}/exapps/foo/api/slow", w.harp.addr))
         .header("cookie", "oc_sessionPassphrase=s")
         .body(Empty::<bytes::Bytes>::new())
@@ -314,12 +313,7 @@ async fn websockets_over_http2_are_decided_and_relayed() {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::{protocol::Role, Message};
     let w = world(None).await;
-    let tcp = tokio::net::TcpStream::connect(w.harp.addr).await.unwrap();
-    let (mut send, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let (mut send, _connection) = h2_connect(w.harp.addr).await;
     let connect = |path: &str, cookie: bool| {
         let mut req = http::Request::connect(format!("http://{}{path}", w.harp.addr))
             .header("sec-websocket-version", "13");
@@ -402,12 +396,7 @@ async fn http2_bounds_are_announced_and_enforced() {
         assert!(settings.contains(bound), "{bound} missing in:\n{settings}");
     }
 
-    let tcp = tokio::net::TcpStream::connect(w.harp.addr).await.unwrap();
-    let (mut send, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let (mut send, _connection) = h2_connect(w.harp.addr).await;
     let warm = http::Request::get(format!("http://{}/exapps/foo/public/a", w.harp.addr))
         .body(Empty::<bytes::Bytes>::new())
         .unwrap();
