@@ -4,7 +4,7 @@ use super::handler::FrontDoor;
 use super::{accept_loop, Gate};
 use crate::control::{Control, LoginChecker};
 use crate::docker::Wrappers;
-use crate::net::capture::Captured;
+use crate::logging::capture::Captured;
 use crate::nextcloud::{MetaCache, Nextcloud, NextcloudClient};
 use crate::security::{BanList, SharedKey};
 use crate::upstream::{Forwarder, LocalDialers, Resolver};

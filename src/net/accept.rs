@@ -119,7 +119,7 @@ async fn until_stopped<F: Future>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::net::capture::Captured;
+    use crate::logging::capture::Captured;
     use parking_lot::Mutex;
     use std::collections::VecDeque;
     use std::sync::Arc;

@@ -3,8 +3,6 @@
 //! module: it imports nothing else from harp, so any listener can use it without cycles.
 
 pub(crate) mod accept;
-#[cfg(test)]
-pub(crate) mod capture;
 
 use parking_lot::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};

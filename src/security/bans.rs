@@ -303,29 +303,11 @@ mod tests {
     }
 
     /// Runs `f` with harp's log lines captured as plain text.
+    /// Everything `f` logs, as plain text lines.
     fn logs_of(f: impl FnOnce()) -> String {
-        use std::sync::{Arc, Mutex};
-        let buf = Arc::new(Mutex::new(Vec::<u8>::new()));
-        let sink = buf.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_ansi(false)
-            .with_writer(move || CaptureWriter(sink.clone()))
-            .finish();
-        tracing::subscriber::with_default(subscriber, f);
-        let text = String::from_utf8(buf.lock().unwrap().clone()).unwrap();
-        text
-    }
-
-    struct CaptureWriter(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-    impl std::io::Write for CaptureWriter {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
+        let (captured, _guard) = crate::logging::capture::Captured::start();
+        f();
+        captured.text()
     }
 
     #[test]

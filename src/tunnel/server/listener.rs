@@ -288,7 +288,7 @@ async fn dispatch(mut stream: MuxStream, peer: SocketAddr, grant: LoginGrant, ct
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::net::capture::Captured;
+    use crate::logging::capture::Captured;
     use tokio::io::AsyncWriteExt;
 
     /// A plain-TCP FRP server context with HaRP's policy and a fresh shared key.

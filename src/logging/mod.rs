@@ -22,6 +22,9 @@ use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 
+#[cfg(test)]
+pub(crate) mod capture;
+
 tokio::task_local! {
     static REQUEST: RequestContext;
 }
@@ -160,39 +163,23 @@ where
 
 #[cfg(test)]
 mod tests {
+    use super::capture::Captured;
     use super::*;
-    use parking_lot::Mutex;
-    use std::sync::Arc;
 
-    #[derive(Clone, Default)]
-    struct Sink(Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Sink {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    /// Logs one warning inside a request (app named after the decision) and one outside, in
-    /// the given format; returns the two lines.
+    /// Logs one warning inside a request (app named after the decision) and one outside;
+    /// returns the two lines, in the text format of `Captured` or in JSON.
     async fn two_lines(json: bool, request_id: Option<&str>) -> (String, String) {
-        let sink = Sink::default();
-        let writer = sink.clone();
-        let builder = tracing_subscriber::fmt()
-            .with_writer(move || writer.clone())
-            .with_ansi(false);
-        let _guard = if json {
-            let format = tracing_subscriber::fmt::format().json();
-            tracing::subscriber::set_default(
-                builder.json().event_format(Lines::json(format)).finish(),
-            )
+        let (captured, _guard) = if json {
+            let captured = Captured::default();
+            let writer = captured.clone();
+            let subscriber = tracing_subscriber::fmt()
+                .with_writer(move || writer.clone())
+                .json()
+                .event_format(Lines::json(tracing_subscriber::fmt::format().json()))
+                .finish();
+            (captured, tracing::subscriber::set_default(subscriber))
         } else {
-            let format = tracing_subscriber::fmt::format().with_ansi(false);
-            tracing::subscriber::set_default(builder.event_format(Lines::text(format)).finish())
+            Captured::start()
         };
         let context = RequestContext::new("192.0.2.7".parse().unwrap(), request_id);
         in_request(context, async {
@@ -201,7 +188,7 @@ mod tests {
         })
         .await;
         tracing::warn!("outside");
-        let text = String::from_utf8(sink.0.lock().clone()).unwrap();
+        let text = captured.text();
         let mut lines = text.lines().map(str::to_owned);
         (lines.next().unwrap(), lines.next().unwrap())
     }
@@ -235,17 +222,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_request_without_an_id_or_app_prints_only_its_client() {
-        let sink = Sink::default();
-        let writer = sink.clone();
-        let format = tracing_subscriber::fmt::format().with_ansi(false);
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || writer.clone())
-            .event_format(Lines::text(format))
-            .finish();
-        let _guard = tracing::subscriber::set_default(subscriber);
+        let (captured, _guard) = Captured::start();
         let context = RequestContext::new("2001:db8::1".parse().unwrap(), None);
         in_request(context, async { tracing::warn!("refused") }).await;
-        let text = String::from_utf8(sink.0.lock().clone()).unwrap();
+        let text = captured.text();
         assert!(
             text.trim_end()
                 .ends_with("refused request{client=2001:db8::1}"),

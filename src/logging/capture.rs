@@ -1,5 +1,6 @@
-//! Test support: formatted log output captured in memory, so a test can assert what a span
-//! adds to each line. One copy for every module's log tests.
+//! Test support: formatted log output captured in memory, in the text format harp writes
+//! (`super::Lines`), so a test can assert what a span or the request context adds to each line.
+//! One copy for every module's log tests.
 
 use parking_lot::Mutex;
 use std::io;
@@ -18,7 +19,7 @@ impl Captured {
         let subscriber = tracing_subscriber::fmt()
             .with_writer(move || writer.clone())
             .with_ansi(false)
-            .event_format(crate::logging::Lines::text(
+            .event_format(super::Lines::text(
                 tracing_subscriber::fmt::format().with_ansi(false),
             ))
             .finish();
