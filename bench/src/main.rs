@@ -3,6 +3,7 @@
 
 mod clients;
 mod h2load;
+mod instructions;
 mod procs;
 mod report;
 mod run;
@@ -71,6 +72,19 @@ enum Cmd {
         #[arg(long)]
         conns: usize,
     },
+    /// User-space instructions harp spends per request, counted by callgrind (±1 %): for
+    /// judging a hot-path change without req/s noise. Needs valgrind and h2load.
+    Instructions {
+        #[arg(long, default_value = "target/release/harp")]
+        harp: PathBuf,
+        #[arg(long, default_value = "/exapps/bench/user")]
+        route: String,
+        #[arg(long, default_value = "cookie: oc_sessionPassphrase=bench-session")]
+        header: String,
+        /// Extra harp setting, NAME=value (repeatable), e.g. HP_METRICS_ADDRESS=127.0.0.1:0.
+        #[arg(long)]
+        env: Vec<String>,
+    },
     /// WebSocket echo load alone (for profiling one proxy): prints messages/s and p99.
     WsLoad {
         #[arg(long)]
@@ -110,6 +124,21 @@ fn main() -> anyhow::Result<()> {
         Cmd::Echo { addr } => rt()?.block_on(servers::echo(&addr)),
         Cmd::Nextcloud { addr, app_port } => rt()?.block_on(servers::nextcloud(&addr, app_port)),
         Cmd::WsIdle { url, conns } => rt()?.block_on(clients::ws_idle(&url, conns)),
+        Cmd::Instructions {
+            harp,
+            route,
+            header,
+            env,
+        } => {
+            let per_request = instructions::run(&instructions::Options {
+                harp: &harp,
+                route: &route,
+                header: &header,
+                env: &env,
+            })?;
+            println!("{per_request} user-space instructions per request ({route})");
+            Ok(())
+        }
         Cmd::WsLoad { url, conns, secs } => {
             let r = rt()?.block_on(clients::ws_load(&url, conns, secs))?;
             println!(

@@ -166,7 +166,7 @@ fn targets() -> Vec<Target> {
     ]
 }
 
-fn self_cmd(args: &[&str]) -> Command {
+pub fn self_cmd(args: &[&str]) -> Command {
     let mut c = Command::new(std::env::current_exe().expect("own path"));
     c.args(args);
     c
