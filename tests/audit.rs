@@ -241,6 +241,11 @@ async fn the_chain_head_is_logged_when_harp_stops() {
     assert!(wait_until(T, || !h.alive()).await, "harp stops on SIGTERM");
     let last = lines_of(&log).pop().unwrap();
     let want = hex::encode(sha3::Sha3_256::digest(last.as_bytes()));
+    // harp's last lines may still be in the pipe to the log reader when the process is gone.
+    wait_until(T, || {
+        h.logs().iter().any(|l| l.contains("audit chain head"))
+    })
+    .await;
     let logs = h.logs();
     let head = logs
         .iter()
