@@ -30,8 +30,8 @@ use std::io::Write;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
-use std::sync::Arc;
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Folder of the audit files inside `HP_DATA_DIR`.
@@ -62,6 +62,12 @@ struct Record {
     prev: String,
 }
 
+/// What the writer thread receives: a record, or the order to finish (see [`Audit::stop`]).
+enum Msg {
+    Record(Event),
+    Stop,
+}
+
 struct Event {
     op: &'static str,
     caller: Option<IpAddr>,
@@ -72,8 +78,10 @@ struct Event {
 /// Where operations are recorded; cheap to clone. Off when the data directory is unusable.
 #[derive(Clone, Default)]
 pub(crate) struct Audit {
-    tx: Option<SyncSender<Event>>,
+    tx: Option<SyncSender<Msg>>,
     dropped: Arc<AtomicU64>,
+    /// Disconnects when the writer thread has returned; taken by the first `stop`.
+    finished: Arc<Mutex<Option<Receiver<()>>>>,
 }
 
 impl Audit {
@@ -92,9 +100,39 @@ impl Audit {
             subject: subject.into(),
             outcome: outcome.into(),
         };
-        if tx.try_send(event).is_err() {
+        if tx.try_send(Msg::Record(event)).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// Writes what is queued, logs the chain head and ends the writer, waiting at most `wait`;
+    /// true when the writer finished in time. Called once harp has drained its requests: the
+    /// writer is a detached thread and the process would otherwise exit under it, losing the
+    /// head line (and queued records). Other clones may still record; those are dropped.
+    pub(crate) fn stop(&self, wait: Duration) -> bool {
+        let Some(tx) = &self.tx else { return true };
+        let Some(finished) = self.finished.lock().ok().and_then(|mut f| f.take()) else {
+            return true;
+        };
+        let end = Instant::now() + wait;
+        // The queue may be full: retry until the writer makes room or the deadline passes.
+        let mut msg = Msg::Stop;
+        loop {
+            match tx.try_send(msg) {
+                Ok(()) => break,
+                Err(TrySendError::Disconnected(_)) => return true,
+                Err(TrySendError::Full(back)) if Instant::now() < end => {
+                    msg = back;
+                    std::thread::yield_now();
+                }
+                Err(TrySendError::Full(_)) => return false,
+            }
+        }
+        let left = end.saturating_duration_since(Instant::now());
+        matches!(
+            finished.recv_timeout(left),
+            Err(RecvTimeoutError::Disconnected) | Ok(())
+        )
     }
 }
 
@@ -153,6 +191,7 @@ fn start(data_dir: &Path, rotate_bytes: u64) -> Result<Audit, AuditError> {
         .map_err(io(&current))?;
     let size = file.metadata().map_err(io(&current))?.len();
     let (tx, rx) = sync_channel(QUEUE);
+    let (finished_tx, finished_rx) = sync_channel::<()>(0);
     let dropped = Arc::new(AtomicU64::new(0));
     let writer = Writer {
         dir,
@@ -165,11 +204,16 @@ fn start(data_dir: &Path, rotate_bytes: u64) -> Result<Audit, AuditError> {
     };
     std::thread::Builder::new()
         .name("harp-audit".into())
-        .spawn(move || writer.run(rx))
+        .spawn(move || {
+            writer.run(rx);
+            // Dropping it disconnects `stop`'s wait.
+            drop(finished_tx);
+        })
         .map_err(io(&current))?;
     Ok(Audit {
         tx: Some(tx),
         dropped,
+        finished: Arc::new(Mutex::new(Some(finished_rx))),
     })
 }
 
@@ -231,7 +275,7 @@ struct Writer {
 }
 
 impl Writer {
-    fn run(mut self, rx: Receiver<Event>) {
+    fn run(mut self, rx: Receiver<Msg>) {
         let mut head_logged = Instant::now();
         loop {
             let next = rx.recv_timeout(TICK);
@@ -245,9 +289,9 @@ impl Writer {
                 });
             }
             match next {
-                Ok(event) => self.write(event),
+                Ok(Msg::Record(event)) => self.write(event),
                 Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => {
+                Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => {
                     self.log_head();
                     return;
                 }
@@ -498,6 +542,7 @@ mod tests {
         let audit = Audit {
             tx: Some(tx),
             dropped: Arc::new(AtomicU64::new(0)),
+            finished: Default::default(),
         };
         // No writer yet: the first record fills the queue, the next two are dropped at once.
         for _ in 0..3 {
@@ -553,5 +598,24 @@ mod tests {
         again.record("ban", Some([192, 0, 2, 1].into()), "", "banned");
         let v = wait_records(tmp.path(), 21);
         assert_eq!(v.head_seq, 21);
+    }
+
+    /// `stop` returns only once every queued record is on disk and the writer is gone, even
+    /// while other clones still hold the queue open (they do in a running harp).
+    #[test]
+    fn stop_writes_what_is_queued_and_ends_the_writer() {
+        let tmp = tempfile::tempdir().unwrap();
+        let audit = open(tmp.path(), 1 << 20);
+        let other = audit.clone();
+        for i in 0..100 {
+            audit.record("ban", None, format!("s{i}"), "banned");
+        }
+        assert!(audit.stop(Duration::from_secs(10)), "writer ended in time");
+        let v = verify(&tmp.path().join(AUDIT_DIR)).unwrap();
+        assert_eq!(v.records, 100);
+        // After the stop nothing is written and nothing waits.
+        other.record("ban", None, "late", "banned");
+        assert!(other.stop(Duration::from_secs(10)));
+        assert_eq!(verify(&tmp.path().join(AUDIT_DIR)).unwrap().records, 100);
     }
 }

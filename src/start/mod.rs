@@ -25,6 +25,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{watch, Semaphore};
 
+/// How long stopping waits for the audit writer to write what is queued.
+const AUDIT_STOP_WAIT: Duration = Duration::from_secs(5);
+
 /// Why harp could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -184,7 +187,13 @@ impl Harp {
             None => tracing::info!("shutting down"),
         }
         let threads = running.threads;
+        let audit = parts.login.audit().clone();
         supervise::drain(stop_tx, core, limit, max_connections, done_tx, threads).await;
+        // Last, so records of drained requests are in it; bounded like the drain.
+        let flushed = tokio::task::spawn_blocking(move || audit.stop(AUDIT_STOP_WAIT)).await;
+        if !matches!(flushed, Ok(true)) {
+            tracing::warn!("the audit writer did not finish in time; its last records may be lost");
+        }
         sweeper.abort();
         if let Some(r) = relay {
             r.abort();
