@@ -19,6 +19,7 @@ pub mod frontdoor;
 pub mod health;
 pub mod k8s;
 pub mod logging;
+pub mod memcopy;
 pub mod metrics;
 pub(crate) mod net;
 pub mod nextcloud;

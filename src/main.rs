@@ -143,6 +143,13 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = command_line();
+    // The long-running modes move bulk data; the short commands are not worth an exec.
+    if matches!(
+        cli.command,
+        None | Some(Command::Run | Command::Tunnel { .. })
+    ) {
+        harp::memcopy::use_vector_copies();
+    }
     if let Some(Command::Audit { action }) = &cli.command {
         return audit(action);
     }

@@ -408,3 +408,44 @@ fn soft_open_file_limit_is_raised_to_the_hard_limit() {
     );
     assert_eq!(status.code(), Some(0), "{logs}");
 }
+
+/// The variables of a running process, from `/proc/<pid>/environ`.
+fn environ(pid: u32) -> Vec<String> {
+    let raw = std::fs::read(format!("/proc/{pid}/environ")).expect("the process is running");
+    raw.split(|b| *b == 0)
+        .filter(|v| !v.is_empty())
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .collect()
+}
+
+/// On AMD CPUs, harp re-executes itself once with glibc's `rep movsb` copies turned off
+/// (src/memcopy.rs): the running process (same pid) carries the tunable, and serves. On other
+/// CPUs its environment is what it was given. An admin's own value of the tunable is kept.
+#[test]
+fn glibc_copies_avoid_rep_movsb_on_amd_cpus() {
+    let amd = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap()
+        .lines()
+        .any(|l| l.starts_with("vendor_id") && l.ends_with("AuthenticAMD"));
+    let ours = format!("GLIBC_TUNABLES={}=2147483647", harp::memcopy::TUNABLE);
+    let mut h = common::Harness::builder().spawn_process();
+    let vars = environ(h.pid);
+    assert_eq!(vars.contains(&ours), amd, "amd={amd}: {vars:?}");
+    h.assert_alive();
+    drop(h);
+
+    let admins = format!("GLIBC_TUNABLES={}=4096", harp::memcopy::TUNABLE);
+    let mut h = common::Harness::builder()
+        .envs(&[(
+            "GLIBC_TUNABLES",
+            admins.trim_start_matches("GLIBC_TUNABLES="),
+        )])
+        .spawn_process();
+    let vars = environ(h.pid);
+    let tunables: Vec<_> = vars
+        .iter()
+        .filter(|v| v.starts_with("GLIBC_TUNABLES="))
+        .collect();
+    assert_eq!(tunables, [&admins]);
+    h.assert_alive();
+}

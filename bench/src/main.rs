@@ -4,6 +4,7 @@
 mod clients;
 mod h2load;
 mod instructions;
+mod memcpy;
 mod procs;
 mod report;
 mod run;
@@ -85,6 +86,13 @@ enum Cmd {
         #[arg(long)]
         env: Vec<String>,
     },
+    /// memcpy speed by destination offset, with glibc's defaults and with the tunable harp
+    /// sets on AMD CPUs (src/memcopy.rs).
+    Memcpy {
+        /// Measure in this process and print raw lines (what the comparison runs twice).
+        #[arg(long, hide = true)]
+        inner: bool,
+    },
     /// WebSocket echo load alone (for profiling one proxy): prints messages/s and p99.
     WsLoad {
         #[arg(long)]
@@ -138,6 +146,16 @@ fn main() -> anyhow::Result<()> {
             })?;
             println!("{per_request} user-space instructions per request ({route})");
             Ok(())
+        }
+        Cmd::Memcpy { inner: true } => {
+            for (size, off, gbs) in memcpy::measure() {
+                println!("{size} {off} {gbs:.1}");
+            }
+            Ok(())
+        }
+        // The setting src/memcopy.rs gives harp (the bench does not link harp's library).
+        Cmd::Memcpy { inner: false } => {
+            memcpy::compare("glibc.cpu.x86_rep_movsb_threshold=2147483647")
         }
         Cmd::WsLoad { url, conns, secs } => {
             let r = rt()?.block_on(clients::ws_load(&url, conns, secs))?;
