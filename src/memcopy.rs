@@ -3,8 +3,9 @@
 //! Owns one decision taken before anything else runs (no threads, no sockets, no logging yet);
 //! touches nothing else.
 //!
-//! Why: glibc (2.36 in Debian 12, the image's static glibc too) copies blocks between 8 KiB
-//! and about the L2 size with `rep movsb`. On the AMD EPYC hosts harp is measured on, that
+//! Why: glibc (2.36 in Debian 12, the image's static glibc too) copies every block from
+//! 2,112 bytes up to its non-temporal threshold (240 MiB here) with `rep movsb`
+//! (`ld.so --list-tunables`: `x86_rep_movsb_threshold: 0x840`). On the AMD EPYC hosts harp is measured on, that
 //! instruction runs at 3.2–3.5 GB/s instead of ~50 GB/s whenever the destination is a few
 //! bytes off the source's alignment (`harp-bench memcpy` prints the table: 16 KiB, destination
 //! +5: 3.2 against 53 GB/s; aligned copies lose 15 %, 61 against 49). That is exactly what a TLS

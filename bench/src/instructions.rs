@@ -68,7 +68,10 @@ pub fn run(opts: &Options) -> anyhow::Result<u64> {
             .env("HP_DOCKER_SOCKET", tmp.join("no-docker.sock"))
             .env("HP_LOG_LEVEL", "error")
             .env("HP_VERBOSE_START", "0")
-            .env("HP_SESSION_LIFETIME", "10");
+            .env("HP_SESSION_LIFETIME", "10")
+            // Set beforehand so harp does not re-execute itself for it (src/memcopy.rs): valgrind
+            // does not follow an exec, and would count nothing.
+            .env("GLIBC_TUNABLES", crate::memcpy::HARP_TUNABLES);
         for kv in opts.env {
             let (k, v) = kv
                 .split_once('=')

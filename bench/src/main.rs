@@ -153,10 +153,7 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        // The setting src/memcopy.rs gives harp (the bench does not link harp's library).
-        Cmd::Memcpy { inner: false } => {
-            memcpy::compare("glibc.cpu.x86_rep_movsb_threshold=2147483647")
-        }
+        Cmd::Memcpy { inner: false } => memcpy::compare(memcpy::HARP_TUNABLES),
         Cmd::WsLoad { url, conns, secs } => {
             let r = rt()?.block_on(clients::ws_load(&url, conns, secs))?;
             println!(

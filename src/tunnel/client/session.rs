@@ -246,11 +246,19 @@ async fn work_conn(mut stream: MuxStream, run_id: String, cfg: Arc<ClientConfig>
                 tracing::warn!(proxy = %proxy.name, "dial to uds {} error: {e}", path.display())
             }
         },
-        Local::Tcp(host, port) => match TcpStream::connect((host.as_str(), *port)).await {
+        Local::Tcp(host, port) => match dial_local(host, *port).await {
             Ok(local) => join(stream, local).await,
             Err(e) => tracing::warn!(proxy = %proxy.name, "dial to {host}:{port} error: {e}"),
         },
     }
+}
+
+/// Connects to a proxy's local TCP target with Nagle off: a relay must not hold a frame's tail
+/// back waiting for an ACK. Go's net, and so frpc, sets this on every TCP connection.
+async fn dial_local(host: &str, port: u16) -> std::io::Result<TcpStream> {
+    let local = TcpStream::connect((host, port)).await?;
+    local.set_nodelay(true)?;
+    Ok(local)
 }
 
 /// Joins a work stream and its local target through the shared relay: half-close passed on
@@ -267,6 +275,14 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn local_tcp_targets_are_dialled_without_nagle() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let local = dial_local("127.0.0.1", port).await.unwrap();
+        assert!(local.nodelay().unwrap());
+    }
     use std::pin::Pin;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::task::{Context, Poll};
