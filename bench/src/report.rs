@@ -156,7 +156,15 @@ pub fn markdown(r: &Results) -> String {
     let _ = writeln!(s, "\nMemory (harp RSS): idle {idle_mb:.1} MB; peak under load {:.1} MB; with {} idle WebSockets {:.1} MB (+{ws_extra_mb:.1} MB).", r.rss_peak_load_kib as f64 / 1024.0, r.idle_websockets, r.rss_with_idle_ws_kib as f64 / 1024.0);
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
     let (bd, bt) = (mean(&r.bulk_direct_mib_s), mean(&r.bulk_tunnel_mib_s));
-    let _ = writeln!(s, "\nBulk upload of {} MiB through harp to the ExApp: {bd:.0} MiB/s without a tunnel, {bt:.0} MiB/s through `harp tunnel` (mutual TLS) — {:.2}×.", r.bulk_mib, bt / bd);
+    let _ = write!(s, "\nBulk upload of {} MiB through harp to the ExApp: {bd:.0} MiB/s without a tunnel, {bt:.0} MiB/s through `harp tunnel` (mutual TLS) — {:.2}×", r.bulk_mib, bt / bd);
+    if !r.bulk_direct_cpu_ms_per_mib.is_empty() {
+        let (cd, ct) = (
+            mean(&r.bulk_direct_cpu_ms_per_mib),
+            mean(&r.bulk_tunnel_cpu_ms_per_mib),
+        );
+        let _ = write!(s, "; CPU per MiB: {cd:.2} ms (harp) without a tunnel, {ct:.2} ms (harp + `harp tunnel`) through it");
+    }
+    let _ = writeln!(s, ".");
     let _ = writeln!(s, "\nCold-cache burst: {} concurrent requests with {} new session cookies → {} answered 2xx, **{} Nextcloud user-info calls**.", r.burst_requests, r.burst_cookies, r.burst_ok, r.burst_user_info_calls);
 
     let get = |t: &str, c: u32| map.get(&(t.to_string(), c)).copied().unwrap_or_default();

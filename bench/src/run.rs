@@ -22,6 +22,8 @@ pub struct Options {
 
 /// Every section name `--only` accepts; one list so a typo is refused instead of silently
 /// running nothing.
+/// Size of one bulk upload.
+const BULK_MIB: usize = 256;
 const SECTIONS: [&str; 7] = ["http", "h2", "burst", "bulk", "ws", "cold-start", "memory"];
 
 impl Options {
@@ -73,6 +75,12 @@ pub struct Results {
     pub burst_user_info_calls: u64,
     pub bulk_direct_mib_s: Vec<f64>,
     pub bulk_tunnel_mib_s: Vec<f64>,
+    /// CPU milliseconds per MiB: harp without a tunnel; harp plus `harp tunnel` through it.
+    /// Steadier than MiB/s on a shared host, so a change to the bulk path can be judged.
+    #[serde(default)]
+    pub bulk_direct_cpu_ms_per_mib: Vec<f64>,
+    #[serde(default)]
+    pub bulk_tunnel_cpu_ms_per_mib: Vec<f64>,
     pub bulk_mib: usize,
     pub rss_idle_kib: u64,
     pub rss_peak_load_kib: u64,
@@ -412,25 +420,38 @@ pub fn run(opts: &Options) -> anyhow::Result<Results> {
         results.burst_user_info_calls = nc_get("/stats")?.parse().unwrap_or(u64::MAX);
     }
 
-    results.bulk_mib = 256;
+    results.bulk_mib = BULK_MIB;
     let harp_addr = format!("127.0.0.1:{harp_port}");
+    let per_mib = |pids: &[u32], before: f64| {
+        let now: f64 = pids.iter().map(|p| cpu_seconds(*p)).sum();
+        (now - before) * 1e3 / BULK_MIB as f64
+    };
     for _ in (0..opts.reps).filter(|_| opts.wants("bulk")) {
+        let direct_pids = [harp.pid()];
+        let tunnel_pids = [harp.pid(), tunnel.pid()];
+        let cpu = |pids: &[u32]| pids.iter().map(|p| cpu_seconds(*p)).sum::<f64>();
+        let before = cpu(&direct_pids);
         let d = rt.block_on(crate::clients::bulk(
             &harp_addr,
             "/exapps/bench/public/upload",
             results.bulk_mib,
         ))?;
+        let d_cpu = per_mib(&direct_pids, before);
+        let before = cpu(&tunnel_pids);
         let t = rt.block_on(crate::clients::bulk(
             &harp_addr,
             &format!("/exapps/{}/public/upload", crate::servers::TUNNEL_APP),
             results.bulk_mib,
         ))?;
+        let t_cpu = per_mib(&tunnel_pids, before);
         eprintln!(
-            "bulk upload {} MiB: without tunnel {d:.0} MiB/s, through harp tunnel {t:.0} MiB/s",
+            "bulk upload {} MiB: without tunnel {d:.0} MiB/s ({d_cpu:.2} CPU ms/MiB), through harp tunnel {t:.0} MiB/s ({t_cpu:.2} CPU ms/MiB)",
             results.bulk_mib
         );
         results.bulk_direct_mib_s.push(d);
         results.bulk_tunnel_mib_s.push(t);
+        results.bulk_direct_cpu_ms_per_mib.push(d_cpu);
+        results.bulk_tunnel_cpu_ms_per_mib.push(t_cpu);
     }
 
     for rep in (0..opts.reps).filter(|_| opts.wants("ws")) {

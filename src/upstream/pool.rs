@@ -127,7 +127,10 @@ impl Pool {
             .await
             .map_err(PoolError::Connect)?;
         let (mut sender, conn) = http1::Builder::new()
-            .writev(false)
+            // Body chunks go out as they are (one vectored write with the head) instead of
+            // being copied into one buffer first: bodiless GETs take the lean client, so what
+            // comes here carries a body, and a 256 MiB upload was copied once more in full.
+            .writev(true)
             .handshake(hyper_util::rt::TokioIo::new(io))
             .await
             .map_err(PoolError::Exchange)?;
