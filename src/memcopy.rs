@@ -28,20 +28,31 @@ const NEVER: &str = "2147483647";
 /// The environment variable glibc reads tunables from (colon-separated `name=value`).
 const VARIABLE: &str = "GLIBC_TUNABLES";
 
-/// The `GLIBC_TUNABLES` value to re-execute with, or None when nothing should change: not an
-/// AMD CPU (by `/proc/cpuinfo`'s vendor), or the tunable is already set.
-pub fn tunables_for(existing: Option<&str>, cpuinfo: &str) -> Option<String> {
-    let amd = cpuinfo
+/// How much of `/proc/cpuinfo` is read: the first processor's `vendor_id` is in its first
+/// lines. Reading the whole file costs a frequency query per CPU on large hosts.
+const CPUINFO_HEAD: u64 = 4096;
+
+/// Whether `cpuinfo` (the head of `/proc/cpuinfo`) names an AMD CPU.
+pub fn is_amd(cpuinfo: &str) -> bool {
+    cpuinfo
         .lines()
         .find(|l| l.starts_with("vendor_id"))
-        .is_some_and(|l| l.ends_with("AuthenticAMD"));
-    if !amd {
+        .is_some_and(|l| l.ends_with("AuthenticAMD"))
+}
+
+/// The `GLIBC_TUNABLES` value to re-execute with, or None when nothing should change: the
+/// tunable is already set (checked first, so the re-executed process does no more work), or
+/// `amd` says the CPU is not AMD.
+pub fn tunables_for(existing: Option<&str>, amd: impl FnOnce() -> bool) -> Option<String> {
+    if existing.is_some_and(|v| v.split(':').any(|t| t.split('=').next() == Some(TUNABLE))) {
+        return None;
+    }
+    if !amd() {
         return None;
     }
     let ours = format!("{TUNABLE}={NEVER}");
     match existing {
         None | Some("") => Some(ours),
-        Some(v) if v.split(':').any(|t| t.split('=').next() == Some(TUNABLE)) => None,
         Some(v) => Some(format!("{v}:{ours}")),
     }
 }
@@ -57,14 +68,20 @@ pub fn use_vector_copies() {
     )) {
         return;
     }
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let existing = match std::env::var(VARIABLE) {
         Ok(v) => Some(v),
         Err(std::env::VarError::NotPresent) => None,
         // Not ours to rewrite: the admin set something we cannot read back faithfully.
         Err(std::env::VarError::NotUnicode(_)) => return,
     };
-    let Some(value) = tunables_for(existing.as_deref(), &cpuinfo) else {
+    let amd = || {
+        use std::io::Read;
+        let mut head = String::new();
+        let _ = std::fs::File::open("/proc/cpuinfo")
+            .and_then(|f| f.take(CPUINFO_HEAD).read_to_string(&mut head));
+        is_amd(&head)
+    };
+    let Some(value) = tunables_for(existing.as_deref(), amd) else {
         return;
     };
     let Ok(exe) = std::env::current_exe() else {
@@ -90,30 +107,34 @@ mod tests {
 
     #[test]
     fn only_amd_cpus_get_the_tunable() {
+        assert!(is_amd(AMD));
+        assert!(!is_amd(INTEL));
+        assert!(!is_amd(""), "no /proc/cpuinfo");
         assert_eq!(
-            tunables_for(None, AMD).as_deref(),
+            tunables_for(None, || is_amd(AMD)).as_deref(),
             Some("glibc.cpu.x86_rep_movsb_threshold=2147483647")
         );
-        assert_eq!(tunables_for(None, INTEL), None);
-        assert_eq!(tunables_for(None, ""), None, "no /proc/cpuinfo");
+        assert_eq!(tunables_for(None, || is_amd(INTEL)), None);
     }
 
     #[test]
     fn other_tunables_are_kept_and_an_admins_choice_wins() {
         assert_eq!(
-            tunables_for(Some("glibc.malloc.arena_max=2"), AMD).as_deref(),
+            tunables_for(Some("glibc.malloc.arena_max=2"), || true).as_deref(),
             Some("glibc.malloc.arena_max=2:glibc.cpu.x86_rep_movsb_threshold=2147483647")
         );
         assert_eq!(
-            tunables_for(Some(""), AMD).as_deref(),
+            tunables_for(Some(""), || true).as_deref(),
             Some("glibc.cpu.x86_rep_movsb_threshold=2147483647")
         );
         // Set by the admin (or by the first run, which makes the re-executed one stop here).
         assert_eq!(
-            tunables_for(Some("a=1:glibc.cpu.x86_rep_movsb_threshold=4096"), AMD),
+            tunables_for(Some("a=1:glibc.cpu.x86_rep_movsb_threshold=4096"), || {
+                panic!("the CPU is not asked about once the tunable is set")
+            }),
             None
         );
         // A prefix of the name is another tunable.
-        assert!(tunables_for(Some("glibc.cpu.x86_rep_movsb_threshold_x=1"), AMD).is_some());
+        assert!(tunables_for(Some("glibc.cpu.x86_rep_movsb_threshold_x=1"), || true).is_some());
     }
 }
