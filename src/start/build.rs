@@ -27,6 +27,8 @@ pub(super) struct Subsystems {
     pub login: LoginChecker,
     pub bans: Arc<BanList>,
     pub nextcloud: Arc<Nextcloud>,
+    /// Stopped last, after the drain (`Audit::stop`).
+    pub audit: crate::audit::Audit,
     pub doors: DoorParts,
     /// `None` when `HP_METRICS_ADDRESS` is empty.
     pub metrics: Option<Arc<Metrics>>,
@@ -173,7 +175,7 @@ pub(super) fn build(config: &Config) -> Result<Subsystems, StartError> {
             frp_certs,
             calls: metrics.as_ref().map(|m| m.docker.clone()),
         },
-        audit,
+        audit: audit.clone(),
         k8s,
         nextcloud: nextcloud_client,
         k8s_calls: metrics.as_ref().map(|m| m.k8s.clone()),
@@ -199,6 +201,7 @@ pub(super) fn build(config: &Config) -> Result<Subsystems, StartError> {
         login,
         bans,
         nextcloud,
+        audit,
         doors,
         metrics,
     })

@@ -187,7 +187,7 @@ impl Harp {
             None => tracing::info!("shutting down"),
         }
         let threads = running.threads;
-        let audit = parts.login.audit().clone();
+        let audit = parts.audit.clone();
         supervise::drain(stop_tx, core, limit, max_connections, done_tx, threads).await;
         // Last, so records of drained requests are in it; bounded like the drain.
         let flushed = tokio::task::spawn_blocking(move || audit.stop(AUDIT_STOP_WAIT)).await;
