@@ -52,6 +52,11 @@ impl Proc {
     }
 }
 
+/// Total CPU seconds (user + system) of several processes, e.g. harp and `harp tunnel`.
+pub fn cpu_seconds_of(pids: &[u32]) -> f64 {
+    pids.iter().map(|p| cpu_seconds(*p)).sum()
+}
+
 /// Total CPU seconds (user + system) of `pid` and its threads.
 pub fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();

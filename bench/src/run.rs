@@ -2,7 +2,7 @@
 //! target side by side, alternating targets and repeating each.
 
 use crate::clients::WsResult;
-use crate::procs::{cpu_seconds, free_port, status_kib, wait_for_port, Proc};
+use crate::procs::{cpu_seconds, cpu_seconds_of, free_port, status_kib, wait_for_port, Proc};
 use crate::wrk;
 use std::path::PathBuf;
 use std::process::Command;
@@ -332,8 +332,7 @@ pub fn run(opts: &Options) -> anyhow::Result<Results> {
                     "haproxy" => vec![haproxy.pid()],
                     _ => vec![],
                 };
-                let cpu = |pids: &[u32]| pids.iter().map(|p| cpu_seconds(*p)).sum::<f64>();
-                let before = cpu(&proxy);
+                let before = cpu_seconds_of(&proxy);
                 let r = wrk::run(
                     &format!("{}{}", base(t.via), t.path),
                     conns,
@@ -341,7 +340,7 @@ pub fn run(opts: &Options) -> anyhow::Result<Results> {
                     &t.headers,
                 )?;
                 let proxy_cpu_us = (!proxy.is_empty())
-                    .then(|| (cpu(&proxy) - before) * 1e6 / r.requests.max(1) as f64);
+                    .then(|| (cpu_seconds_of(&proxy) - before) * 1e6 / r.requests.max(1) as f64);
                 eprintln!(
                     "{:<24} c={conns:<4} rep={rep} {:>10.0} req/s p99 {:.2} ms",
                     t.name, r.req_per_sec, r.p99_ms
@@ -422,28 +421,25 @@ pub fn run(opts: &Options) -> anyhow::Result<Results> {
 
     results.bulk_mib = BULK_MIB;
     let harp_addr = format!("127.0.0.1:{harp_port}");
-    let per_mib = |pids: &[u32], before: f64| {
-        let now: f64 = pids.iter().map(|p| cpu_seconds(*p)).sum();
-        (now - before) * 1e3 / BULK_MIB as f64
-    };
+    let ms_per_mib =
+        |pids: &[u32], before: f64| (cpu_seconds_of(pids) - before) * 1e3 / BULK_MIB as f64;
     for _ in (0..opts.reps).filter(|_| opts.wants("bulk")) {
         let direct_pids = [harp.pid()];
         let tunnel_pids = [harp.pid(), tunnel.pid()];
-        let cpu = |pids: &[u32]| pids.iter().map(|p| cpu_seconds(*p)).sum::<f64>();
-        let before = cpu(&direct_pids);
+        let before = cpu_seconds_of(&direct_pids);
         let d = rt.block_on(crate::clients::bulk(
             &harp_addr,
             "/exapps/bench/public/upload",
             results.bulk_mib,
         ))?;
-        let d_cpu = per_mib(&direct_pids, before);
-        let before = cpu(&tunnel_pids);
+        let d_cpu = ms_per_mib(&direct_pids, before);
+        let before = cpu_seconds_of(&tunnel_pids);
         let t = rt.block_on(crate::clients::bulk(
             &harp_addr,
             &format!("/exapps/{}/public/upload", crate::servers::TUNNEL_APP),
             results.bulk_mib,
         ))?;
-        let t_cpu = per_mib(&tunnel_pids, before);
+        let t_cpu = ms_per_mib(&tunnel_pids, before);
         eprintln!(
             "bulk upload {} MiB: without tunnel {d:.0} MiB/s ({d_cpu:.2} CPU ms/MiB), through harp tunnel {t:.0} MiB/s ({t_cpu:.2} CPU ms/MiB)",
             results.bulk_mib
