@@ -128,6 +128,15 @@ impl MuxStream {
     }
 }
 
+/// Stores the task to wake, keeping the stored waker when it already wakes that task: a relay
+/// polls an idle direction after every message of the other, and cloning its waker each time
+/// is a reference-count round trip for nothing.
+fn park(slot: &mut Option<Waker>, cx: &Context<'_>) {
+    if !slot.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+        *slot = Some(cx.waker().clone());
+    }
+}
+
 fn broken() -> io::Error {
     io::Error::new(io::ErrorKind::BrokenPipe, "tunnel stream closed")
 }
@@ -174,7 +183,7 @@ impl AsyncRead for MuxStream {
                 "tunnel stream reset",
             )));
         }
-        g.read_waker = Some(cx.waker().clone());
+        park(&mut g.read_waker, cx);
         Poll::Pending
     }
 }
@@ -205,7 +214,7 @@ impl AsyncWrite for MuxStream {
             return Poll::Ready(Ok(0));
         }
         if g.send_window == 0 {
-            g.write_waker = Some(cx.waker().clone());
+            park(&mut g.write_waker, cx);
             return Poll::Pending;
         }
         let n = total.min(g.send_window as usize).min(MAX_FRAME);
