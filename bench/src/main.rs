@@ -165,15 +165,11 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-/// Writes `<date>.md`, `<date>.json`, `<date>.png` and the `latest.*` copies.
+/// Writes `<day>-<HHMM>.md`, `.json`, `.png` (the run's UTC start, so runs on one day do not
+/// overwrite each other) and the `latest.*` copies.
 fn write_report(results: &run::Results, out: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(out)?;
-    let day = results
-        .date
-        .split_whitespace()
-        .next()
-        .unwrap_or("run")
-        .to_string();
+    let day = run_name(&results.date);
     let md = report::markdown(results);
     let png = out.join(format!("{day}.png"));
     let md = match report::chart(results, out, &png) {
@@ -196,8 +192,29 @@ fn write_report(results: &run::Results, out: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `2026-12-01 14:07 UTC` → `2026-12-01-1407`; "run" when the date is missing.
+fn run_name(date: &str) -> String {
+    let mut parts = date.split_whitespace();
+    match (parts.next(), parts.next()) {
+        (Some(day), Some(time)) => format!("{day}-{}", time.replace(':', "")),
+        (Some(day), None) => day.to_string(),
+        _ => "run".to_string(),
+    }
+}
+
 fn rt() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn runs_on_one_day_get_their_own_file_names() {
+        assert_eq!(super::run_name("2026-12-01 14:07 UTC"), "2026-12-01-1407");
+        assert_eq!(super::run_name("2026-12-01 09:19 UTC"), "2026-12-01-0919");
+        assert_eq!(super::run_name("2026-12-01"), "2026-12-01");
+        assert_eq!(super::run_name(""), "run");
+    }
 }
