@@ -283,50 +283,9 @@ mod tests {
         let local = dial_local("127.0.0.1", port).await.unwrap();
         assert!(local.nodelay().unwrap());
     }
-    use std::pin::Pin;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::task::{Context, Poll};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream, ReadBuf};
-
-    /// Counts the reads that returned data.
-    struct CountReads {
-        io: DuplexStream,
-        reads: Arc<AtomicUsize>,
-    }
-
-    impl AsyncRead for CountReads {
-        fn poll_read(
-            mut self: Pin<&mut Self>,
-            cx: &mut Context<'_>,
-            buf: &mut ReadBuf<'_>,
-        ) -> Poll<std::io::Result<()>> {
-            let before = buf.filled().len();
-            let res = Pin::new(&mut self.io).poll_read(cx, buf);
-            if buf.filled().len() > before {
-                self.reads.fetch_add(1, Ordering::SeqCst);
-            }
-            res
-        }
-    }
-
-    impl AsyncWrite for CountReads {
-        fn poll_write(
-            mut self: Pin<&mut Self>,
-            cx: &mut Context<'_>,
-            buf: &[u8],
-        ) -> Poll<std::io::Result<usize>> {
-            Pin::new(&mut self.io).poll_write(cx, buf)
-        }
-        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-            Pin::new(&mut self.io).poll_flush(cx)
-        }
-        fn poll_shutdown(
-            mut self: Pin<&mut Self>,
-            cx: &mut Context<'_>,
-        ) -> Poll<std::io::Result<()>> {
-            Pin::new(&mut self.io).poll_shutdown(cx)
-        }
-    }
+    use crate::upstream::splice::counting::CountedReads;
+    use std::sync::atomic::Ordering;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     /// With data waiting, the client reads the socket many TLS records at a time, not one
     /// 16 KiB record per read.
@@ -345,11 +304,9 @@ mod tests {
             .unwrap(),
         ));
         let (ours, theirs) = tokio::io::duplex(4 * DATA);
-        let reads = Arc::new(AtomicUsize::new(0));
-        let counted = CountReads {
-            io: ours,
-            reads: reads.clone(),
-        };
+        let counted = CountedReads::new(ours);
+        // Reads that returned data: a read that finds the pipe empty costs no record.
+        let reads = counted.filled.clone();
         let server = tokio::spawn(async move {
             let mut tls = acceptor.accept(theirs).await.unwrap();
             tls.write_all(&vec![0x42; DATA]).await.unwrap();
