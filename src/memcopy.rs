@@ -24,7 +24,7 @@
 pub const TUNABLE: &str = "glibc.cpu.x86_rep_movsb_threshold";
 /// Its value: above any block harp copies below glibc's non-temporal threshold, so `rep movsb`
 /// is never chosen.
-const NEVER: &str = "2147483647";
+pub const NEVER: &str = "2147483647";
 /// The environment variable glibc reads tunables from (colon-separated `name=value`).
 const VARIABLE: &str = "GLIBC_TUNABLES";
 

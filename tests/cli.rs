@@ -424,7 +424,11 @@ fn environ(pid: u32) -> Vec<String> {
 #[test]
 fn glibc_copies_avoid_rep_movsb_on_amd_cpus() {
     let amd = harp::memcopy::is_amd(&std::fs::read_to_string("/proc/cpuinfo").unwrap());
-    let ours = format!("GLIBC_TUNABLES={}=2147483647", harp::memcopy::TUNABLE);
+    let ours = format!(
+        "GLIBC_TUNABLES={}={}",
+        harp::memcopy::TUNABLE,
+        harp::memcopy::NEVER
+    );
     let mut h = common::Harness::builder().spawn_process();
     let vars = environ(h.pid);
     assert_eq!(vars.contains(&ours), amd, "amd={amd}: {vars:?}");

@@ -20,10 +20,10 @@ pub struct Options {
     pub tunnel_client: Option<PathBuf>,
 }
 
-/// Every section name `--only` accepts; one list so a typo is refused instead of silently
-/// running nothing.
 /// Size of one bulk upload.
 const BULK_MIB: usize = 256;
+/// Every section name `--only` accepts; one list so a typo is refused instead of silently
+/// running nothing.
 const SECTIONS: [&str; 7] = ["http", "h2", "burst", "bulk", "ws", "cold-start", "memory"];
 
 impl Options {

@@ -275,6 +275,9 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::upstream::splice::counting::CountedReads;
+    use std::sync::atomic::Ordering;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     #[tokio::test]
     async fn local_tcp_targets_are_dialled_without_nagle() {
@@ -283,9 +286,6 @@ mod tests {
         let local = dial_local("127.0.0.1", port).await.unwrap();
         assert!(local.nodelay().unwrap());
     }
-    use crate::upstream::splice::counting::CountedReads;
-    use std::sync::atomic::Ordering;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     /// With data waiting, the client reads the socket many TLS records at a time, not one
     /// 16 KiB record per read.
